@@ -1,0 +1,308 @@
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from modeling.export import (
+    export_glb,
+    export_obj,
+    read_glb,
+    save_camera_json,
+    save_maps,
+    to_uint8,
+    write_zip,
+)
+from rendering.camera import PinholeCamera
+
+R = 64
+QUADRANT_COLORS = {
+    # (top row half, left column half) -> colour, in our storage (top row = v = 1)
+    (0, 0): (255, 0, 0),
+    (0, 1): (0, 255, 0),
+    (1, 0): (0, 0, 255),
+    (1, 1): (255, 255, 0),
+}
+
+
+def quadrant_texture(resolution=R):
+    image = np.zeros((resolution, resolution, 3), np.uint8)
+    h = resolution // 2
+    for (i, j), color in QUADRANT_COLORS.items():
+        image[i * h : (i + 1) * h, j * h : (j + 1) * h] = color
+    return image
+
+
+def sample_ours(image, uv):
+    """Nearest texel in our convention: row (1 - v) * R, column u * R."""
+    h, w = image.shape[:2]
+    rows = np.clip(((1 - uv[:, 1]) * h).astype(int), 0, h - 1)
+    cols = np.clip((uv[:, 0] * w).astype(int), 0, w - 1)
+    return image[rows, cols, :3]
+
+
+def canonical_triangles(faces):
+    """Triangles as a set, each rotated to start at its smallest index (keeps the winding)."""
+    return {tuple(np.roll(f, -int(np.argmin(f))).tolist()) for f in faces}
+
+
+@pytest.fixture
+def mesh():
+    """A curved 8 x 8 grid patch facing +z, planar UVs away from the quadrant boundaries, and
+    vertex normals that differ from the ones trimesh would compute."""
+    n = 8
+    t = np.linspace(0.05, 0.95, n)
+    u, v = np.meshgrid(t, t)
+    uvs = np.stack([u.ravel(), v.ravel()], axis=1)
+    x, y = (uvs[:, 0] - 0.5) * 0.2, (uvs[:, 1] - 0.5) * 0.2
+    vertices = np.stack([x, y, 0.05 - 2.0 * (x**2 + y**2)], axis=1)
+    faces = []
+    for r in range(n - 1):
+        for c in range(n - 1):
+            a, b, d, e = r * n + c, r * n + c + 1, (r + 1) * n + c, (r + 1) * n + c + 1
+            faces += [[a, b, e], [a, e, d]]  # counter-clockwise seen from +z
+    faces = np.array(faces)
+    normals = np.stack([4.0 * x, 4.0 * y + 0.3, np.ones_like(x)], axis=1)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    return vertices, faces, uvs, normals
+
+
+def glb_image(tree, binary, texture_index):
+    view = tree["bufferViews"][
+        tree["images"][tree["textures"][texture_index]["source"]]["bufferView"]
+    ]
+    start = view.get("byteOffset", 0)
+    return np.asarray(Image.open(io.BytesIO(binary[start : start + view["byteLength"]])))
+
+
+def glb_accessor(tree, binary, index):
+    acc = tree["accessors"][index]
+    view = tree["bufferViews"][acc["bufferView"]]
+    width = {"VEC2": 2, "VEC3": 3, "SCALAR": 1}[acc["type"]]
+    assert acc["componentType"] == 5126 and "byteStride" not in view
+    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    return np.frombuffer(binary, "<f4", acc["count"] * width, start).reshape(-1, width)
+
+
+def test_to_uint8():
+    assert to_uint8(np.array([[-0.1, 0.0, 0.5, 1.0, 1.2]])).tolist() == [[0, 0, 128, 255, 255]]
+    image = np.zeros((2, 2, 3), np.uint8)
+    assert to_uint8(image) is image
+    with pytest.raises(TypeError):
+        to_uint8(np.zeros((2, 2, 3), np.int32))
+    with pytest.raises(ValueError):
+        to_uint8(np.full((2, 2, 3), np.nan))
+
+
+def test_glb_mesh_material_and_normals(tmp_path, mesh):
+    vertices, faces, uvs, normals = mesh
+    normal_map = np.full((R // 2, R // 2, 3), 0.5)
+    normal_map[..., 2] = 1.0
+    path = export_glb(
+        tmp_path / "face.glb",
+        vertices,
+        faces,
+        uvs,
+        quadrant_texture() / 255.0,
+        normal_map,
+        vertex_normals=normals,
+    )
+    loaded = trimesh.load(path, force="mesh", process=False)
+    assert loaded.vertices.shape == vertices.shape
+    np.testing.assert_allclose(loaded.vertices, vertices, atol=1e-6)
+    np.testing.assert_array_equal(loaded.faces, faces)
+    # force="mesh" makes trimesh recompute normals on load, so read the scene's geometry and the
+    # file's own NORMAL accessor
+    (geometry,) = trimesh.load(path, process=False).geometry.values()
+    np.testing.assert_allclose(geometry.vertex_normals, normals, atol=1e-5)
+    tree, binary = read_glb(path.read_bytes())
+    attributes = tree["meshes"][0]["primitives"][0]["attributes"]
+    np.testing.assert_allclose(glb_accessor(tree, binary, attributes["NORMAL"]), normals, atol=1e-6)
+    material = loaded.visual.material
+    assert isinstance(material, trimesh.visual.material.PBRMaterial)
+    assert material.baseColorTexture.size == (R, R)
+    assert material.normalTexture.size == (R // 2, R // 2)
+    assert loaded.visual.uv.shape == uvs.shape
+
+    (mat,) = tree["materials"]
+    assert mat["pbrMetallicRoughness"]["metallicFactor"] == 0.0
+    assert mat["pbrMetallicRoughness"]["roughnessFactor"] == 0.5
+    assert "baseColorTexture" in mat["pbrMetallicRoughness"] and "normalTexture" in mat
+    assert "KHR_materials_specular" not in tree.get("extensionsUsed", [])
+
+
+def test_glb_uv_orientation(tmp_path, mesh):
+    vertices, faces, uvs, _ = mesh
+    texture = quadrant_texture()
+    expected = sample_ours(texture, uvs)
+    assert len({tuple(c) for c in expected}) == 4  # every quadrant is hit
+    path = export_glb(tmp_path / "face.glb", vertices, faces, uvs, texture)
+
+    # trimesh's own reading (bottom-left UVs again after its load-time flip)
+    loaded = trimesh.load(path, force="mesh", process=False)
+    colors = trimesh.visual.color.uv_to_color(
+        loaded.visual.uv, loaded.visual.material.baseColorTexture
+    )
+    np.testing.assert_array_equal(colors[:, :3], expected)
+
+    # the glTF rule itself: TEXCOORD (0, 0) is the top-left corner of the image
+    tree, binary = read_glb(path.read_bytes())
+    primitive = tree["meshes"][0]["primitives"][0]
+    st = glb_accessor(tree, binary, primitive["attributes"]["TEXCOORD_0"])
+    image = glb_image(
+        tree, binary, tree["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"]["index"]
+    )
+    rows = (st[:, 1] * image.shape[0]).astype(int)
+    cols = (st[:, 0] * image.shape[1]).astype(int)
+    np.testing.assert_array_equal(image[rows, cols, :3], expected)
+
+
+def test_glb_specular_extension(tmp_path, mesh):
+    vertices, faces, uvs, _ = mesh
+    rng = np.random.default_rng(0)
+    specular = rng.integers(0, 256, (R, R, 1), dtype=np.uint8)
+    path = export_glb(
+        tmp_path / "face.glb",
+        vertices,
+        faces,
+        uvs,
+        quadrant_texture(),
+        specular_albedo=specular,
+        metallic=0.0,
+        roughness=0.4,
+    )
+    data = path.read_bytes()
+    length, json_length = np.frombuffer(data[8:16], "<u4")
+    assert length == len(data) and json_length % 4 == 0 and len(data) % 4 == 0
+    tree, binary = read_glb(data)
+    assert "KHR_materials_specular" in tree["extensionsUsed"]
+    assert tree["buffers"][0]["byteLength"] == len(binary)
+    ext = tree["materials"][0]["extensions"]["KHR_materials_specular"]
+    image = glb_image(tree, binary, ext["specularColorTexture"]["index"])
+    np.testing.assert_array_equal(image, np.repeat(specular, 3, axis=2))
+    assert tree["materials"][0]["pbrMetallicRoughness"]["roughnessFactor"] == pytest.approx(0.4)
+    # the rewritten container still loads, with the mesh and base colour intact
+    loaded = trimesh.load(path, force="mesh", process=False)
+    assert len(loaded.vertices) == len(vertices)
+    assert loaded.visual.material.baseColorTexture.size == (R, R)
+
+
+def test_glb_rejects_bad_shapes(tmp_path, mesh):
+    vertices, faces, uvs, _ = mesh
+    with pytest.raises(ValueError, match="uvs"):
+        export_glb(tmp_path / "x.glb", vertices, faces, uvs[:-1], quadrant_texture())
+    with pytest.raises(ValueError, match="out of range"):
+        export_glb(tmp_path / "x.glb", vertices, faces + len(vertices), uvs, quadrant_texture())
+
+
+def test_obj_round_trip(tmp_path, mesh):
+    vertices, faces, uvs, normals = mesh
+    maps = {
+        "diffuse_albedo": quadrant_texture() / 255.0,
+        "specular_albedo": np.full((R, R, 1), 0.3),
+        "specular_normals": np.full((R, R, 3), 0.5),
+        "visibility": np.ones((R, R, 1), np.uint8) * 255,
+    }
+    obj_path = export_obj(tmp_path / "out", "face", vertices, faces, uvs, maps, normals)
+    folder = obj_path.parent
+    assert obj_path.name == "face.obj"
+    mtl = (folder / "face.mtl").read_text().splitlines()
+    assert "map_Kd diffuse_albedo.png" in mtl
+    assert "map_Ks specular_albedo.png" in mtl
+    assert "norm specular_normals.png" in mtl
+    assert "map_Bump -bm 1.000000 specular_normals.png" in mtl
+    assert "Pm 0.000000" in mtl and "Ka 0.000000 0.000000 0.000000" in mtl
+    for name, image in maps.items():
+        assert np.asarray(Image.open(folder / f"{name}.png")).shape[:2] == image.shape[:2]
+
+    text = obj_path.read_text()
+    assert "mtllib face.mtl" in text and "usemtl face" in text
+    assert f"f 1/1/1 2/2/2 {faces[0, 2] + 1}/{faces[0, 2] + 1}/{faces[0, 2] + 1}" in text
+
+    loaded = trimesh.load(obj_path, force="mesh", process=False)
+    assert len(loaded.faces) == len(faces)
+    order_ours = np.lexsort(np.round(vertices, 5).T)
+    order_loaded = np.lexsort(np.round(loaded.vertices, 5).T)
+    np.testing.assert_allclose(loaded.vertices[order_loaded], vertices[order_ours], atol=1e-6)
+    np.testing.assert_allclose(loaded.visual.uv[order_loaded], uvs[order_ours], atol=1e-6)
+    # without force="mesh" trimesh keeps the file's normals instead of recomputing them
+    as_read = trimesh.load(obj_path, process=False)
+    np.testing.assert_allclose(as_read.vertices, loaded.vertices)
+    np.testing.assert_allclose(as_read.vertex_normals[order_loaded], normals[order_ours], atol=1e-5)
+    # same triangles with the same winding, matching loaded vertices to ours by nearest neighbour
+    nearest = np.linalg.norm(loaded.vertices[:, None] - vertices[None], axis=2).argmin(axis=1)
+    assert len(set(nearest.tolist())) == len(vertices)
+    assert canonical_triangles(nearest[loaded.faces]) == canonical_triangles(faces)
+    # OBJ's UV convention is ours: trimesh samples the quadrant colours we expect
+    image = loaded.visual.material.image
+    assert image.size == (R, R)
+    colors = trimesh.visual.color.uv_to_color(loaded.visual.uv, image)[:, :3]
+    np.testing.assert_array_equal(colors, sample_ours(quadrant_texture(), loaded.visual.uv))
+
+
+def test_obj_fallback_maps(tmp_path, mesh):
+    vertices, faces, uvs, _ = mesh
+    maps = {"texture": quadrant_texture(), "shape_normals_tangent": np.full((R, R, 3), 0.5)}
+    obj_path = export_obj(tmp_path, "avatar", vertices, faces, uvs, maps)
+    mtl = (tmp_path / "avatar.mtl").read_text()
+    assert "map_Kd texture.png" in mtl
+    assert "map_Bump -bm 1.000000 shape_normals_tangent.png" in mtl
+    assert "map_Ks" not in mtl
+    assert obj_path.read_text().count("\nvn ") == len(vertices)
+
+
+def test_save_maps_modes(tmp_path):
+    maps = {
+        "grey": np.linspace(0, 1, 16).reshape(4, 4, 1),
+        "rgb": np.zeros((4, 4, 3), np.uint8),
+        "rgba": np.ones((4, 4, 4)),
+    }
+    paths = save_maps(maps, tmp_path / "maps")
+    assert {k: Image.open(p).mode for k, p in paths.items()} == {
+        "grey": "L",
+        "rgb": "RGB",
+        "rgba": "RGBA",
+    }
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(paths["grey"])), to_uint8(maps["grey"])[..., 0]
+    )
+    with pytest.raises(ValueError):
+        save_maps({"bad": np.zeros((4, 4, 2))}, tmp_path)
+    with pytest.raises(ValueError):
+        save_maps({"../escape": np.zeros((4, 4, 3))}, tmp_path)
+
+
+def test_write_zip(tmp_path):
+    (tmp_path / "maps").mkdir()
+    a, b = tmp_path / "face.glb", tmp_path / "maps" / "albedo.png"
+    a.write_bytes(b"glb")
+    b.write_bytes(b"png")
+    with zipfile.ZipFile(write_zip([a, b], tmp_path / "all.zip", root=tmp_path)) as z:
+        assert sorted(z.namelist()) == ["face.glb", "maps/albedo.png"]
+        assert z.read("maps/albedo.png") == b"png"
+    with zipfile.ZipFile(write_zip([b], tmp_path / "flat.zip")) as z:
+        assert z.namelist() == ["albedo.png"]
+
+
+def test_camera_json_round_trip(tmp_path):
+    camera = PinholeCamera.from_fov(640, 480, 35.0, translation=np.array([0.0, 0.0, -0.6]))
+    lighting = {
+        "sh_coefficients": np.arange(27, dtype=np.float32).reshape(9, 3),
+        "scale": np.float64(2),
+    }
+    path = save_camera_json(camera.to_dict(), lighting, tmp_path / "camera.json")
+    data = json.loads(path.read_text())
+    assert data["lighting"]["sh_coefficients"] == lighting["sh_coefficients"].tolist()
+    assert data["lighting"]["scale"] == 2.0
+    again = PinholeCamera.from_dict(data["camera"])
+    np.testing.assert_allclose(again.translation, camera.translation)
+    assert (again.fx, again.width, again.height) == (camera.fx, 640, 480)
+    assert (
+        json.loads(save_camera_json(camera.to_dict(), None, tmp_path / "c2.json").read_text())[
+            "lighting"
+        ]
+        is None
+    )
