@@ -1,0 +1,258 @@
+"""Find faces and their 468 MediaPipe face-mesh landmarks in pixel coordinates.
+
+The face mesh's own detector only finds faces that are large in the frame. When it finds fewer
+faces than asked for, the full-range face detector looks at the whole image (and, if still no
+face was found, at overlapping tiles of it, for a distant subject in a large photo), and the face
+mesh is run again on a square crop around each new detection.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from modeling.errors import ImageTooSmallError, NoFaceFoundError, NotAnImageError
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import mediapipe as mp  # noqa: E402  (after the log level is set)
+
+NUM_LANDMARKS = 468
+_CROP_SIZE = 384  # side of the square crop the face mesh sees around a detected face
+_CROP_MARGIN = 2.0  # crop side / detected box side
+_MIN_TILE = 256  # smallest tile the full-range detector is run on
+_COVERED_IOU = 0.3  # a detection overlapping a known face this much is that face
+_SAME_FACE_IOU = 0.5  # two landmark boxes overlapping this much are one face
+
+
+@dataclass(frozen=True)
+class FaceLandmarks:
+    """One face's landmarks (arrays are read-only).
+
+    Attributes:
+        points (`np.ndarray` of shape `(468, 3)`, float64): x, y in pixel coordinates
+            (top-left origin, see `rendering/camera.py`); z is MediaPipe's relative depth in
+            pixels (same scale as x; smaller is closer to the camera).
+        box (`np.ndarray` of shape `(4,)`, float64): the landmarks' bounding box x0, y0, x1, y1.
+        image_size (`tuple[int, int]`): (height, width) of the image the face was found in.
+    """
+
+    points: np.ndarray
+    box: np.ndarray
+    image_size: tuple[int, int]
+
+    def __post_init__(self):
+        for name in ("points", "box"):
+            array = np.array(getattr(self, name), dtype=np.float64)
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
+
+    @property
+    def width(self) -> float:
+        """Width of `box` in pixels."""
+        return float(self.box[2] - self.box[0])
+
+    @classmethod
+    def from_points(cls, points: np.ndarray, image_size: tuple[int, int]) -> FaceLandmarks:
+        xy = points[:, :2]
+        box = np.concatenate([xy.min(axis=0), xy.max(axis=0)])
+        return cls(points, box, (int(image_size[0]), int(image_size[1])))
+
+
+class FaceTracker:
+    """Detects faces with MediaPipe. Thread-safe; the graphs are built on first use.
+
+    >>> with FaceTracker() as tracker:  # doctest: +SKIP
+    ...     faces = tracker.detect(load_image("examples/face.jpg"))
+    >>> faces[0].points.shape  # doctest: +SKIP
+    (468, 3)
+    """
+
+    def __init__(
+        self,
+        max_num_faces: int = 5,
+        min_detection_confidence: float = 0.5,
+        min_face_size: int = 64,
+    ):
+        self.max_num_faces = max_num_faces
+        self.min_detection_confidence = min_detection_confidence
+        self.min_face_size = min_face_size
+        self._lock = threading.Lock()
+        self._mesh = None
+        self._detector = None
+
+    def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
+        """All faces in `image`, largest (widest box) first.
+
+        Args:
+            image (`np.ndarray` of shape `(H, W, 3)`, uint8): RGB image.
+
+        Returns:
+            Up to `max_num_faces` `FaceLandmarks`. Faces narrower than `min_face_size` are
+            included when a wide enough face is present.
+
+        Raises:
+            NoFaceFoundError: no face found.
+            ImageTooSmallError: the largest face is narrower than `min_face_size` pixels.
+        """
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3):
+            raise NotAnImageError("FaceTracker.detect expects a uint8 (H, W, 3) RGB array")
+        if image.shape[2] != 3:
+            raise NotAnImageError(f"FaceTracker.detect expects RGB; got shape {image.shape}")
+        image = np.ascontiguousarray(image)
+        with self._lock:
+            faces = self._run_mesh(image)
+            if len(faces) < self.max_num_faces:
+                faces += self._faces_from_detections(image, self._detect_boxes(image), faces)
+            if not faces:
+                faces += self._faces_from_detections(image, self._detect_in_tiles(image), faces)
+        faces = _unique_largest_first(faces)[: self.max_num_faces]
+        if not faces:
+            raise NoFaceFoundError("No face found in the image")
+        if faces[0].width < self.min_face_size:
+            raise ImageTooSmallError(
+                f"The face is only {faces[0].width:.0f} pixels wide; at least "
+                f"{self.min_face_size} are needed (use a closer or higher-resolution photo)"
+            )
+        return faces
+
+    def close(self) -> None:
+        """Release the MediaPipe graphs (they are rebuilt if `detect` is called again)."""
+        with self._lock:
+            for graph in (self._mesh, self._detector):
+                if graph is not None:
+                    graph.close()
+            self._mesh = self._detector = None
+
+    def __enter__(self) -> FaceTracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run_mesh(self, image: np.ndarray) -> list[FaceLandmarks]:
+        """Face mesh on the whole `image`; the caller holds the lock."""
+        if self._mesh is None:
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True,
+                max_num_faces=self.max_num_faces,
+                refine_landmarks=False,
+                min_detection_confidence=self.min_detection_confidence,
+            )
+        height, width = image.shape[:2]
+        faces = []
+        for face in self._mesh.process(image).multi_face_landmarks or []:
+            norm = np.array([(p.x, p.y, p.z) for p in face.landmark[:NUM_LANDMARKS]])
+            faces.append(FaceLandmarks.from_points(norm * [width, height, width], (height, width)))
+        return faces
+
+    def _detect_boxes(self, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Full-range detector: `(score, box x0, y0, x1, y1 in pixels)` per face."""
+        if self._detector is None:
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=self.min_detection_confidence
+            )
+        height, width = image.shape[:2]
+        found = []
+        for detection in self._detector.process(image).detections or []:
+            b = detection.location_data.relative_bounding_box
+            box = np.array([b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height])
+            found.append((detection.score[0], box * [width, height, width, height]))
+        return found
+
+    def _detect_in_tiles(self, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Full-range detector on half-overlapping square tiles of 1/2 and 1/4 the long side."""
+        height, width = image.shape[:2]
+        found = []
+        for parts in (2, 4):
+            side = min(math.ceil(max(height, width) / parts), height, width)
+            if side < _MIN_TILE or (side == height and side == width):
+                continue
+            for y in _tile_starts(height, side):
+                for x in _tile_starts(width, side):
+                    tile = np.ascontiguousarray(image[y : y + side, x : x + side])
+                    found += [(s, b + [x, y, x, y]) for s, b in self._detect_boxes(tile)]
+        return found
+
+    def _faces_from_detections(
+        self, image: np.ndarray, detections: list, known: list[FaceLandmarks]
+    ) -> list[FaceLandmarks]:
+        """Face mesh on a crop around each detection not covered by a `known` face."""
+        height, width = image.shape[:2]
+        boxes = [f.box for f in known]
+        faces = []
+        for _, box in sorted(detections, key=lambda d: -d[0])[: 4 * self.max_num_faces]:
+            if any(_iou(box, other) >= _COVERED_IOU for other in boxes):
+                continue
+            boxes.append(box)  # also skips later detections of the same face (other tiles)
+            side = max(int(round(_CROP_MARGIN * max(box[2] - box[0], box[3] - box[1]))), 8)
+            x0 = int(round((box[0] + box[2] - side) / 2))
+            y0 = int(round((box[1] + box[3] - side) / 2))
+            scale = side / _CROP_SIZE
+            in_crop = self._run_mesh(_crop_square(image, x0, y0, side))
+            candidates = [
+                FaceLandmarks.from_points(f.points * scale + [x0, y0, 0], (height, width))
+                for f in in_crop
+            ]
+            if candidates:
+                best = max(candidates, key=lambda f: _iou(f.box, box))
+                if _iou(best.box, box) > 0.1:
+                    faces.append(best)
+                    boxes.append(best.box)
+        return faces
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+def largest_face(image: np.ndarray, tracker: FaceTracker | None = None) -> FaceLandmarks:
+    """The largest face in `image` (`(H, W, 3)` uint8 RGB), with a temporary tracker if none is
+    given. Raises like `FaceTracker.detect`."""
+    if tracker is not None:
+        return tracker.detect(image)[0]
+    with FaceTracker() as temporary:
+        return temporary.detect(image)[0]
+
+
+def _crop_square(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """The `side`-pixel square at (x0, y0) (black outside `image`), resized to `_CROP_SIZE`."""
+    height, width = image.shape[:2]
+    crop = np.zeros((side, side, 3), np.uint8)
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + side, width), min(y0 + side, height)
+    if sx1 > sx0 and sy1 > sy0:
+        crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    interpolation = cv2.INTER_AREA if side > _CROP_SIZE else cv2.INTER_LINEAR
+    return cv2.resize(crop, (_CROP_SIZE, _CROP_SIZE), interpolation=interpolation)
+
+
+def _tile_starts(length: int, side: int) -> list[int]:
+    starts = list(range(0, length - side + 1, max(side // 2, 1)))
+    if starts[-1] + side < length:
+        starts.append(length - side)
+    return starts
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two x0, y0, x1, y1 boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _unique_largest_first(faces: list[FaceLandmarks]) -> list[FaceLandmarks]:
+    kept: list[FaceLandmarks] = []
+    for face in sorted(faces, key=lambda f: -f.width):
+        if all(_iou(face.box, k.box) < _SAME_FACE_IOU for k in kept):
+            kept.append(face)
+    return kept

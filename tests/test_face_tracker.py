@@ -1,0 +1,125 @@
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from modeling.errors import ImageTooSmallError, NoFaceFoundError, NotAnImageError
+from modeling.face_tracker import FaceLandmarks, FaceTracker, largest_face
+
+NOSE_TIP, RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 1, 33, 263
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    with FaceTracker() as tracker:
+        yield tracker
+
+
+@pytest.fixture(scope="module")
+def reference(astronaut, tracker) -> FaceLandmarks:
+    return tracker.detect(astronaut)[0]
+
+
+def _pasted(image: np.ndarray, size: int, canvas_hw: tuple[int, int], at: tuple[int, int]):
+    """`image` resized to `size` x `size`, pasted with its top-left at `at` (x, y) on grey."""
+    canvas = np.full((*canvas_hw, 3), 128, np.uint8)
+    small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    canvas[at[1] : at[1] + size, at[0] : at[0] + size] = small
+    return canvas
+
+
+def _expected(reference: FaceLandmarks, size: int, at: tuple[int, int]) -> np.ndarray:
+    return reference.points * (size / reference.image_size[1]) + [at[0], at[1], 0]
+
+
+def test_astronaut_has_one_face_in_the_right_place(astronaut, tracker, reference):
+    faces = tracker.detect(astronaut)
+    assert len(faces) == 1
+    points = reference.points
+    assert points.shape == (468, 3) and points.dtype == np.float64
+    assert reference.image_size == (512, 512)
+    assert np.all((points[:, 0] > 160) & (points[:, 0] < 285))
+    assert np.all((points[:, 1] > 60) & (points[:, 1] < 190))
+    assert points[RIGHT_EYE_OUTER, 0] < points[NOSE_TIP, 0] < points[LEFT_EYE_OUTER, 0]
+    assert points[NOSE_TIP, 2] < np.median(points[:, 2])  # the nose tip is closest
+    np.testing.assert_allclose(reference.box[:2], points[:, :2].min(axis=0))
+    np.testing.assert_allclose(reference.box[2:], points[:, :2].max(axis=0))
+    assert 80 < reference.width < 110
+    with pytest.raises(ValueError):
+        reference.points[0, 0] = 0.0  # read-only
+
+
+@pytest.mark.parametrize("kind", ["blank", "noise"])
+def test_no_face(tracker, kind):
+    rng = np.random.default_rng(0)
+    image = (
+        np.full((600, 600, 3), 200, np.uint8)
+        if kind == "blank"
+        else rng.integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    )
+    with pytest.raises(NoFaceFoundError, match="No face found"):
+        tracker.detect(image)
+
+
+def test_two_faces_largest_first(astronaut, tracker):
+    image = np.full((512, 812, 3), 128, np.uint8)
+    image[:, :512] = astronaut
+    image[100:400, 512:] = cv2.resize(astronaut, (300, 300), interpolation=cv2.INTER_AREA)
+    faces = tracker.detect(image)
+    assert len(faces) == 2
+    assert faces[0].width > faces[1].width
+    assert faces[0].box[2] < 512 < faces[1].box[0]
+
+
+def test_small_face_is_found_by_full_range_fallback(astronaut, tracker, reference):
+    size, at = 400, (466, 300)  # face about 75 px wide in a 1000 x 1400 image
+    image = _pasted(astronaut, size, (1000, 1400), at)
+    assert tracker._run_mesh(image) == []  # the face mesh alone misses it
+    faces = tracker.detect(image)
+    assert len(faces) == 1 and faces[0].image_size == (1000, 1400)
+    error = np.abs(faces[0].points - _expected(reference, size, at))
+    assert error[:, :2].max() < 4 and error[:, 2].max() < 4
+    assert error[:, :2].mean() < 1
+
+
+def test_distant_face_is_found_in_tiles(astronaut, reference):
+    size, at = 200, (466, 600)  # face about 37 px wide in 1400 x 1400: missed by full-image passes
+    image = _pasted(astronaut, size, (1400, 1400), at)
+    with FaceTracker(min_face_size=32) as tracker:
+        assert tracker._detect_boxes(image) == []
+        face = tracker.detect(image)[0]
+    assert np.abs(face.points - _expected(reference, size, at))[:, :2].max() < 4
+
+
+def test_too_small_face(astronaut, tracker):
+    image = _pasted(astronaut, 200, (400, 400), (100, 100))  # face about 37 px wide
+    with pytest.raises(ImageTooSmallError, match=r"only 3\d pixels wide; at least 64"):
+        tracker.detect(image)
+
+
+def test_largest_face_and_reuse(astronaut, tracker, reference):
+    np.testing.assert_array_equal(largest_face(astronaut, tracker).points, reference.points)
+    np.testing.assert_allclose(largest_face(astronaut).points, reference.points, atol=1e-6)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: tracker.detect(astronaut)[0], range(4)))
+    for face in results:
+        np.testing.assert_array_equal(face.points, reference.points)
+    local = FaceTracker()
+    local.detect(astronaut)
+    local.close()
+    np.testing.assert_allclose(local.detect(astronaut)[0].points, reference.points, atol=1e-6)
+    local.close()
+
+
+def test_rejects_non_rgb_arrays(tracker):
+    with pytest.raises(NotAnImageError):
+        tracker.detect(np.zeros((100, 100, 3), np.float32))
+    with pytest.raises(NotAnImageError):
+        tracker.detect(np.zeros((100, 100, 4), np.uint8))
