@@ -23,7 +23,7 @@ ASSET = Path(__file__).resolve().parent / "assets" / "topology.npz"
 NUM_LANDMARKS = 468
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity (used as a cache key)
 class Topology:
     """The face topology (all arrays read-only numpy).
 

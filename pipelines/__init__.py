@@ -1,0 +1,3 @@
+from pipelines.avatar_pipeline import AvatarPipeline, AvatarPipelineOutput, FaceMesh
+
+__all__ = ["AvatarPipeline", "AvatarPipelineOutput", "FaceMesh"]

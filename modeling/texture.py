@@ -1,0 +1,228 @@
+"""UV texture: unwrap the photo into our UV layout, with per-texel visibility, and complete it.
+
+Unwrapping rasterizes the mesh in UV space (the *atlas*: which triangle and barycentrics each
+texel has, cached per resolution), carries every texel to the photo through the camera, samples
+the photo there, and scores the texel's visibility: hidden behind the face in the photo's depth
+buffer -> 0; seen at a grazing angle -> fades to 0. Completion mirrors through the symmetric UV
+layout (a texel's mirror partner is the horizontally flipped texel), then fills what is still
+missing, inside and outside the chart, by pull-push interpolation, so no texel is left empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from modeling.geometry import FaceGeometry
+from modeling.topology import Topology, load_topology
+from rendering.camera import uv_to_clip
+from rendering.rasterize import rasterize
+from rendering.render import barycentric_interpolate, sample_image
+
+MIN_RESOLUTION, MAX_RESOLUTION = 64, 4096
+
+
+@dataclass(frozen=True)
+class UVAtlas:
+    """Texels of an R x R UV image covered by the mesh.
+
+    Attributes:
+        resolution (`int`): R.
+        texels (`(N,)` int64): flat indices (row-major, top row = v = 1) of covered texels.
+        faces (`(N,)` int64): dense-mesh triangle of each covered texel.
+        bary (`(N, 2)` float32): barycentric weights of the triangle's vertices 0 and 1.
+    """
+
+    resolution: int
+    texels: np.ndarray
+    faces: np.ndarray
+    bary: np.ndarray
+
+    @property
+    def chart(self) -> np.ndarray:
+        """`(R, R)` bool mask of covered texels."""
+        mask = np.zeros(self.resolution * self.resolution, bool)
+        mask[self.texels] = True
+        return mask.reshape(self.resolution, self.resolution)
+
+    def interpolate(self, attr: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """Vertex attribute `(V, C)` -> `(N, C)` float32 at the covered texels."""
+        return barycentric_interpolate(attr, faces, self.faces, self.bary)
+
+    def to_image(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """`(N, C)` texel values -> `(R, R, C)` float32 image, `fill` outside the chart."""
+        r = self.resolution
+        out = np.full((r * r, values.shape[1]), fill, np.float32)
+        out[self.texels] = values
+        return out.reshape(r, r, values.shape[1])
+
+
+def check_resolution(resolution: int) -> int:
+    if not isinstance(resolution, (int, np.integer)) or not (
+        MIN_RESOLUTION <= resolution <= MAX_RESOLUTION
+    ):
+        raise ValueError(
+            f"resolution must be an integer in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], "
+            f"got {resolution!r}"
+        )
+    return int(resolution)
+
+
+@lru_cache(maxsize=4)
+def uv_atlas(resolution: int, topology: Topology | None = None) -> UVAtlas:
+    """Rasterize the dense mesh in UV space (cached: it depends only on the layout)."""
+    resolution = check_resolution(resolution)
+    topology = topology or load_topology()
+    clip = uv_to_clip(topology.dense_uvs).astype(np.float32)
+    rast = rasterize(clip[None], topology.dense_faces, (resolution, resolution))[0].numpy()
+    flat = rast.reshape(-1, 4)
+    texels = np.flatnonzero(flat[:, 3] > 0)
+    return UVAtlas(
+        resolution,
+        texels,
+        flat[texels, 3].astype(np.int64) - 1,
+        np.ascontiguousarray(flat[texels, :2]),
+    )
+
+
+@dataclass(frozen=True)
+class UnwrappedTexture:
+    """Attributes (N = covered texels of `atlas`):
+    atlas (`UVAtlas`).
+    colors (`(N, 3)` float32): photo colours (as stored in the photo, sRGB) at each texel.
+    visibility (`(N,)` float32 in [0, 1]): 0 hidden or off-image, 1 clearly seen.
+    normals_camera, normals_object (`(N, 3)` float32): unit shape normals.
+    """
+
+    atlas: UVAtlas
+    colors: np.ndarray
+    visibility: np.ndarray
+    normals_camera: np.ndarray
+    normals_object: np.ndarray
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def unwrap_texture(
+    image: np.ndarray,
+    geometry: FaceGeometry,
+    view_rast: np.ndarray,
+    resolution: int,
+    topology: Topology | None = None,
+    depth_tolerance: float = 0.004,
+    grazing: tuple[float, float] = (0.08, 0.4),
+) -> UnwrappedTexture:
+    """Unwrap the photo into UV space.
+
+    Args:
+        image (`(H, W, 3)` float32 in [0, 1]): the photo.
+        geometry (`FaceGeometry`): camera and mesh.
+        view_rast (`(H, W, 4)`): `rendering.render.rasterize_view` of the mesh (depth buffer).
+        resolution (`int`): R, 64..4096.
+        depth_tolerance (`float`): metres a texel may lie behind the depth buffer and still count.
+        grazing (`(float, float)`): cosines of the viewing angle between which visibility ramps
+            from 0 to 1.
+    """
+    topology = topology or load_topology()
+    atlas = uv_atlas(resolution, topology)
+    faces = topology.dense_faces
+    points = atlas.interpolate(geometry.vertices_camera, faces)
+    normals_cam = _normalize(atlas.interpolate(geometry.normals_camera, faces))
+    normals_obj = _normalize(atlas.interpolate(geometry.normals_object, faces))
+    cam = geometry.camera
+    pixels = cam.project(points.astype(np.float64))
+    colors = sample_image(image, pixels)
+
+    h, w = view_rast.shape[:2]
+    col = np.clip(pixels[:, 0].astype(np.int64), 0, w - 1)
+    row = np.clip(pixels[:, 1].astype(np.int64), 0, h - 1)
+    buffer_depth = view_rast[row, col, 2]
+    depth = -points[:, 2]
+    unoccluded = (buffer_depth == 0) | (depth <= buffer_depth + depth_tolerance)
+    inside = (pixels[:, 0] >= 0) & (pixels[:, 0] <= w) & (pixels[:, 1] >= 0) & (pixels[:, 1] <= h)
+    cos_view = np.sum(normals_cam * _normalize(-points), axis=1)
+    lo, hi = grazing
+    facing = np.clip((cos_view - lo) / (hi - lo), 0, 1)
+    visibility = (facing * unoccluded * inside).astype(np.float32)
+    return UnwrappedTexture(atlas, colors, visibility, normals_cam, normals_obj)
+
+
+def mirror_complete(values: np.ndarray, confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fill low-confidence texels from their mirror partners (the layout is symmetric in u).
+
+    Args:
+        values (`(R, R, C)`), confidence (`(R, R)` in [0, 1]).
+    Returns:
+        completed values and the new confidence `(R, R)`.
+    """
+    mirrored_values = values[:, ::-1]
+    own = confidence
+    borrowed = confidence[:, ::-1] * (1 - confidence)
+    total = own + borrowed
+    safe = np.maximum(total, 1e-6)[..., None]
+    blended = (values * own[..., None] + mirrored_values * borrowed[..., None]) / safe
+    out = np.where(total[..., None] > 1e-6, blended, values)
+    return out.astype(np.float32), np.clip(total, 0, 1).astype(np.float32)
+
+
+def pull_push_fill(values: np.ndarray, weights: np.ndarray, min_size: int = 2) -> np.ndarray:
+    """Scattered-data fill: keep texels where `weights` = 1, fill where 0, blend in between.
+
+    Pull: average premultiplied values and weights down a pyramid (weights capped at 1). Push:
+    from the coarsest level up, `value = own + (1 - weight) * upsampled coarser value`.
+
+    Args:
+        values (`(H, W, C)` float32), weights (`(H, W)` in [0, 1]).
+    Returns:
+        `(H, W, C)` float32 with no empty texel (as long as some weight is positive).
+    """
+    w = np.clip(weights, 0, 1).astype(np.float32)
+    levels = [(values.astype(np.float32) * w[..., None], w)]
+    while min(levels[-1][1].shape) > min_size:
+        c, wt = levels[-1]
+        size = (max(1, c.shape[1] // 2), max(1, c.shape[0] // 2))
+        c2 = cv2.resize(c, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+        w2 = cv2.resize(wt, size, interpolation=cv2.INTER_AREA)
+        big_c, big_w = 4 * c2, 4 * w2  # sums over each 2x2 block
+        known = big_w >= 1  # saturated: store the plain average with weight 1
+        big_c = np.where(known[..., None], big_c / np.maximum(big_w, 1e-12)[..., None], big_c)
+        levels.append((big_c, np.minimum(big_w, 1.0)))
+    c, wt = levels[-1]
+    filled = c / np.maximum(wt, 1e-12)[..., None]
+    if not np.all(wt > 0):
+        filled[wt <= 0] = (c.sum((0, 1)) / max(wt.sum(), 1e-12))[None]
+    for c, wt in reversed(levels[:-1]):
+        up = cv2.resize(filled, (c.shape[1], c.shape[0]), interpolation=cv2.INTER_LINEAR)
+        up = up.reshape(c.shape)
+        filled = c + (1 - wt)[..., None] * up
+    return filled.astype(np.float32)
+
+
+def complete_uv_map(
+    image: np.ndarray, confidence: np.ndarray, use_mirror: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror, then pull-push fill: `(R, R, C)` + `(R, R)` -> complete `(R, R, C)`, and the
+    confidence after mirroring."""
+    if use_mirror:
+        image, confidence = mirror_complete(image, confidence)
+    return np.clip(pull_push_fill(image, confidence), 0, 1), confidence
+
+
+@lru_cache(maxsize=4)
+def skin_mask(resolution: int, topology: Topology | None = None) -> np.ndarray:
+    """`(R, R)` bool: chart texels that are skin (eyes, brows and lips cut out with a margin)."""
+    topology = topology or load_topology()
+    exclude = np.zeros((resolution, resolution), np.uint8)
+    uv = topology.base_uvs
+    pts = np.stack([uv[:, 0] * resolution, (1 - uv[:, 1]) * resolution], 1)
+    for loop in topology.skin_exclusion:
+        cv2.fillPoly(exclude, [np.round(pts[loop] * 16).astype(np.int32)], 1, shift=4)
+    margin = max(1, resolution // 64)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    exclude = cv2.dilate(exclude, kernel)
+    return uv_atlas(resolution, topology).chart & (exclude == 0)

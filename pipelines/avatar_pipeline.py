@@ -1,0 +1,298 @@
+"""`AvatarPipeline`: one photo of a face -> mesh, camera, lighting and UV maps.
+
+Stages (each a function in `modeling/` or `rendering/`): input -> face tracking -> camera and
+shape -> UV unwrapping with visibility -> SH lighting estimate and first-order de-lighting ->
+completion (mirror + pull-push) -> shape normal maps -> render over the photo.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from PIL import Image
+
+from modeling.face_tracker import FaceLandmarks, FaceTracker
+from modeling.geometry import fit_camera_and_shape
+from modeling.image_input import load_image
+from modeling.lighting import delight, estimate_sh_lighting
+from modeling.texture import check_resolution, complete_uv_map, skin_mask, unwrap_texture
+from modeling.topology import load_topology
+from rendering.camera import PinholeCamera
+from rendering.mesh import to_tangent_space, vertex_tangents
+from rendering.render import (
+    barycentric_interpolate,
+    linear_to_srgb,
+    rasterize_view,
+    sample_uv_map,
+    srgb_to_linear,
+)
+from rendering.sh import sh_shading
+
+MAP_NAMES = (
+    "texture",
+    "diffuse_albedo",
+    "shape_normals",
+    "shape_normals_tangent",
+    "visibility",
+)
+
+
+@dataclass
+class FaceMesh:
+    """Attributes:
+    vertices (`(V, 3)` float32): object (head) space, metres, +y up, face towards +z.
+    faces (`(F, 3)` int32): CCW seen from outside.
+    uvs (`(V, 2)` float32): texture coordinates, origin bottom-left.
+    normals (`(V, 3)` float32): unit vertex normals.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    normals: np.ndarray
+
+
+@dataclass
+class AvatarPipelineOutput(BaseOutput):
+    """Output of `AvatarPipeline`.
+
+    Attributes:
+        mesh (`FaceMesh`): the dense face mesh (7,305 vertices) in object space.
+        camera (`PinholeCamera`): intrinsics of the photo and object-to-camera pose.
+        lighting (`np.ndarray` of shape `(3, 9)`): SH coefficients of the light in camera space
+            (linear RGB, see `rendering.sh`), white and averaging shading 1 on the skin.
+        maps (`dict[str, np.ndarray | PIL.Image.Image]`): UV maps `(R, R, C)` float32 in [0, 1]
+            (or PIL images with `output_type="pil"`): `texture` (the photo unwrapped and
+            completed, sRGB), `diffuse_albedo` (sRGB), `shape_normals` (object space, (n+1)/2),
+            `shape_normals_tangent` (tangent space, (n+1)/2), `visibility` (1 channel).
+        render (`np.ndarray` `(H, W, 3)` float32 or PIL): albedo x lighting rendered over the
+            photo.
+        render_mask (`np.ndarray` `(H, W)` bool): pixels covered by the face.
+        image (`np.ndarray` `(H, W, 3)` uint8): the input photo, upright RGB.
+        landmarks (`FaceLandmarks`): the tracked face.
+        timings (`dict[str, float]`): seconds per stage.
+    """
+
+    mesh: FaceMesh
+    camera: PinholeCamera
+    lighting: np.ndarray
+    maps: dict
+    render: np.ndarray
+    render_mask: np.ndarray
+    image: np.ndarray
+    landmarks: FaceLandmarks
+    timings: dict
+
+
+class _Timer:
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _encode_normals(n: np.ndarray) -> np.ndarray:
+    return np.clip((n + 1) * 0.5, 0, 1).astype(np.float32)
+
+
+class AvatarPipeline(DiffusionPipeline):
+    """Photo -> render-ready 3D face.
+
+    >>> from pipelines import AvatarPipeline
+    >>> pipe = AvatarPipeline.from_pretrained("weights_config")
+    >>> out = pipe("examples/astronaut.jpg", resolution=1024)
+    >>> out.maps["diffuse_albedo"].shape
+    (1024, 1024, 3)
+    """
+
+    def __init__(
+        self,
+        resolution: int = 1024,
+        fov_degrees: float = 40.0,
+        max_num_faces: int = 5,
+        min_face_size: int = 64,
+    ):
+        super().__init__()
+        check_resolution(resolution)
+        self.register_to_config(
+            resolution=resolution,
+            fov_degrees=fov_degrees,
+            max_num_faces=max_num_faces,
+            min_face_size=min_face_size,
+        )
+        self._tracker: FaceTracker | None = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs):
+        """Load from a local folder, or from a Hub repo id through
+        `huggingface_hub.snapshot_download` (respects `HF_HUB_OFFLINE` and `cache_dir`)."""
+        path = Path(pretrained_model_name_or_path)
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download
+
+            path = Path(
+                snapshot_download(
+                    str(pretrained_model_name_or_path),
+                    cache_dir=kwargs.pop("cache_dir", None),
+                    revision=kwargs.pop("revision", None),
+                    token=kwargs.pop("token", None),
+                )
+            )
+        return super().from_pretrained(str(path), **kwargs)
+
+    @property
+    def tracker(self) -> FaceTracker:
+        if self._tracker is None:
+            self._tracker = FaceTracker(
+                max_num_faces=self.config.max_num_faces, min_face_size=self.config.min_face_size
+            )
+        return self._tracker
+
+    def detect_faces(self, image) -> list[FaceLandmarks]:
+        """All faces in a photo (path, PIL, array), largest first."""
+        return self.tracker.detect(load_image(image))
+
+    def __call__(
+        self,
+        image,
+        *,
+        resolution: int | None = None,
+        face_index: int = 0,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ):
+        """Reconstruct one face.
+
+        Args:
+            image (`str`, `Path`, `PIL.Image.Image`, `np.ndarray` `(H, W, 3)` uint8 or float in
+                [0, 1], or `torch.Tensor` `(3, H, W)`): the photo.
+            resolution (`int`, *optional*): UV map size, 512..4096 (default: the config's).
+            face_index (`int`): which face, counting from the largest (0).
+            output_type (`str`): `"np"` (float32 arrays) or `"pil"` (maps and render as images).
+            return_dict (`bool`): return an `AvatarPipelineOutput` (else a tuple).
+        """
+        if output_type not in ("np", "pil"):
+            raise ValueError(f"output_type must be 'np' or 'pil', got {output_type!r}")
+        resolution = check_resolution(resolution or self.config.resolution)
+        timer = _Timer()
+        topology = load_topology()
+        progress = self.progress_bar(total=6)
+
+        with timer("input"):
+            photo = load_image(image)
+            image_f = photo.astype(np.float32) / 255.0
+        with timer("face_tracking"):
+            faces = self.tracker.detect(photo)
+            if not 0 <= face_index < len(faces):
+                raise ValueError(f"face_index {face_index} out of range: found {len(faces)} faces")
+            landmarks = faces[face_index]
+        progress.update()
+        with timer("camera_and_shape"):
+            geometry = fit_camera_and_shape(landmarks, topology, self.config.fov_degrees)
+            view_rast = rasterize_view(
+                geometry.camera, geometry.vertices_camera, topology.dense_faces
+            )
+        progress.update()
+        with timer("unwrap"):
+            unwrapped = unwrap_texture(image_f, geometry, view_rast, resolution, topology)
+            atlas = unwrapped.atlas
+        progress.update()
+        with timer("delight"):
+            colors_lin = srgb_to_linear(unwrapped.colors)
+            skin = skin_mask(resolution, topology).reshape(-1)[atlas.texels]
+            lighting = estimate_sh_lighting(
+                colors_lin, unwrapped.normals_camera, unwrapped.visibility * skin
+            )
+            albedo_lin = delight(colors_lin, unwrapped.normals_camera, lighting)
+        progress.update()
+        with timer("complete"):
+            visibility = atlas.to_image(unwrapped.visibility[:, None])[..., 0]
+            texture, _ = complete_uv_map(atlas.to_image(unwrapped.colors), visibility)
+            albedo, _ = complete_uv_map(atlas.to_image(linear_to_srgb(albedo_lin)), visibility)
+        progress.update()
+        with timer("normal_maps"):
+            tangents = vertex_tangents(
+                geometry.vertices_object,
+                topology.dense_faces,
+                topology.dense_uvs,
+                geometry.normals_object,
+            )
+            n_obj = unwrapped.normals_object
+            tangent_texels = atlas.interpolate(tangents, topology.dense_faces)
+            # Relative to the exported mesh's own smooth frame the shape adds no detail, so this
+            # map is flat (0.5, 0.5, 1); detail normals (issue: reflectance networks) use the
+            # same transform.
+            n_tan = to_tangent_space(n_obj, tangent_texels, n_obj)
+            shape_obj, _ = complete_uv_map(
+                atlas.to_image(_encode_normals(n_obj)), atlas.chart.astype(np.float32), False
+            )
+            shape_tan, _ = complete_uv_map(
+                atlas.to_image(_encode_normals(n_tan)), atlas.chart.astype(np.float32), False
+            )
+        with timer("render"):
+            render, mask = self._render_over_photo(
+                image_f, view_rast, topology, albedo, lighting, geometry
+            )
+        progress.update()
+        progress.close()
+
+        mesh = FaceMesh(
+            geometry.vertices_object.astype(np.float32),
+            topology.dense_faces.astype(np.int32),
+            topology.dense_uvs.astype(np.float32),
+            geometry.normals_object.astype(np.float32),
+        )
+        maps = {
+            "texture": texture,
+            "diffuse_albedo": albedo,
+            "shape_normals": shape_obj,
+            "shape_normals_tangent": shape_tan,
+            "visibility": visibility[..., None],
+        }
+        if output_type == "pil":
+            maps = {k: _to_pil(v) for k, v in maps.items()}
+            render = _to_pil(render)
+        out = AvatarPipelineOutput(
+            mesh=mesh,
+            camera=geometry.camera,
+            lighting=lighting.astype(np.float32),
+            maps=maps,
+            render=render,
+            render_mask=mask,
+            image=photo,
+            landmarks=landmarks,
+            timings=timer.timings,
+        )
+        return out if return_dict else tuple(out.values())
+
+    @staticmethod
+    def _render_over_photo(image_f, view_rast, topology, albedo_map, lighting, geometry):
+        """Albedo x SH shading of the mesh, composited over the photo -> `(H, W, 3)`, mask."""
+        mask = view_rast[..., 3] > 0
+        face_ids = view_rast[..., 3][mask].astype(np.int64) - 1
+        bary = view_rast[..., :2][mask]
+        uv = barycentric_interpolate(topology.dense_uvs, topology.dense_faces, face_ids, bary)
+        normals = barycentric_interpolate(
+            geometry.normals_camera, topology.dense_faces, face_ids, bary
+        )
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        albedo = srgb_to_linear(sample_uv_map(albedo_map, uv))
+        shaded = linear_to_srgb(albedo * np.maximum(sh_shading(normals, lighting), 0))
+        render = image_f.copy()
+        render[mask] = shaded
+        return render, mask
+
+
+def _to_pil(array: np.ndarray) -> Image.Image:
+    a = np.clip(np.round(array * 255), 0, 255).astype(np.uint8)
+    return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)

@@ -1,0 +1,74 @@
+"""Rendering helpers on top of `rasterize`: view rasterization, texture sampling, compositing,
+and the sRGB transfer curve (colour maps are stored sRGB-encoded; shading happens in linear)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from rendering.camera import PinholeCamera
+from rendering.rasterize import rasterize
+
+NEAR, FAR = 0.01, 10.0
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0, 1)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0, 1)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def rasterize_view(
+    camera: PinholeCamera, vertices_camera: np.ndarray, faces: np.ndarray
+) -> np.ndarray:
+    """Rasterize a camera-space mesh into the camera's image.
+
+    Returns `(H, W, 4)` float32: barycentrics u, v, *linear* depth (metres, 0 where empty), and
+    triangle id + 1 (0 where empty).
+    """
+    clip = camera.camera_to_clip(vertices_camera, NEAR, FAR).astype(np.float32)
+    rast = rasterize(clip[None], faces, (camera.height, camera.width))[0].numpy()
+    covered = rast[..., 3] > 0
+    zndc = rast[..., 2]
+    depth = 2 * FAR * NEAR / ((FAR + NEAR) - zndc * (FAR - NEAR))
+    rast[..., 2] = np.where(covered, depth, 0)
+    return rast
+
+
+def barycentric_interpolate(
+    attr: np.ndarray, faces: np.ndarray, face_ids: np.ndarray, bary_uv: np.ndarray
+) -> np.ndarray:
+    """Interpolate vertex attributes `attr` `(V, C)` at fragments given by 0-based `face_ids`
+    `(N,)` and barycentrics `bary_uv` `(N, 2)` (weights of vertices 0 and 1) -> `(N, C)`."""
+    tri = faces[face_ids]
+    w0, w1 = bary_uv[:, 0:1], bary_uv[:, 1:2]
+    return (w0 * attr[tri[:, 0]] + w1 * attr[tri[:, 1]] + (1 - w0 - w1) * attr[tri[:, 2]]).astype(
+        np.float32
+    )
+
+
+def _remap_points(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """cv2.remap at N scattered points (remap's maps must be < 32767 wide: fold into rows)."""
+    n = map_x.shape[0]
+    cols = 4096
+    rows = -(-n // cols)
+    pad = rows * cols - n
+    mx = np.pad(map_x.astype(np.float32), (0, pad)).reshape(rows, cols)
+    my = np.pad(map_y.astype(np.float32), (0, pad)).reshape(rows, cols)
+    out = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(rows * cols, -1)[:n]
+
+
+def sample_uv_map(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of an `(R, R, C)` UV image (top row = v = 1) at `uv` `(N, 2)` -> `(N, C)`."""
+    size = texture.shape[0]
+    return _remap_points(texture, uv[:, 0] * size - 0.5, (1 - uv[:, 1]) * size - 0.5)
+
+
+def sample_image(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of an `(H, W, C)` image at continuous pixel coordinates `(N, 2)`."""
+    return _remap_points(image, pixels[:, 0] - 0.5, pixels[:, 1] - 0.5)
