@@ -1,0 +1,59 @@
+"""Write an `AvatarPipelineOutput` to a folder: GLB, OBJ + MTL + PNG maps, camera/lighting JSON,
+the render over the photo, and a zip of everything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from modeling.export import export_glb, export_obj, save_camera_json, save_maps, to_uint8, write_zip
+from pipelines.avatar_pipeline import AvatarPipelineOutput
+
+
+def _as_array(map_or_image) -> np.ndarray:
+    if isinstance(map_or_image, Image.Image):
+        return np.asarray(map_or_image)
+    return map_or_image
+
+
+def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> dict[str, Path]:
+    """Write every file of one reconstruction into `folder`; returns `{kind: path}`.
+
+    Files: `<name>.glb`, `obj/<name>.obj` (+ `.mtl` and its PNG maps), `maps/<map>.png`,
+    `camera.json` (intrinsics, pose, SH lighting), `render.png`, `input.png`, `<name>.zip`.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    maps = {k: _as_array(v) for k, v in output.maps.items()}
+    mesh = output.mesh
+    paths: dict[str, Path] = {}
+    paths["glb"] = export_glb(
+        folder / f"{name}.glb",
+        mesh.vertices,
+        mesh.faces,
+        mesh.uvs,
+        base_color=maps["diffuse_albedo"],
+        normal_map=maps.get("specular_normals", maps["shape_normals_tangent"]),
+        specular_albedo=maps.get("specular_albedo"),
+        vertex_normals=mesh.normals,
+    )
+    obj_maps = {k: v for k, v in maps.items() if k != "visibility"}
+    paths["obj"] = export_obj(
+        folder / "obj", name, mesh.vertices, mesh.faces, mesh.uvs, obj_maps, mesh.normals
+    )
+    map_paths = save_maps(maps, folder / "maps")
+    lighting = {
+        "convention": "SH (3 x 9, linear RGB, camera space); shading = (1/pi) sum_j A_j c_j Y_j(n)",
+        "sh_coefficients": np.asarray(output.lighting).tolist(),
+    }
+    paths["camera"] = save_camera_json(output.camera.to_dict(), lighting, folder / "camera.json")
+    paths["render"] = folder / "render.png"
+    Image.fromarray(to_uint8(_as_array(output.render))).save(paths["render"])
+    paths["input"] = folder / "input.png"
+    Image.fromarray(output.image).save(paths["input"])
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".zip"]
+    paths["zip"] = write_zip(sorted(files), folder / f"{name}.zip", root=folder)
+    paths.update({f"map:{k}": p for k, p in map_paths.items()})
+    return paths

@@ -1,0 +1,184 @@
+"""End to end on a real photo (skimage's astronaut), save/load, Hub loading offline, exports."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+from skimage import data
+
+from modeling.errors import NoFaceFoundError, NotAnImageError
+from modeling.export import read_glb
+from pipelines import AvatarPipeline
+from pipelines.cli import main as cli_main
+from pipelines.outputs import save_outputs
+from rendering.camera import PinholeCamera
+from rendering.mesh import vertex_normals
+from rendering.render import linear_to_srgb, rasterize_view, sample_uv_map, srgb_to_linear
+from rendering.sh import sh_shading
+
+ROOT = Path(__file__).resolve().parents[1]
+RES = 512
+
+
+def masked_psnr(a, b, mask):
+    err = np.mean((a[mask].astype(np.float64) - b[mask].astype(np.float64)) ** 2)
+    return 10 * np.log10(1.0 / max(err, 1e-12))
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = AvatarPipeline.from_pretrained(ROOT / "weights_config")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def out(pipe, photo):
+    return pipe(photo, resolution=RES)
+
+
+def test_mesh_projects_onto_the_detected_landmarks(out):
+    verts_cam = out.camera.object_to_camera(out.mesh.vertices[:468].astype(np.float64))
+    assert np.all(verts_cam[:, 2] < 0), "face must be in front of the camera"
+    pixels = out.camera.project(verts_cam)
+    np.testing.assert_allclose(pixels, out.landmarks.points[:, :2], atol=0.05)
+    # A plausible head: about 50-70 cm from a 40-degree camera for this portrait, metric size.
+    width = np.ptp(out.mesh.vertices[:, 0])
+    assert 0.10 < width < 0.20
+
+
+def test_maps_are_complete_and_in_range(out):
+    for name in ("texture", "diffuse_albedo", "shape_normals", "shape_normals_tangent"):
+        m = out.maps[name]
+        assert m.shape == (RES, RES, 3) and m.dtype == np.float32, name
+        assert np.isfinite(m).all() and m.min() >= 0 and m.max() <= 1, name
+    # No holes: every texel of the colour maps is filled (completion leaves no black texel).
+    for name in ("texture", "diffuse_albedo"):
+        lum = out.maps[name].mean(-1)
+        assert np.percentile(lum, 0.1) > 0.05, f"{name} has empty texels"
+    vis = out.maps["visibility"]
+    assert vis.shape == (RES, RES, 1) and 0.3 < vis.mean() < 0.8
+    # Skin colour: the albedo of the cheeks is reddish-beige, not grey or blue.
+    cheek = out.maps["diffuse_albedo"][RES // 2 : RES // 2 + 20, RES // 5 : RES // 5 + 20]
+    r, g, b = cheek.reshape(-1, 3).mean(0)
+    assert r > g > b and r > 0.4
+    # Shape normals point out of the face: +z (encoded > 0.5) in the chart's centre.
+    assert out.maps["shape_normals"][RES // 2, RES // 2, 2] > 0.8
+    np.testing.assert_allclose(
+        out.maps["shape_normals_tangent"][RES // 2, RES // 2], [0.5, 0.5, 1], atol=0.01
+    )
+
+
+def test_render_matches_photo(out, photo):
+    mask = out.render_mask
+    assert 5000 < mask.sum() < 20000  # the face, not the whole photo
+    ys, xs = np.nonzero(mask)
+    assert 150 < xs.mean() < 290 and 60 < ys.mean() < 190  # where the astronaut's face is
+    psnr = masked_psnr(out.render, photo / 255.0, mask)
+    assert psnr > 30, psnr
+    # and the lighting matters: without shading the render is worse
+    assert out.lighting.shape == (3, 9)
+
+
+def test_exports_round_trip_and_render_like_the_photo(out, photo, tmp_path):
+    paths = save_outputs(out, tmp_path / "astronaut")
+    for key in ("glb", "obj", "camera", "render", "zip"):
+        assert paths[key].is_file(), key
+    loaded = trimesh.load(paths["glb"])
+    mesh = next(iter(loaded.geometry.values())) if isinstance(loaded, trimesh.Scene) else loaded
+    assert len(mesh.vertices) == len(out.mesh.vertices)
+    material = mesh.visual.material
+    assert material.baseColorTexture.size == (RES, RES)
+    assert material.normalTexture.size == (RES, RES)
+    tree, _ = read_glb(paths["glb"].read_bytes())
+    assert tree["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"]["index"] >= 0
+
+    # Re-render the exported asset with the exported camera and light: it must match the photo.
+    cam_json = json.loads(paths["camera"].read_text())
+    camera = PinholeCamera.from_dict(cam_json["camera"])
+    coeffs = np.asarray(cam_json["lighting"]["sh_coefficients"])
+    verts = camera.object_to_camera(np.asarray(mesh.vertices, dtype=np.float64))
+    faces = np.asarray(mesh.faces)
+    uvs = np.asarray(mesh.visual.uv, dtype=np.float64)
+    albedo = np.asarray(material.baseColorTexture.convert("RGB"), dtype=np.float32) / 255
+    rast = rasterize_view(camera, verts, faces)
+    covered = rast[..., 3] > 0
+    fid = rast[..., 3][covered].astype(np.int64) - 1
+    w0, w1 = rast[..., 0][covered, None], rast[..., 1][covered, None]
+    tri = faces[fid]
+    uv = w0 * uvs[tri[:, 0]] + w1 * uvs[tri[:, 1]] + (1 - w0 - w1) * uvs[tri[:, 2]]
+    n = vertex_normals(verts, faces)
+    nrm = w0 * n[tri[:, 0]] + w1 * n[tri[:, 1]] + (1 - w0 - w1) * n[tri[:, 2]]
+    nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+    shaded = linear_to_srgb(srgb_to_linear(sample_uv_map(albedo, uv)) * sh_shading(nrm, coeffs))
+    assert masked_psnr(shaded, photo[covered] / 255.0, np.ones(len(shaded), bool)) > 28
+    assert covered.sum() == pytest.approx(out.render_mask.sum(), rel=0.02)
+
+
+def test_save_pretrained_round_trip(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "saved")
+    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    assert index["_class_name"] == "AvatarPipeline"
+    again = AvatarPipeline.from_pretrained(tmp_path / "saved")
+    keys = ("resolution", "fov_degrees", "max_num_faces", "min_face_size")
+    assert {k: again.config[k] for k in keys} == {k: pipe.config[k] for k in keys}
+
+
+def test_from_pretrained_by_repo_id_uses_the_hub_cache_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someorg--openavatar"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    config = json.loads((ROOT / "weights_config" / "model_index.json").read_text())
+    config["resolution"] = 512
+    (snapshot / "model_index.json").write_text(json.dumps(config))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    pipe = AvatarPipeline.from_pretrained("someorg/openavatar", cache_dir=tmp_path / "hub")
+    assert pipe.config.resolution == 512
+
+
+def test_bad_input_is_refused_clearly(pipe, tmp_path):
+    with pytest.raises(NoFaceFoundError, match="No face"):
+        pipe(np.full((300, 300, 3), 128, np.uint8))
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("hello")
+    with pytest.raises(NotAnImageError, match="notes.jpg"):
+        pipe(not_image)
+    with pytest.raises(ValueError, match="resolution"):
+        pipe(data.astronaut(), resolution=10_000)
+    with pytest.raises(ValueError, match="face_index"):
+        pipe(data.astronaut(), face_index=3)
+
+
+def test_pil_output_type(pipe, photo):
+    out = pipe(Image.fromarray(photo), resolution=256, output_type="pil")
+    assert out.maps["diffuse_albedo"].size == (256, 256)
+    assert out.render.size == (512, 512)
+
+
+def test_cli_one_photo_and_errors(tmp_path, capsys):
+    photo = tmp_path / "in" / "astro.png"
+    photo.parent.mkdir()
+    Image.fromarray(data.astronaut()).save(photo)
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    assert cli_main([str(photo), "-o", str(tmp_path / "out"), "--resolution", "256"]) == 0
+    assert (tmp_path / "out" / "astro" / "face.glb").is_file()
+    # A folder with one good and one broken photo: the good one is done, exit code is 1.
+    code = cli_main([str(tmp_path / "in"), "-o", str(tmp_path / "out2"), "--resolution", "256"])
+    err = capsys.readouterr().err
+    assert code == 1 and "broken.jpg" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "out2" / "astro" / "face.glb").is_file()
+    assert cli_main([str(tmp_path / "missing.jpg")]) == 2
