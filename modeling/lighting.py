@@ -17,7 +17,7 @@ def estimate_sh_lighting(
     colors_linear: np.ndarray,
     normals: np.ndarray,
     weights: np.ndarray,
-    ridge: float = 1e-2,
+    ridge: float = 1e-5,
     iterations: int = 3,
     max_samples: int = 60_000,
     seed: int = 0,

@@ -1,0 +1,134 @@
+"""Stage-level tests on synthetic data with known answers: SH shading, lighting recovery,
+completion, camera + shape recovery, visibility."""
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from modeling.face_tracker import FaceLandmarks
+from modeling.geometry import fit_camera_and_shape
+from modeling.lighting import delight, estimate_sh_lighting
+from modeling.texture import mirror_complete, pull_push_fill, unwrap_texture, uv_atlas
+from modeling.topology import NUM_LANDMARKS, load_topology
+from rendering.camera import PinholeCamera
+from rendering.render import rasterize_view
+from rendering.sh import sh_basis, sh_shading, uniform_white
+
+
+def _sphere_quadrature(n=400):
+    """Midpoint rule on (theta, phi): directions `(M, 3)` and solid-angle weights `(M,)`."""
+    theta = (np.arange(n) + 0.5) * np.pi / n
+    phi = (np.arange(2 * n) + 0.5) * np.pi / n
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    dirs = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1).reshape(-1, 3)
+    weights = (np.sin(t) * (np.pi / n) ** 2).reshape(-1)
+    return dirs, weights
+
+
+def test_sh_shading_matches_numerical_irradiance():
+    dirs, w = _sphere_quadrature()
+    radiance = 1 + 0.5 * dirs[:, 1] + 0.3 * dirs[:, 0] * dirs[:, 2] - 0.2 * dirs[:, 2] ** 2
+    coeffs = np.repeat(((sh_basis(dirs) * (radiance * w)[:, None]).sum(0))[None], 3, 0)
+    rng = np.random.default_rng(0)
+    normals = rng.normal(size=(20, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    # Lambertian outgoing radiance for albedo 1: (1/pi) * integral of L(w) max(0, n.w) dw.
+    cosines = np.maximum(normals @ dirs.T, 0)
+    expected = (cosines * (radiance * w)[None]).sum(1) / np.pi
+    np.testing.assert_allclose(sh_shading(normals, coeffs)[:, 0], expected, rtol=2e-3)
+    np.testing.assert_allclose(sh_shading(normals, uniform_white()), 1.0, rtol=1e-5)
+
+
+def test_lighting_and_albedo_recovered_from_shaded_skin():
+    rng = np.random.default_rng(1)
+    normals = rng.normal(size=(5000, 3))
+    normals[:, 2] = np.abs(normals[:, 2]) + 0.3  # a face: normals towards the camera
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    coeffs = uniform_white() * 0.7
+    coeffs[:, 3] = 0.9  # light from the right
+    coeffs[:, 1] = 0.4  # and from above
+    coeffs[:, 4] = 0.1
+    coeffs /= sh_shading(normals, coeffs).mean(0)[:, None]  # our normalisation convention
+    albedo = np.array([0.6, 0.4, 0.3])
+    colors = albedo * sh_shading(normals, coeffs)
+    outliers = rng.random(len(colors)) < 0.05  # highlights and stubble
+    colors[outliers] = rng.random((outliers.sum(), 3))
+    ones = np.ones(len(colors))
+    # Unregularised, the robust fit ignores the outliers and finds the light exactly.
+    # (equal up to the normalisation, which averages over the inliers only)
+    np.testing.assert_allclose(
+        estimate_sh_lighting(colors, normals, ones, ridge=0), coeffs, rtol=2e-3, atol=1e-6
+    )
+    # With the default ridge (stable on a half-seen face) the coefficients of directions a
+    # frontal face hardly samples may move, but the shading of the seen normals must not.
+    estimate = estimate_sh_lighting(colors, normals, ones)
+    true_shading = sh_shading(normals, coeffs)
+    assert np.percentile(np.abs(sh_shading(normals, estimate) / true_shading - 1), 95) < 0.05
+    recovered = delight(colors[~outliers], normals[~outliers], estimate)
+    np.testing.assert_allclose(np.median(recovered, 0), albedo, atol=0.01)
+    assert np.percentile(np.abs(recovered - albedo), 90) < 0.03
+
+
+def test_mirror_completion_fills_the_hidden_half_from_the_seen_half():
+    rng = np.random.default_rng(2)
+    values = rng.random((32, 32, 3)).astype(np.float32)
+    conf = np.zeros((32, 32), np.float32)
+    conf[:, :16] = 1  # left half seen, right half hidden
+    out, new_conf = mirror_complete(values * conf[..., None], conf)
+    np.testing.assert_allclose(out[:, :16], values[:, :16])
+    np.testing.assert_allclose(out[:, 16:], values[:, :16][:, ::-1])
+    assert new_conf.min() == 1
+
+
+def test_pull_push_keeps_known_texels_and_fills_every_hole():
+    rng = np.random.default_rng(3)
+    values = np.zeros((100, 70, 3), np.float32)
+    values[..., 0] = np.linspace(0.2, 0.8, 70)[None]  # a horizontal ramp
+    weights = (rng.random((100, 70)) < 0.1).astype(np.float32)
+    filled = pull_push_fill(values * weights[..., None], weights)
+    known = weights == 1
+    np.testing.assert_allclose(filled[known], values[known], atol=1e-6)
+    assert filled[..., 0].min() >= 0.2 - 1e-6 and filled[..., 0].max() <= 0.8 + 1e-6
+    # holes are filled from nearby texels: the ramp survives
+    assert np.abs(filled[..., 0] - values[..., 0]).mean() < 0.05
+
+
+def _synthetic_landmarks(yaw_deg: float, pitch_deg: float, distance: float = 0.6):
+    """Project the mean face with a known pose, as MediaPipe would report it."""
+    topo = load_topology()
+    camera = PinholeCamera.from_fov(640, 480, 40.0)
+    rot = Rotation.from_euler("yx", [yaw_deg, pitch_deg], degrees=True).as_matrix()
+    shape = topo.frontal_shape[:NUM_LANDMARKS]
+    cam_pts = shape @ rot.T + np.array([0.02, -0.01, -distance])
+    pixels = camera.project(cam_pts)
+    depth = -cam_pts[:, 2]
+    px_per_m = camera.fx / depth.mean()
+    z = (depth - depth.mean()) * px_per_m
+    landmarks = FaceLandmarks.from_points(np.column_stack([pixels, z]), (480, 640))
+    return landmarks, rot, topo
+
+
+@pytest.mark.parametrize("yaw,pitch", [(0, 0), (25, -10), (-40, 15)])
+def test_camera_and_shape_recover_pose_and_reproject_exactly(yaw, pitch):
+    landmarks, rot, topo = _synthetic_landmarks(yaw, pitch)
+    geometry = fit_camera_and_shape(landmarks, topo)
+    reproj = geometry.camera.project(geometry.vertices_camera[:NUM_LANDMARKS])
+    np.testing.assert_allclose(reproj, landmarks.points[:, :2], atol=1e-6)
+    err = Rotation.from_matrix(geometry.camera.rotation @ rot.T).magnitude()
+    assert np.degrees(err) < 2.0
+    # Metric scale: the recovered face is the mean face's size, at about the right distance.
+    assert -geometry.vertices_camera[:, 2].mean() == pytest.approx(0.6, rel=0.1)
+    np.testing.assert_allclose(np.linalg.norm(geometry.normals_object, axis=1), 1, atol=1e-6)
+
+
+def test_visibility_follows_head_rotation():
+    landmarks, _, topo = _synthetic_landmarks(45, 0)  # subject turned to their left
+    geometry = fit_camera_and_shape(landmarks, topo)
+    image = np.full((480, 640, 3), 0.5, np.float32)
+    rast = rasterize_view(geometry.camera, geometry.vertices_camera, topo.dense_faces)
+    unwrapped = unwrap_texture(image, geometry, rast, 128, topo)
+    vis = unwrapped.atlas.to_image(unwrapped.visibility[:, None])[..., 0]
+    chart = uv_atlas(128, topo).chart
+    # The subject's left half of the face (u > 0.5) turns away from the camera.
+    right_half, left_half = vis[:, :64][chart[:, :64]], vis[:, 64:][chart[:, 64:]]
+    assert right_half.mean() > 0.8 and left_half.mean() < right_half.mean() - 0.2
