@@ -26,5 +26,9 @@ class NoFaceFoundError(AvatarInputError):
     """No face was detected in the image."""
 
 
+class FaceIndexError(AvatarInputError):
+    """The requested face number is beyond the faces found in the image."""
+
+
 class WeightsError(RuntimeError):
     """A pipeline component's weights are missing or corrupt (message names the component)."""

@@ -115,7 +115,7 @@ def unwrap_texture(
     resolution: int,
     topology: Topology | None = None,
     depth_tolerance: float = 0.004,
-    grazing: tuple[float, float] = (0.08, 0.4),
+    grazing: tuple[float, float] = (0.15, 0.5),
 ) -> UnwrappedTexture:
     """Unwrap the photo into UV space.
 
@@ -141,7 +141,10 @@ def unwrap_texture(
     h, w = view_rast.shape[:2]
     col = np.clip(pixels[:, 0].astype(np.int64), 0, w - 1)
     row = np.clip(pixels[:, 1].astype(np.int64), 0, h - 1)
-    buffer_depth = view_rast[row, col, 2]
+    # The farthest depth among the 3x3 nearest pixels: on steep slopes (the nose) a texel's
+    # nearest pixel centre may show a point several millimetres nearer than the texel itself.
+    far_depth = cv2.dilate(view_rast[..., 2], np.ones((3, 3), np.uint8))
+    buffer_depth = far_depth[row, col]
     depth = -points[:, 2]
     unoccluded = (buffer_depth == 0) | (depth <= buffer_depth + depth_tolerance)
     inside = (pixels[:, 0] >= 0) & (pixels[:, 0] <= w) & (pixels[:, 1] >= 0) & (pixels[:, 1] <= h)
@@ -149,7 +152,20 @@ def unwrap_texture(
     lo, hi = grazing
     facing = np.clip((cos_view - lo) / (hi - lo), 0, 1)
     visibility = (facing * unoccluded * inside).astype(np.float32)
+    visibility = _pull_back_from_edges(atlas, visibility)
     return UnwrappedTexture(atlas, colors, visibility, normals_cam, normals_obj)
+
+
+def _pull_back_from_edges(atlas: UVAtlas, visibility: np.ndarray) -> np.ndarray:
+    """Fade visibility out near occlusion boundaries and the chart's border, where small
+    landmark errors make texels sample the occluder or the background (seams, halos): a
+    minimum filter over ~1/100 of the map, then a blur of the same size for soft blends."""
+    image = atlas.to_image(visibility[:, None])[..., 0]
+    radius = max(1, atlas.resolution // 100)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1))
+    image = cv2.erode(image, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    image = cv2.blur(image, (2 * radius + 1, 2 * radius + 1))
+    return np.ascontiguousarray(image.reshape(-1)[atlas.texels])
 
 
 def mirror_complete(values: np.ndarray, confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
 
+from modeling.errors import FaceIndexError
 from modeling.face_tracker import FaceLandmarks, FaceTracker
 from modeling.geometry import fit_camera_and_shape
 from modeling.image_input import load_image
@@ -186,65 +187,66 @@ class AvatarPipeline(DiffusionPipeline):
         resolution = check_resolution(resolution or self.config.resolution)
         timer = _Timer()
         topology = load_topology()
-        progress = self.progress_bar(total=6)
-
-        with timer("input"):
-            photo = load_image(image)
-            image_f = photo.astype(np.float32) / 255.0
-        with timer("face_tracking"):
-            faces = self.tracker.detect(photo)
-            if not 0 <= face_index < len(faces):
-                raise ValueError(f"face_index {face_index} out of range: found {len(faces)} faces")
-            landmarks = faces[face_index]
-        progress.update()
-        with timer("camera_and_shape"):
-            geometry = fit_camera_and_shape(landmarks, topology, self.config.fov_degrees)
-            view_rast = rasterize_view(
-                geometry.camera, geometry.vertices_camera, topology.dense_faces
-            )
-        progress.update()
-        with timer("unwrap"):
-            unwrapped = unwrap_texture(image_f, geometry, view_rast, resolution, topology)
-            atlas = unwrapped.atlas
-        progress.update()
-        with timer("delight"):
-            colors_lin = srgb_to_linear(unwrapped.colors)
-            skin = skin_mask(resolution, topology).reshape(-1)[atlas.texels]
-            lighting = estimate_sh_lighting(
-                colors_lin, unwrapped.normals_camera, unwrapped.visibility * skin
-            )
-            albedo_lin = delight(colors_lin, unwrapped.normals_camera, lighting)
-        progress.update()
-        with timer("complete"):
-            visibility = atlas.to_image(unwrapped.visibility[:, None])[..., 0]
-            texture, _ = complete_uv_map(atlas.to_image(unwrapped.colors), visibility)
-            albedo, _ = complete_uv_map(atlas.to_image(linear_to_srgb(albedo_lin)), visibility)
-        progress.update()
-        with timer("normal_maps"):
-            tangents = vertex_tangents(
-                geometry.vertices_object,
-                topology.dense_faces,
-                topology.dense_uvs,
-                geometry.normals_object,
-            )
-            n_obj = unwrapped.normals_object
-            tangent_texels = atlas.interpolate(tangents, topology.dense_faces)
-            # Relative to the exported mesh's own smooth frame the shape adds no detail, so this
-            # map is flat (0.5, 0.5, 1); detail normals (issue: reflectance networks) use the
-            # same transform.
-            n_tan = to_tangent_space(n_obj, tangent_texels, n_obj)
-            shape_obj, _ = complete_uv_map(
-                atlas.to_image(_encode_normals(n_obj)), atlas.chart.astype(np.float32), False
-            )
-            shape_tan, _ = complete_uv_map(
-                atlas.to_image(_encode_normals(n_tan)), atlas.chart.astype(np.float32), False
-            )
-        with timer("render"):
-            render, mask = self._render_over_photo(
-                image_f, view_rast, topology, albedo, lighting, geometry
-            )
-        progress.update()
-        progress.close()
+        with self.progress_bar(total=6) as progress:  # closed on errors too
+            with timer("input"):
+                photo = load_image(image)
+                image_f = photo.astype(np.float32) / 255.0
+            with timer("face_tracking"):
+                faces = self.tracker.detect(photo)
+                if not 0 <= face_index < len(faces):
+                    raise FaceIndexError(
+                        f"face number {face_index} requested, but the image has {len(faces)} "
+                        f"face{'s' if len(faces) != 1 else ''} (numbered from 0, largest first)"
+                    )
+                landmarks = faces[face_index]
+            progress.update()
+            with timer("camera_and_shape"):
+                geometry = fit_camera_and_shape(landmarks, topology, self.config.fov_degrees)
+                view_rast = rasterize_view(
+                    geometry.camera, geometry.vertices_camera, topology.dense_faces
+                )
+            progress.update()
+            with timer("unwrap"):
+                unwrapped = unwrap_texture(image_f, geometry, view_rast, resolution, topology)
+                atlas = unwrapped.atlas
+            progress.update()
+            with timer("delight"):
+                colors_lin = srgb_to_linear(unwrapped.colors)
+                skin = skin_mask(resolution, topology).reshape(-1)[atlas.texels]
+                lighting = estimate_sh_lighting(
+                    colors_lin, unwrapped.normals_camera, unwrapped.visibility * skin
+                )
+                albedo_lin = delight(colors_lin, unwrapped.normals_camera, lighting)
+            progress.update()
+            with timer("complete"):
+                visibility = atlas.to_image(unwrapped.visibility[:, None])[..., 0]
+                texture, _ = complete_uv_map(atlas.to_image(unwrapped.colors), visibility)
+                albedo, _ = complete_uv_map(atlas.to_image(linear_to_srgb(albedo_lin)), visibility)
+            progress.update()
+            with timer("normal_maps"):
+                tangents = vertex_tangents(
+                    geometry.vertices_object,
+                    topology.dense_faces,
+                    topology.dense_uvs,
+                    geometry.normals_object,
+                )
+                n_obj = unwrapped.normals_object
+                tangent_texels = atlas.interpolate(tangents, topology.dense_faces)
+                # Relative to the exported mesh's own smooth frame the shape adds no detail, so this
+                # map is flat (0.5, 0.5, 1); detail normals (issue: reflectance networks) use the
+                # same transform.
+                n_tan = to_tangent_space(n_obj, tangent_texels, n_obj)
+                shape_obj, _ = complete_uv_map(
+                    atlas.to_image(_encode_normals(n_obj)), atlas.chart.astype(np.float32), False
+                )
+                shape_tan, _ = complete_uv_map(
+                    atlas.to_image(_encode_normals(n_tan)), atlas.chart.astype(np.float32), False
+                )
+            with timer("render"):
+                render, mask = self._render_over_photo(
+                    image_f, view_rast, topology, albedo, lighting, geometry
+                )
+            progress.update()
 
         mesh = FaceMesh(
             geometry.vertices_object.astype(np.float32),

@@ -3,13 +3,14 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import trimesh
 from PIL import Image
 from skimage import data
 
-from modeling.errors import NoFaceFoundError, NotAnImageError
+from modeling.errors import FaceIndexError, NoFaceFoundError, NotAnImageError
 from modeling.export import read_glb
 from pipelines import AvatarPipeline
 from pipelines.cli import main as cli_main
@@ -82,7 +83,10 @@ def test_render_matches_photo(out, photo):
     assert 5000 < mask.sum() < 20000  # the face, not the whole photo
     ys, xs = np.nonzero(mask)
     assert 150 < xs.mean() < 290 and 60 < ys.mean() < 190  # where the astronaut's face is
-    psnr = masked_psnr(out.render, photo / 255.0, mask)
+    # Inside the face (a 3-pixel rim left out: there the completion deliberately replaces
+    # silhouette texels that may have sampled the background).
+    interior = cv2.erode(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    psnr = masked_psnr(out.render, photo / 255.0, interior)
     assert psnr > 30, psnr
     # and the lighting matters: without shading the render is worse
     assert out.lighting.shape == (3, 9)
@@ -159,7 +163,7 @@ def test_bad_input_is_refused_clearly(pipe, tmp_path):
         pipe(not_image)
     with pytest.raises(ValueError, match="resolution"):
         pipe(data.astronaut(), resolution=10_000)
-    with pytest.raises(ValueError, match="face_index"):
+    with pytest.raises(FaceIndexError, match="face number 3"):
         pipe(data.astronaut(), face_index=3)
 
 
