@@ -186,3 +186,20 @@ def test_cli_one_photo_and_errors(tmp_path, capsys):
     assert code == 1 and "broken.jpg" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "out2" / "astro" / "face.glb").is_file()
     assert cli_main([str(tmp_path / "missing.jpg")]) == 2
+
+
+def test_cli_max_faces_writes_one_folder_per_face(tmp_path):
+    astro = data.astronaut()
+    small = np.asarray(Image.fromarray(astro).resize((384, 384)))
+    group = np.full((512, 900, 3), 200, np.uint8)
+    group[:, :512] = astro
+    group[64:448, 512:896] = small
+    Image.fromarray(group).save(tmp_path / "group.png")
+    out = tmp_path / "out"
+    assert (
+        cli_main(
+            [str(tmp_path / "group.png"), "-o", str(out), "--max-faces", "3", "--resolution", "128"]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["group_face0", "group_face1"]
