@@ -8,8 +8,14 @@ All of this happens in linear colour; colour maps are stored sRGB-encoded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from modeling.geometry import FaceGeometry
+from modeling.texture import UnwrappedTexture, complete_uv_map, skin_mask, unwrap_texture
+from modeling.topology import Topology
+from rendering.render import linear_to_srgb, srgb_to_linear
 from rendering.sh import sh_shading, shading_basis
 
 
@@ -54,6 +60,14 @@ def estimate_sh_lighting(
     return coeffs / np.maximum(mean_shading, 1e-6)[:, None]
 
 
+def normalize_lighting(coeffs: np.ndarray, normals: np.ndarray, weights: np.ndarray):
+    """Rescale `coeffs` `(3, 9)` per channel so the weighted mean shading of `normals` `(N, 3)`
+    is 1 (our albedo/light scale convention)."""
+    shading = sh_shading(normals.astype(np.float64), coeffs)
+    mean = (shading * weights[:, None]).sum(0) / max(weights.sum(), 1e-12)
+    return coeffs / np.maximum(mean, 1e-6)[:, None]
+
+
 def delight(
     colors_linear: np.ndarray, normals: np.ndarray, coeffs: np.ndarray, min_shading: float = 0.15
 ) -> np.ndarray:
@@ -61,3 +75,48 @@ def delight(
     `min_shading` so deep shadows are not amplified into noise), clipped to [0, 1]."""
     shading = np.maximum(sh_shading(normals.astype(np.float64), coeffs), min_shading)
     return np.clip(colors_linear / shading, 0, 1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FirstOrderMaps:
+    """Attributes:
+    unwrapped (`UnwrappedTexture`): per-texel photo colours, visibility, normals.
+    lighting (`(3, 9)`): SH lighting (camera space), normalised on the visible skin.
+    texture, albedo (`(R, R, 3)` float32 sRGB): completed photo texture and diffuse albedo.
+    visibility (`(R, R)` float32).
+    """
+
+    unwrapped: UnwrappedTexture
+    lighting: np.ndarray
+    texture: np.ndarray
+    albedo: np.ndarray
+    visibility: np.ndarray
+
+
+def first_order_maps(
+    image: np.ndarray,
+    geometry: FaceGeometry,
+    view_rast: np.ndarray,
+    resolution: int,
+    topology: Topology,
+    lighting: np.ndarray | None = None,
+) -> FirstOrderMaps:
+    """Unwrap the photo, estimate (or take) the SH lighting, divide it out, complete the maps.
+
+    Args:
+        image (`(H, W, 3)` float32 sRGB in [0, 1]), geometry, view_rast: as `unwrap_texture`.
+        lighting (`(3, 9)`, *optional*): a known light (e.g. fitted); re-normalised on the skin.
+    """
+    unwrapped = unwrap_texture(image, geometry, view_rast, resolution, topology)
+    atlas = unwrapped.atlas
+    colors_lin = srgb_to_linear(unwrapped.colors)
+    weights = unwrapped.visibility * skin_mask(resolution, topology).reshape(-1)[atlas.texels]
+    if lighting is None:
+        lighting = estimate_sh_lighting(colors_lin, unwrapped.normals_camera, weights)
+    else:
+        lighting = normalize_lighting(lighting, unwrapped.normals_camera, weights)
+    albedo_lin = delight(colors_lin, unwrapped.normals_camera, lighting)
+    visibility = atlas.to_image(unwrapped.visibility[:, None])[..., 0]
+    texture, _ = complete_uv_map(atlas.to_image(unwrapped.colors), visibility)
+    albedo, _ = complete_uv_map(atlas.to_image(linear_to_srgb(albedo_lin)), visibility)
+    return FirstOrderMaps(unwrapped, lighting, texture, albedo, visibility)

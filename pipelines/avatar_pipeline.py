@@ -19,10 +19,11 @@ from diffusers.utils import BaseOutput
 from modeling.errors import FaceIndexError
 from modeling.export import to_pil
 from modeling.face_tracker import FaceLandmarks, FaceTracker
+from modeling.fitting import FitResult, fit_photos
 from modeling.geometry import fit_camera_and_shape
 from modeling.image_input import load_image
-from modeling.lighting import delight, estimate_sh_lighting
-from modeling.texture import check_resolution, complete_uv_map, skin_mask, unwrap_texture
+from modeling.lighting import first_order_maps
+from modeling.texture import check_resolution, complete_uv_map
 from modeling.topology import load_topology
 from rendering.camera import PinholeCamera
 from rendering.mesh import to_tangent_space, vertex_tangents
@@ -78,6 +79,8 @@ class AvatarPipelineOutput(BaseOutput):
         image (`np.ndarray` `(H, W, 3)` uint8): the input photo, upright RGB.
         landmarks (`FaceLandmarks`): the tracked face.
         timings (`dict[str, float]`): seconds per stage.
+        fit (`FitResult` or `None`): the photometric fit (losses, masked PSNR before/after),
+            `None` with `num_fit_steps=0`.
     """
 
     mesh: FaceMesh
@@ -89,6 +92,7 @@ class AvatarPipelineOutput(BaseOutput):
     image: np.ndarray
     landmarks: FaceLandmarks
     timings: dict
+    fit: FitResult | None = None
 
 
 class _Timer:
@@ -122,6 +126,8 @@ class AvatarPipeline(DiffusionPipeline):
         fov_degrees: float = 40.0,
         max_num_faces: int = 5,
         min_face_size: int = 64,
+        num_fit_steps: int = 80,
+        fit_resolution: int = 256,
     ):
         super().__init__()
         check_resolution(resolution)
@@ -130,6 +136,8 @@ class AvatarPipeline(DiffusionPipeline):
             fov_degrees=fov_degrees,
             max_num_faces=max_num_faces,
             min_face_size=min_face_size,
+            num_fit_steps=num_fit_steps,
+            fit_resolution=fit_resolution,
         )
         self._tracker: FaceTracker | None = None
 
@@ -169,6 +177,7 @@ class AvatarPipeline(DiffusionPipeline):
         *,
         resolution: int | None = None,
         face_index: int = 0,
+        num_fit_steps: int | None = None,
         output_type: str = "np",
         return_dict: bool = True,
     ):
@@ -179,6 +188,8 @@ class AvatarPipeline(DiffusionPipeline):
                 [0, 1], or `torch.Tensor` `(3, H, W)`): the photo.
             resolution (`int`, *optional*): UV map size, 512..4096 (default: the config's).
             face_index (`int`): which face, counting from the largest (0).
+            num_fit_steps (`int`, *optional*): photometric fitting steps (0: geometry from the
+                landmarks only; default: the config's).
             output_type (`str`): `"np"` (float32 arrays) or `"pil"` (maps and render as images).
             return_dict (`bool`): return an `AvatarPipelineOutput` (else a tuple).
         """
@@ -187,7 +198,8 @@ class AvatarPipeline(DiffusionPipeline):
         resolution = check_resolution(resolution or self.config.resolution)
         timer = _Timer()
         topology = load_topology()
-        with self.progress_bar(total=6) as progress:  # closed on errors too
+        num_fit_steps = self.config.num_fit_steps if num_fit_steps is None else num_fit_steps
+        with self.progress_bar(total=5) as progress:  # closed on errors too
             with timer("input"):
                 photo = load_image(image)
                 image_f = photo.astype(np.float32) / 255.0
@@ -206,22 +218,30 @@ class AvatarPipeline(DiffusionPipeline):
                     geometry.camera, geometry.vertices_camera, topology.dense_faces
                 )
             progress.update()
-            with timer("unwrap"):
-                unwrapped = unwrap_texture(image_f, geometry, view_rast, resolution, topology)
-                atlas = unwrapped.atlas
+            if num_fit_steps > 0:
+                with timer("fit"):
+                    fit_result = fit_photos(
+                        [image_f],
+                        [landmarks],
+                        [geometry],
+                        topology,
+                        num_steps=num_fit_steps,
+                        render_size=self.config.fit_resolution,
+                    )
+                    geometry = fit_result.geometry(0, geometry.camera, topology)
+                    fit_lighting = fit_result.sh[0]
+                    view_rast = rasterize_view(
+                        geometry.camera, geometry.vertices_camera, topology.dense_faces
+                    )
+            else:
+                fit_lighting, fit_result = None, None
             progress.update()
-            with timer("delight"):
-                colors_lin = srgb_to_linear(unwrapped.colors)
-                skin = skin_mask(resolution, topology).reshape(-1)[atlas.texels]
-                lighting = estimate_sh_lighting(
-                    colors_lin, unwrapped.normals_camera, unwrapped.visibility * skin
+            with timer("unwrap_and_delight"):
+                first = first_order_maps(
+                    image_f, geometry, view_rast, resolution, topology, fit_lighting
                 )
-                albedo_lin = delight(colors_lin, unwrapped.normals_camera, lighting)
-            progress.update()
-            with timer("complete"):
-                visibility = atlas.to_image(unwrapped.visibility[:, None])[..., 0]
-                texture, _ = complete_uv_map(atlas.to_image(unwrapped.colors), visibility)
-                albedo, _ = complete_uv_map(atlas.to_image(linear_to_srgb(albedo_lin)), visibility)
+                unwrapped, atlas, lighting = first.unwrapped, first.unwrapped.atlas, first.lighting
+                texture, albedo, visibility = first.texture, first.albedo, first.visibility
             progress.update()
             with timer("normal_maps"):
                 tangents = vertex_tangents(
@@ -274,6 +294,7 @@ class AvatarPipeline(DiffusionPipeline):
             image=photo,
             landmarks=landmarks,
             timings=timer.timings,
+            fit=fit_result,
         )
         return out if return_dict else tuple(out.values())
 

@@ -1,8 +1,9 @@
-"""Per-vertex mesh attributes: normals and tangent frames (numpy, float64)."""
+"""Per-vertex mesh attributes: normals and tangent frames (numpy, float64; normals also torch)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray, normalize: bool = True) -> np.ndarray:
@@ -26,8 +27,12 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-20)
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals `(V, 3)`."""
+def vertex_normals(vertices, faces):
+    """Area-weighted unit vertex normals `(V, 3)` (`(B, V, 3)` for a batched torch tensor);
+    numpy in, numpy out; torch in, torch out (differentiable)."""
+    if isinstance(vertices, torch.Tensor):
+        faces_t = torch.tensor(np.asarray(faces), dtype=torch.long, device=vertices.device)
+        return _vertex_normals_torch(vertices, faces_t)
     fn = face_normals(vertices, faces, normalize=False)
     return _normalize(_scatter_to_vertices(fn, faces, len(vertices)))
 
@@ -67,3 +72,13 @@ def to_tangent_space(normals: np.ndarray, tangents: np.ndarray, frame_normals: n
     return np.stack(
         [np.sum(normals * t, 1), np.sum(normals * b, 1), np.sum(normals * n_frame, 1)], 1
     ).astype(np.float32)
+
+
+def _vertex_normals_torch(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    faces = faces.long()
+    v0, v1, v2 = (vertices[..., faces[:, k], :] for k in range(3))
+    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)
+    out = torch.zeros_like(vertices)
+    for k in range(3):
+        out = out.index_add(-2, faces[:, k], fn)
+    return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-20)

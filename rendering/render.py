@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 from rendering.camera import PinholeCamera
 from rendering.rasterize import rasterize
@@ -12,12 +13,20 @@ from rendering.rasterize import rasterize
 NEAR, FAR = 0.01, 10.0
 
 
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+def srgb_to_linear(x):
+    """sRGB-encoded values in [0, 1] -> linear (numpy float32, or torch, differentiable)."""
+    if isinstance(x, torch.Tensor):
+        x = x.clamp(0, 1)
+        return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
     x = np.clip(x, 0, 1)
     return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+def linear_to_srgb(x):
+    """Linear values -> sRGB-encoded in [0, 1] (numpy float32, or torch, differentiable)."""
+    if isinstance(x, torch.Tensor):
+        x = x.clamp(1e-8, 1)  # keeps the gradient of x ** (1 / 2.4) finite
+        return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
     x = np.clip(x, 0, 1)
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
 

@@ -46,14 +46,30 @@ def out(pipe, photo):
     return pipe(photo, resolution=RES)
 
 
-def test_mesh_projects_onto_the_detected_landmarks(out):
-    verts_cam = out.camera.object_to_camera(out.mesh.vertices[:468].astype(np.float64))
+def test_mesh_projects_onto_the_detected_landmarks(pipe, photo, out):
+    # Without fitting, the landmark vertices project exactly onto the detections.
+    unfitted = pipe(photo, resolution=128, num_fit_steps=0)
+    verts_cam = unfitted.camera.object_to_camera(unfitted.mesh.vertices[:468].astype(np.float64))
     assert np.all(verts_cam[:, 2] < 0), "face must be in front of the camera"
-    pixels = out.camera.project(verts_cam)
-    np.testing.assert_allclose(pixels, out.landmarks.points[:, :2], atol=0.05)
-    # A plausible head: about 50-70 cm from a 40-degree camera for this portrait, metric size.
+    pixels = unfitted.camera.project(verts_cam)
+    np.testing.assert_allclose(pixels, unfitted.landmarks.points[:, :2], atol=0.05)
+    assert unfitted.fit is None
+    # The photometric fit moves them by well under a pixel.
+    verts_cam = out.camera.object_to_camera(out.mesh.vertices[:468].astype(np.float64))
+    rms = np.sqrt(
+        ((out.camera.project(verts_cam) - out.landmarks.points[:, :2]) ** 2).sum(1).mean()
+    )
+    assert rms < 1.0
+    # A plausible head: metric size.
     width = np.ptp(out.mesh.vertices[:, 0])
     assert 0.10 < width < 0.20
+
+
+def test_fitting_improves_the_match_to_the_photo(out):
+    assert out.fit is not None and 20 <= out.fit.steps <= 80
+    before, after = out.fit.psnr_before[0], out.fit.psnr_after[0]
+    assert after > before + 5 and after > 30, (before, after)
+    assert out.timings["fit"] > 0
 
 
 def test_maps_are_complete_and_in_range(out):

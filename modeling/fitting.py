@@ -1,0 +1,406 @@
+"""Photometric analysis-by-synthesis fitting (Photometric FLAME fitting, GANFIT, FitMe).
+
+Given one or several photos of a person, each with its detected landmarks and an initial camera
+from `modeling.geometry`, optimise
+
+- per photo: a rigid pose correction (rotation vector + translation) and SH lighting (bands 1-2;
+  the DC term is held at its initial value, which fixes the albedo/light scale ambiguity);
+- shared by all photos (one identity): a smooth shape correction (offsets on the 468 landmark
+  vertices, carried to the dense mesh by the interpolating subdivision, with a Laplacian
+  prior), a low-resolution diffuse albedo in UV space (symmetry and smoothness priors) and a
+  specular intensity;
+
+against a landmark loss and a robust photometric loss on the skin (eyes, brows and lips left
+out), by rendering the face with the differentiable CPU renderer at a small resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from modeling.face_tracker import FaceLandmarks
+from modeling.geometry import FaceGeometry
+from modeling.topology import NUM_LANDMARKS, Topology
+from rendering.camera import PinholeCamera
+from rendering.differentiable import interpolate, texture
+from rendering.mesh import vertex_normals
+from rendering.rasterize import rasterize
+from rendering.render import FAR, NEAR, linear_to_srgb, srgb_to_linear
+from rendering.sh import sh_shading
+
+SHININESS = 24.0
+
+
+@dataclass(frozen=True)
+class FitView:
+    """One photo prepared for fitting: a square crop around the face at the render size.
+
+    Attributes:
+        image (`torch.Tensor` `(S, S, 3)`): the crop, sRGB in [0, 1].
+        camera (`PinholeCamera`): the crop's intrinsics and the initial object-to-camera pose.
+        landmarks (`torch.Tensor` `(468, 2)`): detected landmarks in crop pixels.
+        face_size (`float`): landmark box diagonal in crop pixels (normalises the landmark loss).
+    """
+
+    image: torch.Tensor
+    camera: PinholeCamera
+    landmarks: torch.Tensor
+    face_size: float
+
+
+def prepare_view(
+    image: np.ndarray, landmarks: FaceLandmarks, camera: PinholeCamera, size: int = 256
+) -> FitView:
+    """Crop `image` `(H, W, 3)` float around the face (1.6 x its landmark box) to `size`^2."""
+    x0, y0, x1, y1 = landmarks.box
+    side = 1.6 * max(x1 - x0, y1 - y0)
+    left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
+    scale = size / side
+    affine = np.array([[scale, 0, -left * scale], [0, scale, -top * scale]], dtype=np.float64)
+    # warpAffine maps pixel centres (index space); our pixel coordinates are index + 0.5.
+    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    to_index = np.linalg.inv(shift)
+    affine_idx = (to_index @ np.vstack([affine, [0, 0, 1]]) @ shift)[:2]
+    crop = cv2.warpAffine(
+        image.astype(np.float32), affine_idx, (size, size), flags=cv2.INTER_AREA,
+        borderMode=cv2.BORDER_REPLICATE,
+    )  # fmt: skip
+    cam = PinholeCamera(
+        camera.fx * scale,
+        camera.fy * scale,
+        (camera.cx - left) * scale,
+        (camera.cy - top) * scale,
+        size,
+        size,
+        camera.rotation,
+        camera.translation,
+    )
+    pts = (landmarks.points[:, :2] - [left, top]) * scale
+    face_size = float(np.linalg.norm(pts.max(0) - pts.min(0)))
+    return FitView(torch.from_numpy(crop), cam, torch.from_numpy(pts).float(), face_size)
+
+
+@dataclass
+class FitResult:
+    """Attributes (P photos):
+    rotations (`(P, 3, 3)`), translations (`(P, 3)`): fitted object-to-camera poses.
+    vertices_object (`(V, 3)`): fitted dense mesh of the identity, object space, metres.
+    sh (`(P, 3, 9)`): fitted SH lighting per photo (camera space, linear RGB).
+    albedo (`(R, R, 3)`): fitted low-resolution diffuse albedo, sRGB-encoded.
+    specular (`float`): fitted specular intensity.
+    losses (`list[float]`): total loss per step; steps (`int`): steps taken.
+    psnr_before, psnr_after (`list[float]`): masked (skin) PSNR of the render per photo.
+    """
+
+    rotations: np.ndarray
+    translations: np.ndarray
+    vertices_object: np.ndarray
+    sh: np.ndarray
+    albedo: np.ndarray
+    specular: float
+    losses: list = field(default_factory=list)
+    steps: int = 0
+    psnr_before: list = field(default_factory=list)
+    psnr_after: list = field(default_factory=list)
+
+    def geometry(self, view_index: int, camera: PinholeCamera, topology: Topology) -> FaceGeometry:
+        """The fitted `FaceGeometry` for photo `view_index`, with `camera`'s (full-image)
+        intrinsics."""
+        rot, trans = self.rotations[view_index], self.translations[view_index]
+        cam = PinholeCamera(
+            camera.fx, camera.fy, camera.cx, camera.cy, camera.width, camera.height, rot, trans
+        )
+        verts_cam = cam.object_to_camera(self.vertices_object)
+        normals_cam = vertex_normals(verts_cam, topology.dense_faces)
+        return FaceGeometry(
+            cam, verts_cam, self.vertices_object.copy(), normals_cam, normals_cam @ rot
+        )
+
+
+def _skew(w: torch.Tensor) -> torch.Tensor:
+    zero = torch.zeros((), dtype=w.dtype)
+    return torch.stack(
+        [
+            torch.stack([zero, -w[2], w[1]]),
+            torch.stack([w[2], zero, -w[0]]),
+            torch.stack([-w[1], w[0], zero]),
+        ]
+    )
+
+
+def _uniform_laplacian(faces: np.ndarray, n: int) -> torch.Tensor:
+    """Sparse `(n, n)` uniform graph Laplacian `I - D^-1 A` of a triangle mesh."""
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    rows = np.concatenate([edges[:, 0], edges[:, 1]])
+    cols = np.concatenate([edges[:, 1], edges[:, 0]])
+    degree = np.bincount(rows, minlength=n).astype(np.float32)
+    vals = -1.0 / degree[rows]
+    rows = np.concatenate([rows, np.arange(n)])
+    cols = np.concatenate([cols, np.arange(n)])
+    vals = np.concatenate([vals, np.ones(n, np.float32)])
+    idx = torch.from_numpy(np.stack([rows, cols])).long()
+    return torch.sparse_coo_tensor(
+        idx, torch.from_numpy(vals), (n, n), check_invariants=True
+    ).coalesce()
+
+
+def _dominant_direction(sh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Direction (towards the light) and strength of the band-1 SH lobe (luminance)."""
+    band1 = sh[:, [3, 1, 2]].mean(0)  # Y_3 ~ x, Y_1 ~ y, Y_2 ~ z
+    strength = band1.norm()
+    return band1 / strength.clamp_min(1e-8), strength
+
+
+class FaceRenderer:
+    """Differentiable render of the dense face mesh: albedo x SH shading + Blinn-Phong specular
+    from the SH's dominant direction, in linear RGB, returned sRGB-encoded.
+
+    Args:
+        topology (`Topology`), size (`int`): square render resolution S.
+        skin_mask_uv (`(R, R)` bool, *optional*): skin texels (for the returned skin mask).
+    """
+
+    def __init__(self, topology: Topology, size: int, skin_mask_uv: np.ndarray | None = None):
+        self.size = size
+        self.faces = torch.from_numpy(topology.dense_faces.astype(np.int64))
+        self.uvs = torch.from_numpy(topology.dense_uvs.astype(np.float32))
+        skin = np.ones((8, 8), bool) if skin_mask_uv is None else skin_mask_uv
+        self.skin_uv = torch.from_numpy(skin.astype(np.float32))[..., None]
+
+    def __call__(self, verts_cam, projection, sh, albedo, specular):
+        """`verts_cam` `(V, 3)` camera space, `projection` `(4, 4)` (`PinholeCamera.
+        projection_matrix`), `sh` `(3, 9)`, `albedo` `(R, R, 3)` linear, `specular` scalar ->
+        `(S, S, 3)` sRGB render, `(S, S)` coverage, `(S, S)` skin mask."""
+        ones = torch.ones_like(verts_cam[:, :1])
+        clip = torch.cat([verts_cam, ones], 1) @ projection.T
+        rast = rasterize(clip.detach()[None], self.faces, (self.size, self.size))
+        # One interpolation for all attributes: the barycentrics are recomputed only once.
+        attrs = torch.cat([self.uvs, vertex_normals(verts_cam, self.faces), verts_cam], 1)
+        values = interpolate(attrs, rast, self.faces, pos=clip[None])
+        uv, normals, points = values[..., :2], values[..., 2:5], values[..., 5:]
+        normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        view = -points / points.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        alb = texture(albedo[None], uv)
+        diffuse = alb * sh_shading(normals, sh).clamp_min(0)
+        light_dir, strength = _dominant_direction(sh)
+        half = view + light_dir
+        half = half / half.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        n_dot_h = (normals * half).sum(-1, keepdim=True).clamp_min(0)
+        n_dot_l = (normals * light_dir).sum(-1, keepdim=True).clamp_min(0)
+        lobe = (SHININESS + 8) / (8 * np.pi) * n_dot_h**SHININESS * n_dot_l
+        color = linear_to_srgb(diffuse + specular * strength * lobe)[0]
+        covered = rast[0, ..., 3] > 0
+        skin = (texture(self.skin_uv[None], uv)[0, ..., 0] > 0.5) & covered
+        self.facing = (normals * view).sum(-1)[0].detach().clamp(0, 1)  # cos(view angle)
+        return color, covered, skin
+
+
+def _charbonnier(x: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
+    return torch.sqrt(x * x + eps * eps) - eps
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    mse = ((a - b) ** 2)[mask].mean().item()
+    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+def fit(
+    views: list[FitView],
+    shape_object: np.ndarray,
+    topology: Topology,
+    init_sh: np.ndarray,
+    init_albedo: np.ndarray,
+    skin_mask_uv: np.ndarray,
+    num_steps: int = 80,
+    weights: dict | None = None,
+    tolerance: float = 1e-4,
+    seed: int = 0,
+    callback=None,
+) -> FitResult:
+    """Fit pose, shape, lighting, albedo and specular to one or more photos of one person.
+
+    Args:
+        views (`list[FitView]`): the photos (see `prepare_view`).
+        shape_object (`(468, 3)`): initial landmark positions of the identity, object space.
+        topology (`Topology`).
+        init_sh (`(P, 3, 9)` or `(3, 9)`): initial SH lighting per photo (its DC is kept).
+        init_albedo (`(R, R, 3)`): initial diffuse albedo, sRGB in [0, 1] (R ~ 64-256).
+        skin_mask_uv (`(R', R')` bool): texels of skin (photometric loss region).
+        num_steps (`int`): maximum Adam steps; fewer when the loss stops improving (relative
+            change below `tolerance` over 10 steps).
+        weights (`dict`, *optional*): loss weights overriding the defaults (keys: landmarks,
+            photo, shape_laplacian, shape_l2, albedo_symmetry, albedo_smooth, light).
+        callback: called as `callback(step, loss)` after each step (progress bars).
+    """
+    torch.manual_seed(seed)
+    w = {
+        "landmarks": 10.0,
+        "photo": 1.0,
+        "shape_laplacian": 0.3,
+        "shape_l2": 0.03,
+        "albedo_symmetry": 3.0,
+        "albedo_smooth": 0.5,
+        "light": 1e-3,
+    }
+    w.update(weights or {})
+    n_views = len(views)
+    size = views[0].image.shape[0]
+    init_sh = np.broadcast_to(np.asarray(init_sh, np.float32), (n_views, 3, 9))
+    renderer = FaceRenderer(topology, size, skin_mask_uv)
+    lift = torch.tensor(topology.dense_from_landmarks)
+    base = torch.from_numpy(np.asarray(shape_object, np.float32))
+    laplacian = _uniform_laplacian(topology.landmark_faces, NUM_LANDMARKS)
+    rot0 = torch.tensor(np.stack([v.camera.rotation for v in views]), dtype=torch.float32)
+    trans0 = torch.tensor(np.stack([v.camera.translation for v in views]), dtype=torch.float32)
+    projections = [
+        torch.tensor(v.camera.projection_matrix(NEAR, FAR), dtype=torch.float32) for v in views
+    ]
+    intrinsics = [torch.tensor([v.camera.fx, v.camera.fy, v.camera.cx, v.camera.cy]) for v in views]
+
+    # Parameters.
+    omega = torch.zeros(n_views, 3, requires_grad=True)
+    tau = torch.zeros(n_views, 3, requires_grad=True)
+    offsets = torch.zeros(NUM_LANDMARKS, 3, requires_grad=True)
+    sh_dc = torch.tensor(init_sh[:, :, :1].copy())
+    sh_rest = torch.tensor(init_sh[:, :, 1:].copy(), requires_grad=True)
+    albedo_lin0 = srgb_to_linear(np.asarray(init_albedo, np.float32)).clip(0.02, 0.98)
+    albedo_logit = torch.tensor(np.log(albedo_lin0 / (1 - albedo_lin0)), requires_grad=True)
+    spec_raw = torch.tensor(-2.0, requires_grad=True)
+    # Two stages: pose, light and shape first against a fixed albedo (otherwise the albedo,
+    # the most flexible parameter, soaks up misalignment and shading), then everything.
+    stage1_steps = max(1, int(0.4 * num_steps))
+    optimizer = torch.optim.Adam(
+        [
+            {"params": [omega], "lr": 1e-2},
+            {"params": [tau], "lr": 2e-3},
+            {"params": [offsets], "lr": 3e-4},
+            {"params": [sh_rest], "lr": 3e-2},
+        ]
+    )
+    photos = [v.image for v in views]
+    targets = [v.landmarks for v in views]
+
+    def evaluate():
+        dense = lift @ (base + offsets)
+        albedo = torch.sigmoid(albedo_logit)
+        spec = F.softplus(spec_raw)
+        loss = torch.zeros(())
+        renders = []
+        for p in range(n_views):
+            rot = torch.linalg.matrix_exp(_skew(omega[p])) @ rot0[p]
+            verts_cam = dense @ rot.T + trans0[p] + tau[p]
+            sh = torch.cat([sh_dc[p], sh_rest[p]], 1)
+            color, covered, skin = renderer(verts_cam, projections[p], sh, albedo, spec)
+            # Grazing pixels mix skin with what lies behind it: trust them less.
+            residual = _charbonnier(color - photos[p]).sum(-1) * renderer.facing
+            loss = loss + w["photo"] * residual[skin].mean() / n_views
+            fx, fy, cx, cy = intrinsics[p]
+            lm = verts_cam[:NUM_LANDMARKS]
+            px = torch.stack([fx * lm[:, 0] / -lm[:, 2] + cx, -fy * lm[:, 1] / -lm[:, 2] + cy], 1)
+            lm_err = ((px - targets[p]) ** 2).sum(1).mean() / views[p].face_size ** 2
+            loss = loss + w["landmarks"] * 100 * lm_err / n_views
+            loss = loss + w["light"] * (sh_rest[p] ** 2).sum() / n_views
+            renders.append((color, skin))
+        mm = offsets * 1000  # millimetres
+        loss = loss + w["shape_laplacian"] * (torch.sparse.mm(laplacian, mm) ** 2).mean()
+        loss = loss + w["shape_l2"] * (mm**2).mean()
+        loss = loss + w["albedo_symmetry"] * ((albedo - albedo.flip(1)) ** 2).mean()
+        dx = albedo[:, 1:] - albedo[:, :-1]
+        dy = albedo[1:] - albedo[:-1]
+        loss = loss + w["albedo_smooth"] * ((dx**2).mean() + (dy**2).mean())
+        return loss, renders
+
+    with torch.no_grad():
+        _, renders = evaluate()
+    psnr_before = [_psnr(c, photos[p], s) for p, (c, s) in enumerate(renders)]
+    losses: list[float] = []
+    for step in range(num_steps):
+        if step == stage1_steps:
+            optimizer.add_param_group({"params": [albedo_logit], "lr": 1e-2})
+            optimizer.add_param_group({"params": [spec_raw], "lr": 3e-2})
+            for group in optimizer.param_groups[:2]:
+                group["lr"] *= 0.3
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = evaluate()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if callback is not None:
+            callback(step, losses[-1])
+        converging = step >= stage1_steps + 20
+        if converging and losses[-11] - losses[-1] < tolerance * abs(losses[-11]):
+            break
+    with torch.no_grad():
+        _, renders = evaluate()
+        psnr_after = [_psnr(c, photos[p], s) for p, (c, s) in enumerate(renders)]
+        dense = (lift @ (base + offsets)).numpy().astype(np.float64)
+        rotations = np.stack(
+            [(torch.linalg.matrix_exp(_skew(omega[p])) @ rot0[p]).numpy() for p in range(n_views)]
+        ).astype(np.float64)
+        translations = (trans0 + tau).numpy().astype(np.float64)
+        sh = torch.cat([sh_dc, sh_rest], 2).numpy().astype(np.float64)
+        albedo = linear_to_srgb(torch.sigmoid(albedo_logit)).numpy()
+    return FitResult(
+        rotations,
+        translations,
+        dense,
+        sh,
+        albedo,
+        F.softplus(spec_raw).item(),
+        losses,
+        len(losses),
+        psnr_before,
+        psnr_after,
+    )
+
+
+def fit_photos(
+    images: list[np.ndarray],
+    landmarks: list[FaceLandmarks],
+    geometries: list[FaceGeometry],
+    topology: Topology,
+    num_steps: int = 80,
+    render_size: int = 256,
+    albedo_resolution: int = 128,
+    callback=None,
+) -> FitResult:
+    """Initialise and run `fit` for one or more photos of one person.
+
+    Each photo's first-order light and albedo (`modeling.lighting.first_order_maps`) start the
+    fit; the photos' albedos are fused by visibility and their landmark shapes averaged in
+    object space.
+
+    Args:
+        images (`list` of `(H, W, 3)` float32 sRGB), landmarks (`list[FaceLandmarks]`),
+        geometries (`list[FaceGeometry]`, from `modeling.geometry.fit_camera_and_shape`).
+    """
+    from modeling.lighting import first_order_maps
+    from modeling.texture import skin_mask
+    from rendering.render import rasterize_view
+
+    views, lights, albedos, weights = [], [], [], []
+    for image, lm, geometry in zip(images, landmarks, geometries, strict=True):
+        rast = rasterize_view(geometry.camera, geometry.vertices_camera, topology.dense_faces)
+        init = first_order_maps(image, geometry, rast, albedo_resolution, topology)
+        views.append(prepare_view(image, lm, geometry.camera, render_size))
+        lights.append(init.lighting)
+        albedos.append(init.albedo)
+        weights.append(init.visibility[..., None] + 1e-3)  # unseen: average the completions
+    albedo = sum(a * w for a, w in zip(albedos, weights, strict=True)) / sum(weights)
+    shape = np.mean([g.vertices_object[:NUM_LANDMARKS] for g in geometries], axis=0)
+    return fit(
+        views,
+        shape,
+        topology,
+        np.stack(lights),
+        albedo,
+        skin_mask(albedo_resolution, topology),
+        num_steps=num_steps,
+        callback=callback,
+    )
