@@ -114,6 +114,7 @@ def export_glb(
     vertex_normals: np.ndarray | None = None,
     metallic: float = 0.0,
     roughness: float = 0.5,
+    occlusion: np.ndarray | None = None,
 ) -> Path:
     """Write a textured mesh as a binary glTF 2.0 file with a metallic-roughness PBR material.
 
@@ -132,6 +133,8 @@ def export_glb(
         vertex_normals (`np.ndarray` of shape `(V, 3)`, optional): written as is (unitized);
             area-weighted smooth normals when omitted. Always written, so viewers shade smooth.
         metallic, roughness (`float`): the material's factors.
+        occlusion (`np.ndarray` of shape `(R, R)` or `(R, R, 1)`, optional): ambient occlusion
+            in [0, 1]; becomes `occlusionTexture` (its red channel, as glTF reads it).
 
     Returns:
         `Path` of the written file.
@@ -143,6 +146,7 @@ def export_glb(
         name="face",
         baseColorTexture=to_pil(base_color, rgb=True),
         normalTexture=None if normal_map is None else to_pil(normal_map, rgb=True),
+        occlusionTexture=None if occlusion is None else to_pil(occlusion, rgb=True),
         metallicFactor=float(metallic),
         roughnessFactor=float(roughness),
         doubleSided=False,

@@ -3,8 +3,8 @@
 Given one or several photos of a person, each with its detected landmarks and an initial camera
 from `modeling.geometry`, optimise
 
-- per photo: a rigid pose correction (rotation vector + translation) and SH lighting (bands 1-2;
-  the DC term is held at its initial value, which fixes the albedo/light scale ambiguity);
+- per photo: a rigid pose correction (rotation vector + translation) and SH lighting (a prior
+  keeps its mean shading over the skin at 1, which fixes the albedo/light scale ambiguity);
 - shared by all photos (one identity): a smooth shape correction (offsets on the 468 landmark
   vertices, carried to the dense mesh by the interpolating subdivision, with a Laplacian
   prior), a low-resolution diffuse albedo in UV space (symmetry and smoothness priors) and a
@@ -28,12 +28,17 @@ from modeling.geometry import FaceGeometry
 from modeling.topology import NUM_LANDMARKS, Topology
 from rendering.camera import PinholeCamera
 from rendering.differentiable import interpolate, texture
+from rendering.lights import DirectionalLight
 from rendering.mesh import vertex_normals
 from rendering.rasterize import rasterize
 from rendering.render import FAR, NEAR, linear_to_srgb, srgb_to_linear
 from rendering.sh import sh_shading
-
-SHININESS = 24.0
+from rendering.shading import (
+    SKIN_SHININESS,
+    bake_ambient_occlusion,
+    blinn_phong_specular,
+    shade_skin,
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class FitResult:
     specular (`float`): fitted specular intensity.
     losses (`list[float]`): total loss per step; steps (`int`): steps taken.
     psnr_before, psnr_after (`list[float]`): masked (skin) PSNR of the render per photo.
+    ambient_occlusion (`(V,)` or `None`): AO of the fitted mesh (set by `fit_photos`).
     """
 
     rotations: np.ndarray
@@ -107,6 +113,7 @@ class FitResult:
     steps: int = 0
     psnr_before: list = field(default_factory=list)
     psnr_after: list = field(default_factory=list)
+    ambient_occlusion: np.ndarray | None = None
 
     def geometry(self, view_index: int, camera: PinholeCamera, topology: Topology) -> FaceGeometry:
         """The fitted `FaceGeometry` for photo `view_index`, with `camera`'s (full-image)
@@ -150,16 +157,11 @@ def _uniform_laplacian(faces: np.ndarray, n: int) -> torch.Tensor:
     ).coalesce()
 
 
-def _dominant_direction(sh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Direction (towards the light) and strength of the band-1 SH lobe (luminance)."""
-    band1 = sh[:, [3, 1, 2]].mean(0)  # Y_3 ~ x, Y_1 ~ y, Y_2 ~ z
-    strength = band1.norm()
-    return band1 / strength.clamp_min(1e-8), strength
-
-
 class FaceRenderer:
-    """Differentiable render of the dense face mesh: albedo x SH shading + Blinn-Phong specular
-    from the SH's dominant direction, in linear RGB, returned sRGB-encoded.
+    """Differentiable render of the dense face mesh with the project's skin shader
+    (`rendering.shading`): albedo x SH shading x ambient occlusion, plus normalised Blinn-Phong
+    specular from the SH's dominant direction; linear RGB, returned sRGB-encoded. (Subsurface
+    scattering is a UV-space step and is left out of the image-space fit.)
 
     Args:
         topology (`Topology`), size (`int`): square render resolution S.
@@ -172,33 +174,88 @@ class FaceRenderer:
         self.uvs = torch.from_numpy(topology.dense_uvs.astype(np.float32))
         skin = np.ones((8, 8), bool) if skin_mask_uv is None else skin_mask_uv
         self.skin_uv = torch.from_numpy(skin.astype(np.float32))[..., None]
+        self.facing = None
 
-    def __call__(self, verts_cam, projection, sh, albedo, specular):
-        """`verts_cam` `(V, 3)` camera space, `projection` `(4, 4)` (`PinholeCamera.
-        projection_matrix`), `sh` `(3, 9)`, `albedo` `(R, R, 3)` linear, `specular` scalar ->
-        `(S, S, 3)` sRGB render, `(S, S)` coverage, `(S, S)` skin mask."""
+    def __call__(self, verts_cam, projection, sh, albedo, specular, ao=None):
+        """Render one view.
+
+        Args:
+            verts_cam (`(V, 3)`): camera space; projection (`(4, 4)`):
+                `PinholeCamera.projection_matrix`; sh (`(3, 9)`); albedo (`(R, R, 3)` linear);
+                specular (scalar tensor): specular albedo; ao (`(V,)`, *optional*).
+        Returns:
+            `(S, S, 3)` sRGB render, `(S, S)` coverage, `(S, S)` skin mask.
+        """
         ones = torch.ones_like(verts_cam[:, :1])
         clip = torch.cat([verts_cam, ones], 1) @ projection.T
         rast = rasterize(clip.detach()[None], self.faces, (self.size, self.size))
         # One interpolation for all attributes: the barycentrics are recomputed only once.
-        attrs = torch.cat([self.uvs, vertex_normals(verts_cam, self.faces), verts_cam], 1)
+        ao_attr = ones if ao is None else ao[:, None].to(verts_cam)
+        attrs = torch.cat([self.uvs, vertex_normals(verts_cam, self.faces), verts_cam, ao_attr], 1)
         values = interpolate(attrs, rast, self.faces, pos=clip[None])
-        uv, normals, points = values[..., :2], values[..., 2:5], values[..., 5:]
+        uv, normals, points, ao_px = (values[..., :2], values[..., 2:5], values[..., 5:8],
+                                      values[..., 8])  # fmt: skip
         normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         view = -points / points.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         alb = texture(albedo[None], uv)
-        diffuse = alb * sh_shading(normals, sh).clamp_min(0)
-        light_dir, strength = _dominant_direction(sh)
-        half = view + light_dir
-        half = half / half.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        n_dot_h = (normals * half).sum(-1, keepdim=True).clamp_min(0)
-        n_dot_l = (normals * light_dir).sum(-1, keepdim=True).clamp_min(0)
-        lobe = (SHININESS + 8) / (8 * np.pi) * n_dot_h**SHININESS * n_dot_l
-        color = linear_to_srgb(diffuse + specular * strength * lobe)[0]
+        shading, _ = shade_skin(None, 0.0, normals, normals, view, sh_coeffs=sh, ao=ao_px)
+        light = dominant_sh_light(sh.detach().cpu().numpy())
+        spec = torch.zeros_like(shading)
+        if light is not None:
+            spec = blinn_phong_specular(normals, view, light, specular, SKIN_SHININESS)
+        color = linear_to_srgb(alb * shading + spec)[0]
         covered = rast[0, ..., 3] > 0
         skin = (texture(self.skin_uv[None], uv)[0, ..., 0] > 0.5) & covered
+        self.skin_shading = sh_shading(normals[0][skin], sh)  # (N, 3), for the scale prior
         self.facing = (normals * view).sum(-1)[0].detach().clamp(0, 1)  # cos(view angle)
+        self.last = {  # what `_reestimate_albedo` needs
+            "uv": uv[0].detach(),
+            "shading": shading[0].detach(),
+            "spec": spec[0].detach(),
+            "skin": skin,
+            "facing": self.facing,
+        }
         return color, covered, skin
+
+
+def dominant_sh_light(sh: np.ndarray) -> DirectionalLight | None:
+    """The directional light of the SH's first-order lobe (luminance), in the light units of
+    `rendering.lights` (`sh_from_directional` of a light of colour c has band-1 coefficients
+    `pi * c * 0.4886 * direction`); `None` for a lobe-free (uniform) light."""
+    band1 = np.asarray(sh)[:, [3, 1, 2]].mean(0)  # Y_3 ~ x, Y_1 ~ y, Y_2 ~ z
+    strength = float(np.linalg.norm(band1))
+    if strength < 1e-6:
+        return None
+    color = np.full(3, strength / (np.pi * 0.488603))
+    return DirectionalLight(band1 / strength, color)
+
+
+def _reestimate_albedo(renders, photos, albedo_logit) -> torch.Tensor:
+    """Albedo logits re-estimated from the photos under the current pose and light: every skin
+    pixel's (colour - specular) / shading is splatted to its nearest texel, weighted by how
+    squarely it is seen; texels no photo sees take their mirror partner's value, or keep their
+    own."""
+    res = albedo_logit.shape[0]
+    num = torch.zeros(res * res, 3)
+    den = torch.zeros(res * res)
+    for (_, skin, last), photo in zip(renders, photos, strict=True):
+        uv = last["uv"][skin]
+        shading = last["shading"][skin].clamp_min(0.05)
+        observed = (srgb_to_linear(photo[skin]) - last["spec"][skin]) / shading
+        weight = last["facing"][skin] ** 2
+        col = (uv[:, 0] * res).long().clamp(0, res - 1)
+        row = ((1 - uv[:, 1]) * res).long().clamp(0, res - 1)
+        idx = row * res + col
+        num.index_add_(0, idx, observed * weight[:, None])
+        den.index_add_(0, idx, weight)
+    num, den = num.reshape(res, res, 3), den.reshape(res, res)
+    unseen = den == 0
+    num = torch.where(unseen[..., None], num.flip(1), num)
+    den = torch.where(unseen, den.flip(1), den)
+    prior = 0.5  # weight of the current albedo, in pixels
+    estimate = (num + prior * torch.sigmoid(albedo_logit)) / (den + prior)[..., None]
+    estimate = estimate.clamp(0.02, 0.98)
+    return torch.log(estimate / (1 - estimate))
 
 
 def _charbonnier(x: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
@@ -222,6 +279,7 @@ def fit(
     tolerance: float = 1e-4,
     seed: int = 0,
     callback=None,
+    ambient_occlusion: np.ndarray | None = None,
 ) -> FitResult:
     """Fit pose, shape, lighting, albedo and specular to one or more photos of one person.
 
@@ -237,7 +295,20 @@ def fit(
         weights (`dict`, *optional*): loss weights overriding the defaults (keys: landmarks,
             photo, shape_laplacian, shape_l2, albedo_symmetry, albedo_smooth, light).
         callback: called as `callback(step, loss)` after each step (progress bars).
+        ambient_occlusion (`(V,)`, *optional*): per-vertex AO of the dense mesh to shade with
+            (`rendering.shading.bake_ambient_occlusion`; it hardly changes during the fit).
     """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # index_add etc. in a fixed order: same result
+    try:
+        return _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps,
+                    weights, tolerance, seed, callback, ambient_occlusion)  # fmt: skip
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps, weights,
+         tolerance, seed, callback, ambient_occlusion) -> FitResult:  # fmt: skip
     torch.manual_seed(seed)
     w = {
         "landmarks": 10.0,
@@ -247,6 +318,7 @@ def fit(
         "albedo_symmetry": 3.0,
         "albedo_smooth": 0.5,
         "light": 1e-3,
+        "light_scale": 1.0,
     }
     w.update(weights or {})
     n_views = len(views)
@@ -254,6 +326,7 @@ def fit(
     init_sh = np.broadcast_to(np.asarray(init_sh, np.float32), (n_views, 3, 9))
     renderer = FaceRenderer(topology, size, skin_mask_uv)
     lift = torch.tensor(topology.dense_from_landmarks)
+    ao = None if ambient_occlusion is None else torch.tensor(ambient_occlusion, dtype=torch.float32)
     base = torch.from_numpy(np.asarray(shape_object, np.float32))
     laplacian = _uniform_laplacian(topology.landmark_faces, NUM_LANDMARKS)
     rot0 = torch.tensor(np.stack([v.camera.rotation for v in views]), dtype=torch.float32)
@@ -267,8 +340,7 @@ def fit(
     omega = torch.zeros(n_views, 3, requires_grad=True)
     tau = torch.zeros(n_views, 3, requires_grad=True)
     offsets = torch.zeros(NUM_LANDMARKS, 3, requires_grad=True)
-    sh_dc = torch.tensor(init_sh[:, :, :1].copy())
-    sh_rest = torch.tensor(init_sh[:, :, 1:].copy(), requires_grad=True)
+    sh_all = torch.tensor(init_sh.copy(), requires_grad=True)
     albedo_lin0 = srgb_to_linear(np.asarray(init_albedo, np.float32)).clip(0.02, 0.98)
     albedo_logit = torch.tensor(np.log(albedo_lin0 / (1 - albedo_lin0)), requires_grad=True)
     spec_raw = torch.tensor(-2.0, requires_grad=True)
@@ -280,7 +352,7 @@ def fit(
             {"params": [omega], "lr": 1e-2},
             {"params": [tau], "lr": 2e-3},
             {"params": [offsets], "lr": 3e-4},
-            {"params": [sh_rest], "lr": 3e-2},
+            {"params": [sh_all], "lr": 3e-2},
         ]
     )
     photos = [v.image for v in views]
@@ -291,12 +363,12 @@ def fit(
         albedo = torch.sigmoid(albedo_logit)
         spec = F.softplus(spec_raw)
         loss = torch.zeros(())
-        renders = []
+        renders, mean_shadings = [], []
         for p in range(n_views):
             rot = torch.linalg.matrix_exp(_skew(omega[p])) @ rot0[p]
             verts_cam = dense @ rot.T + trans0[p] + tau[p]
-            sh = torch.cat([sh_dc[p], sh_rest[p]], 1)
-            color, covered, skin = renderer(verts_cam, projections[p], sh, albedo, spec)
+            sh = sh_all[p]
+            color, covered, skin = renderer(verts_cam, projections[p], sh, albedo, spec, ao)
             # Grazing pixels mix skin with what lies behind it: trust them less.
             residual = _charbonnier(color - photos[p]).sum(-1) * renderer.facing
             loss = loss + w["photo"] * residual[skin].mean() / n_views
@@ -305,8 +377,13 @@ def fit(
             px = torch.stack([fx * lm[:, 0] / -lm[:, 2] + cx, -fy * lm[:, 1] / -lm[:, 2] + cy], 1)
             lm_err = ((px - targets[p]) ** 2).sum(1).mean() / views[p].face_size ** 2
             loss = loss + w["landmarks"] * 100 * lm_err / n_views
-            loss = loss + w["light"] * (sh_rest[p] ** 2).sum() / n_views
-            renders.append((color, skin))
+            loss = loss + w["light"] * (sh[:, 1:] ** 2).sum() / n_views
+            mean_shadings.append(renderer.skin_shading.mean(0))
+            renders.append((color, skin, renderer.last))
+        # The shared albedo and the lights have one per-channel scale in common: pin it by our
+        # convention (the light averages shading 1 over the visible skin, over all photos).
+        mean_shading = torch.stack(mean_shadings).mean(0)
+        loss = loss + w["light_scale"] * ((mean_shading - 1) ** 2).sum()
         mm = offsets * 1000  # millimetres
         loss = loss + w["shape_laplacian"] * (torch.sparse.mm(laplacian, mm) ** 2).mean()
         loss = loss + w["shape_l2"] * (mm**2).mean()
@@ -318,10 +395,13 @@ def fit(
 
     with torch.no_grad():
         _, renders = evaluate()
-    psnr_before = [_psnr(c, photos[p], s) for p, (c, s) in enumerate(renders)]
+    psnr_before = [_psnr(c, photos[p], s) for p, (c, s, _) in enumerate(renders)]
     losses: list[float] = []
     for step in range(num_steps):
         if step == stage1_steps:
+            with torch.no_grad():  # restart the albedo from the photos seen with the new poses
+                _, renders = evaluate()
+                albedo_logit.copy_(_reestimate_albedo(renders, photos, albedo_logit))
             optimizer.add_param_group({"params": [albedo_logit], "lr": 1e-2})
             optimizer.add_param_group({"params": [spec_raw], "lr": 3e-2})
             for group in optimizer.param_groups[:2]:
@@ -338,13 +418,13 @@ def fit(
             break
     with torch.no_grad():
         _, renders = evaluate()
-        psnr_after = [_psnr(c, photos[p], s) for p, (c, s) in enumerate(renders)]
+        psnr_after = [_psnr(c, photos[p], s) for p, (c, s, _) in enumerate(renders)]
         dense = (lift @ (base + offsets)).numpy().astype(np.float64)
         rotations = np.stack(
             [(torch.linalg.matrix_exp(_skew(omega[p])) @ rot0[p]).numpy() for p in range(n_views)]
         ).astype(np.float64)
         translations = (trans0 + tau).numpy().astype(np.float64)
-        sh = torch.cat([sh_dc, sh_rest], 2).numpy().astype(np.float64)
+        sh = sh_all.numpy().astype(np.float64)
         albedo = linear_to_srgb(torch.sigmoid(albedo_logit)).numpy()
     return FitResult(
         rotations,
@@ -384,17 +464,18 @@ def fit_photos(
     from modeling.texture import skin_mask
     from rendering.render import rasterize_view
 
+    shape = np.mean([g.vertices_object[:NUM_LANDMARKS] for g in geometries], axis=0)
+    ao = face_ambient_occlusion(topology.lift(shape), topology)
     views, lights, albedos, weights = [], [], [], []
     for image, lm, geometry in zip(images, landmarks, geometries, strict=True):
         rast = rasterize_view(geometry.camera, geometry.vertices_camera, topology.dense_faces)
-        init = first_order_maps(image, geometry, rast, albedo_resolution, topology)
+        init = first_order_maps(image, geometry, rast, albedo_resolution, topology, ao=ao)
         views.append(prepare_view(image, lm, geometry.camera, render_size))
         lights.append(init.lighting)
         albedos.append(init.albedo)
         weights.append(init.visibility[..., None] + 1e-3)  # unseen: average the completions
     albedo = sum(a * w for a, w in zip(albedos, weights, strict=True)) / sum(weights)
-    shape = np.mean([g.vertices_object[:NUM_LANDMARKS] for g in geometries], axis=0)
-    return fit(
+    result = fit(
         views,
         shape,
         topology,
@@ -403,4 +484,13 @@ def fit_photos(
         skin_mask(albedo_resolution, topology),
         num_steps=num_steps,
         callback=callback,
+        ambient_occlusion=ao,
     )
+    result.ambient_occlusion = face_ambient_occlusion(result.vertices_object, topology)
+    return result
+
+
+def face_ambient_occlusion(vertices_object: np.ndarray, topology: Topology) -> np.ndarray:
+    """`(V,)` ambient occlusion of the dense face mesh (64 directions, ~0.2 s)."""
+    normals = vertex_normals(vertices_object, topology.dense_faces)
+    return bake_ambient_occlusion(vertices_object, topology.dense_faces, normals)

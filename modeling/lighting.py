@@ -69,11 +69,19 @@ def normalize_lighting(coeffs: np.ndarray, normals: np.ndarray, weights: np.ndar
 
 
 def delight(
-    colors_linear: np.ndarray, normals: np.ndarray, coeffs: np.ndarray, min_shading: float = 0.15
+    colors_linear: np.ndarray,
+    normals: np.ndarray,
+    coeffs: np.ndarray,
+    min_shading: float = 0.15,
+    ao: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Diffuse albedo `(N, 3)` in linear RGB = colour / SH shading (shading floored at
-    `min_shading` so deep shadows are not amplified into noise), clipped to [0, 1]."""
-    shading = np.maximum(sh_shading(normals.astype(np.float64), coeffs), min_shading)
+    """Diffuse albedo `(N, 3)` in linear RGB = colour / (SH shading x ambient occlusion `ao`
+    `(N,)`, if given), floored at `min_shading` so deep shadows are not amplified into noise,
+    clipped to [0, 1]."""
+    shading = sh_shading(normals.astype(np.float64), coeffs)
+    if ao is not None:
+        shading = shading * ao[:, None]
+    shading = np.maximum(shading, min_shading)
     return np.clip(colors_linear / shading, 0, 1).astype(np.float32)
 
 
@@ -100,22 +108,30 @@ def first_order_maps(
     resolution: int,
     topology: Topology,
     lighting: np.ndarray | None = None,
+    ao: np.ndarray | None = None,
 ) -> FirstOrderMaps:
     """Unwrap the photo, estimate (or take) the SH lighting, divide it out, complete the maps.
 
     Args:
         image (`(H, W, 3)` float32 sRGB in [0, 1]), geometry, view_rast: as `unwrap_texture`.
         lighting (`(3, 9)`, *optional*): a known light (e.g. fitted); re-normalised on the skin.
+        ao (`(V,)`, *optional*): per-vertex ambient occlusion of the dense mesh, divided out
+            with the light (the photo's shading includes the face's self-occlusion).
     """
     unwrapped = unwrap_texture(image, geometry, view_rast, resolution, topology)
     atlas = unwrapped.atlas
     colors_lin = srgb_to_linear(unwrapped.colors)
+    ao_texels = None if ao is None else atlas.interpolate(ao[:, None], topology.dense_faces)[:, 0]
+    if ao_texels is not None:  # the light is estimated from the unoccluded part of the shading
+        colors_for_light = colors_lin / np.maximum(ao_texels, 0.3)[:, None]
+    else:
+        colors_for_light = colors_lin
     weights = unwrapped.visibility * skin_mask(resolution, topology).reshape(-1)[atlas.texels]
     if lighting is None:
-        lighting = estimate_sh_lighting(colors_lin, unwrapped.normals_camera, weights)
+        lighting = estimate_sh_lighting(colors_for_light, unwrapped.normals_camera, weights)
     else:
         lighting = normalize_lighting(lighting, unwrapped.normals_camera, weights)
-    albedo_lin = delight(colors_lin, unwrapped.normals_camera, lighting)
+    albedo_lin = delight(colors_lin, unwrapped.normals_camera, lighting, ao=ao_texels)
     visibility = atlas.to_image(unwrapped.visibility[:, None])[..., 0]
     texture, _ = complete_uv_map(atlas.to_image(unwrapped.colors), visibility)
     albedo, _ = complete_uv_map(atlas.to_image(linear_to_srgb(albedo_lin)), visibility)

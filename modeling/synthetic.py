@@ -15,6 +15,7 @@ from modeling.topology import NUM_LANDMARKS, Topology
 from rendering.camera import PinholeCamera
 from rendering.mesh import vertex_normals
 from rendering.sh import sh_shading, uniform_white
+from rendering.shading import bake_ambient_occlusion
 
 
 def synthetic_albedo(resolution: int = 128) -> np.ndarray:
@@ -88,6 +89,11 @@ def render_view(
             torch.tensor(sh, dtype=torch.float32),
             torch.tensor(albedo_linear),
             torch.tensor(specular),
+            torch.from_numpy(
+                bake_ambient_occlusion(
+                    verts_obj, topology.dense_faces, vertex_normals(verts_obj, topology.dense_faces)
+                )
+            ),
         )
     image = np.full((size, size, 3), background, np.float32)
     image[covered.numpy()] = color.numpy()[covered.numpy()]

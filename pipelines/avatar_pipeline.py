@@ -19,7 +19,7 @@ from diffusers.utils import BaseOutput
 from modeling.errors import FaceIndexError
 from modeling.export import to_pil
 from modeling.face_tracker import FaceLandmarks, FaceTracker
-from modeling.fitting import FitResult, fit_photos
+from modeling.fitting import FitResult, face_ambient_occlusion, fit_photos
 from modeling.geometry import fit_camera_and_shape
 from modeling.image_input import load_image
 from modeling.lighting import first_order_maps
@@ -41,6 +41,7 @@ MAP_NAMES = (
     "diffuse_albedo",
     "shape_normals",
     "shape_normals_tangent",
+    "ambient_occlusion",
     "visibility",
 )
 
@@ -72,7 +73,8 @@ class AvatarPipelineOutput(BaseOutput):
         maps (`dict[str, np.ndarray | PIL.Image.Image]`): UV maps `(R, R, C)` float32 in [0, 1]
             (or PIL images with `output_type="pil"`): `texture` (the photo unwrapped and
             completed, sRGB), `diffuse_albedo` (sRGB), `shape_normals` (object space, (n+1)/2),
-            `shape_normals_tangent` (tangent space, (n+1)/2), `visibility` (1 channel).
+            `shape_normals_tangent` (tangent space, (n+1)/2), `ambient_occlusion` and
+            `visibility` (1 channel each).
         render (`np.ndarray` `(H, W, 3)` float32 or PIL): albedo x lighting rendered over the
             photo.
         render_mask (`np.ndarray` `(H, W)` bool): pixels covered by the face.
@@ -229,16 +231,18 @@ class AvatarPipeline(DiffusionPipeline):
                         render_size=self.config.fit_resolution,
                     )
                     geometry = fit_result.geometry(0, geometry.camera, topology)
-                    fit_lighting = fit_result.sh[0]
+                    fit_lighting, ao = fit_result.sh[0], fit_result.ambient_occlusion
                     view_rast = rasterize_view(
                         geometry.camera, geometry.vertices_camera, topology.dense_faces
                     )
             else:
                 fit_lighting, fit_result = None, None
+                with timer("ambient_occlusion"):
+                    ao = face_ambient_occlusion(geometry.vertices_object, topology)
             progress.update()
             with timer("unwrap_and_delight"):
                 first = first_order_maps(
-                    image_f, geometry, view_rast, resolution, topology, fit_lighting
+                    image_f, geometry, view_rast, resolution, topology, fit_lighting, ao=ao
                 )
                 unwrapped, atlas, lighting = first.unwrapped, first.unwrapped.atlas, first.lighting
                 texture, albedo, visibility = first.texture, first.albedo, first.visibility
@@ -262,9 +266,14 @@ class AvatarPipeline(DiffusionPipeline):
                 shape_tan, _ = complete_uv_map(
                     atlas.to_image(_encode_normals(n_tan)), atlas.chart.astype(np.float32), False
                 )
+                ao_map, _ = complete_uv_map(
+                    atlas.to_image(atlas.interpolate(ao[:, None], topology.dense_faces)),
+                    atlas.chart.astype(np.float32),
+                    False,
+                )
             with timer("render"):
                 render, mask = self._render_over_photo(
-                    image_f, view_rast, topology, albedo, lighting, geometry
+                    image_f, view_rast, topology, albedo, lighting, geometry, ao
                 )
             progress.update()
 
@@ -279,6 +288,7 @@ class AvatarPipeline(DiffusionPipeline):
             "diffuse_albedo": albedo,
             "shape_normals": shape_obj,
             "shape_normals_tangent": shape_tan,
+            "ambient_occlusion": ao_map,
             "visibility": visibility[..., None],
         }
         if output_type == "pil":
@@ -299,8 +309,9 @@ class AvatarPipeline(DiffusionPipeline):
         return out if return_dict else tuple(out.values())
 
     @staticmethod
-    def _render_over_photo(image_f, view_rast, topology, albedo_map, lighting, geometry):
-        """Albedo x SH shading of the mesh, composited over the photo -> `(H, W, 3)`, mask."""
+    def _render_over_photo(image_f, view_rast, topology, albedo_map, lighting, geometry, ao):
+        """Albedo x SH shading x AO of the mesh, composited over the photo -> `(H, W, 3)`,
+        mask."""
         mask = view_rast[..., 3] > 0
         face_ids = view_rast[..., 3][mask].astype(np.int64) - 1
         bary = view_rast[..., :2][mask]
@@ -310,7 +321,9 @@ class AvatarPipeline(DiffusionPipeline):
         )
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
         albedo = srgb_to_linear(sample_uv_map(albedo_map, uv))
-        shaded = linear_to_srgb(albedo * np.maximum(sh_shading(normals, lighting), 0))
+        occlusion = barycentric_interpolate(ao[:, None], topology.dense_faces, face_ids, bary)
+        shading = np.maximum(sh_shading(normals, lighting), 0) * occlusion
+        shaded = linear_to_srgb(albedo * shading)
         render = image_f.copy()
         render[mask] = shaded
         return render, mask

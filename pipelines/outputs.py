@@ -38,6 +38,7 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
         normal_map=maps.get("specular_normals", maps["shape_normals_tangent"]),
         specular_albedo=maps.get("specular_albedo"),
         vertex_normals=mesh.normals,
+        occlusion=maps.get("ambient_occlusion"),
     )
     obj_maps = {k: v for k, v in maps.items() if k != "visibility"}
     paths["obj"] = export_obj(

@@ -118,6 +118,7 @@ def test_exports_round_trip_and_render_like_the_photo(out, photo, tmp_path):
     material = mesh.visual.material
     assert material.baseColorTexture.size == (RES, RES)
     assert material.normalTexture.size == (RES, RES)
+    assert material.occlusionTexture.size == (RES, RES)
     tree, _ = read_glb(paths["glb"].read_bytes())
     assert tree["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"]["index"] >= 0
 
@@ -138,7 +139,9 @@ def test_exports_round_trip_and_render_like_the_photo(out, photo, tmp_path):
     n = vertex_normals(verts, faces)
     nrm = w0 * n[tri[:, 0]] + w1 * n[tri[:, 1]] + (1 - w0 - w1) * n[tri[:, 2]]
     nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
-    shaded = linear_to_srgb(srgb_to_linear(sample_uv_map(albedo, uv)) * sh_shading(nrm, coeffs))
+    occlusion = np.asarray(material.occlusionTexture, dtype=np.float32)[..., :1] / 255
+    shading = sh_shading(nrm, coeffs) * sample_uv_map(occlusion, uv)
+    shaded = linear_to_srgb(srgb_to_linear(sample_uv_map(albedo, uv)) * shading)
     assert masked_psnr(shaded, photo[covered] / 255.0, np.ones(len(shaded), bool)) > 28
     assert covered.sum() == pytest.approx(out.render_mask.sum(), rel=0.02)
 
