@@ -92,6 +92,7 @@ class FirstOrderMaps:
     lighting (`(3, 9)`): SH lighting (camera space), normalised on the visible skin.
     texture, albedo (`(R, R, 3)` float32 sRGB): completed photo texture and diffuse albedo.
     visibility (`(R, R)` float32).
+    texture_seen, albedo_seen (`(R, R, 3)`): the same before completion (0 off the chart).
     """
 
     unwrapped: UnwrappedTexture
@@ -99,6 +100,8 @@ class FirstOrderMaps:
     texture: np.ndarray
     albedo: np.ndarray
     visibility: np.ndarray
+    texture_seen: np.ndarray
+    albedo_seen: np.ndarray
 
 
 def first_order_maps(
@@ -133,6 +136,26 @@ def first_order_maps(
         lighting = normalize_lighting(lighting, unwrapped.normals_camera, weights)
     albedo_lin = delight(colors_lin, unwrapped.normals_camera, lighting, ao=ao_texels)
     visibility = atlas.to_image(unwrapped.visibility[:, None])[..., 0]
-    texture, _ = complete_uv_map(atlas.to_image(unwrapped.colors), visibility)
-    albedo, _ = complete_uv_map(atlas.to_image(linear_to_srgb(albedo_lin)), visibility)
-    return FirstOrderMaps(unwrapped, lighting, texture, albedo, visibility)
+    texture_seen = atlas.to_image(unwrapped.colors)
+    albedo_seen = atlas.to_image(linear_to_srgb(albedo_lin))
+    texture, _ = complete_uv_map(texture_seen, visibility)
+    albedo, _ = complete_uv_map(albedo_seen, visibility)
+    return FirstOrderMaps(
+        unwrapped, lighting, texture, albedo, visibility, texture_seen, albedo_seen
+    )
+
+
+def fuse_first_order_maps(maps: list[FirstOrderMaps]):
+    """Texture, albedo `(R, R, 3)` and visibility `(R, R)` of several photos of one person:
+    each texel is the visibility-weighted mean of what the photos saw, then completed. One photo
+    gives its own completed maps."""
+    if len(maps) == 1:
+        return maps[0].texture, maps[0].albedo, maps[0].visibility
+    weights = [m.visibility[..., None] for m in maps]
+    total = np.maximum(sum(weights), 1e-6)
+    texture = sum(m.texture_seen * w for m, w in zip(maps, weights, strict=True)) / total
+    albedo = sum(m.albedo_seen * w for m, w in zip(maps, weights, strict=True)) / total
+    visibility = np.clip(sum(weights)[..., 0], 0, 1)
+    texture, _ = complete_uv_map(texture, visibility)
+    albedo, _ = complete_uv_map(albedo, visibility)
+    return texture, albedo, visibility

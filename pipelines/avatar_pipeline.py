@@ -22,7 +22,7 @@ from modeling.face_tracker import FaceLandmarks, FaceTracker
 from modeling.fitting import FitResult, face_ambient_occlusion, fit_photos
 from modeling.geometry import fit_camera_and_shape
 from modeling.image_input import load_image
-from modeling.lighting import first_order_maps
+from modeling.lighting import first_order_maps, fuse_first_order_maps
 from modeling.texture import check_resolution, complete_uv_map
 from modeling.topology import load_topology
 from rendering.camera import PinholeCamera
@@ -83,6 +83,8 @@ class AvatarPipelineOutput(BaseOutput):
         timings (`dict[str, float]`): seconds per stage.
         fit (`FitResult` or `None`): the photometric fit (losses, masked PSNR before/after),
             `None` with `num_fit_steps=0`.
+        views (`list[dict]`): per photo (several photos of one person): `camera`, `lighting`,
+            `render`, `render_mask`, `image`, `landmarks`; the fields above are the first's.
     """
 
     mesh: FaceMesh
@@ -95,6 +97,7 @@ class AvatarPipelineOutput(BaseOutput):
     landmarks: FaceLandmarks
     timings: dict
     fit: FitResult | None = None
+    views: list | None = None
 
 
 class _Timer:
@@ -183,13 +186,15 @@ class AvatarPipeline(DiffusionPipeline):
         output_type: str = "np",
         return_dict: bool = True,
     ):
-        """Reconstruct one face.
+        """Reconstruct one face from one photo, or one person from several photos.
 
         Args:
             image (`str`, `Path`, `PIL.Image.Image`, `np.ndarray` `(H, W, 3)` uint8 or float in
-                [0, 1], or `torch.Tensor` `(3, H, W)`): the photo.
+                [0, 1], or `torch.Tensor` `(3, H, W)`; or a `list` of them): the photo, or
+                several photos of the same person (one identity: shape and albedo are shared,
+                each photo gets its own pose and light, FitMe's multi-image setting).
             resolution (`int`, *optional*): UV map size, 512..4096 (default: the config's).
-            face_index (`int`): which face, counting from the largest (0).
+            face_index (`int`): which face in each photo, counting from the largest (0).
             num_fit_steps (`int`, *optional*): photometric fitting steps (0: geometry from the
                 landmarks only; default: the config's).
             output_type (`str`): `"np"` (float32 arrays) or `"pil"` (maps and render as images).
@@ -197,84 +202,63 @@ class AvatarPipeline(DiffusionPipeline):
         """
         if output_type not in ("np", "pil"):
             raise ValueError(f"output_type must be 'np' or 'pil', got {output_type!r}")
+        images = list(image) if isinstance(image, list | tuple) else [image]
+        if not images:
+            raise ValueError("no photo given")
         resolution = check_resolution(resolution or self.config.resolution)
         timer = _Timer()
         topology = load_topology()
         num_fit_steps = self.config.num_fit_steps if num_fit_steps is None else num_fit_steps
         with self.progress_bar(total=5) as progress:  # closed on errors too
             with timer("input"):
-                photo = load_image(image)
-                image_f = photo.astype(np.float32) / 255.0
+                photos = [load_image(im) for im in images]
+                images_f = [p.astype(np.float32) / 255.0 for p in photos]
             with timer("face_tracking"):
-                faces = self.tracker.detect(photo)
-                if not 0 <= face_index < len(faces):
-                    raise FaceIndexError(
-                        f"face number {face_index} requested, but the image has {len(faces)} "
-                        f"face{'s' if len(faces) != 1 else ''} (numbered from 0, largest first)"
-                    )
-                landmarks = faces[face_index]
+                landmarks = [self._track(p, face_index) for p in photos]
             progress.update()
             with timer("camera_and_shape"):
-                geometry = fit_camera_and_shape(landmarks, topology, self.config.fov_degrees)
-                view_rast = rasterize_view(
-                    geometry.camera, geometry.vertices_camera, topology.dense_faces
-                )
+                geometries = [
+                    fit_camera_and_shape(lm, topology, self.config.fov_degrees) for lm in landmarks
+                ]
             progress.update()
+            lights, fit_result = [None] * len(photos), None
             if num_fit_steps > 0:
                 with timer("fit"):
                     fit_result = fit_photos(
-                        [image_f],
-                        [landmarks],
-                        [geometry],
+                        images_f,
+                        landmarks,
+                        geometries,
                         topology,
                         num_steps=num_fit_steps,
                         render_size=self.config.fit_resolution,
                     )
-                    geometry = fit_result.geometry(0, geometry.camera, topology)
-                    fit_lighting, ao = fit_result.sh[0], fit_result.ambient_occlusion
-                    view_rast = rasterize_view(
-                        geometry.camera, geometry.vertices_camera, topology.dense_faces
-                    )
+                    geometries = [
+                        fit_result.geometry(i, g.camera, topology) for i, g in enumerate(geometries)
+                    ]
+                    lights, ao = list(fit_result.sh), fit_result.ambient_occlusion
             else:
-                fit_lighting, fit_result = None, None
                 with timer("ambient_occlusion"):
-                    ao = face_ambient_occlusion(geometry.vertices_object, topology)
+                    ao = face_ambient_occlusion(geometries[0].vertices_object, topology)
             progress.update()
             with timer("unwrap_and_delight"):
-                first = first_order_maps(
-                    image_f, geometry, view_rast, resolution, topology, fit_lighting, ao=ao
-                )
-                unwrapped, atlas, lighting = first.unwrapped, first.unwrapped.atlas, first.lighting
-                texture, albedo, visibility = first.texture, first.albedo, first.visibility
+                rasts = [
+                    rasterize_view(g.camera, g.vertices_camera, topology.dense_faces)
+                    for g in geometries
+                ]
+                firsts = [
+                    first_order_maps(im, g, r, resolution, topology, light, ao=ao)
+                    for im, g, r, light in zip(images_f, geometries, rasts, lights, strict=True)
+                ]
+                texture, albedo, visibility = fuse_first_order_maps(firsts)
             progress.update()
             with timer("normal_maps"):
-                tangents = vertex_tangents(
-                    geometry.vertices_object,
-                    topology.dense_faces,
-                    topology.dense_uvs,
-                    geometry.normals_object,
-                )
-                n_obj = unwrapped.normals_object
-                tangent_texels = atlas.interpolate(tangents, topology.dense_faces)
-                # Relative to the exported mesh's own smooth frame the shape adds no detail, so this
-                # map is flat (0.5, 0.5, 1); detail normals (issue: reflectance networks) use the
-                # same transform.
-                n_tan = to_tangent_space(n_obj, tangent_texels, n_obj)
-                shape_obj, _ = complete_uv_map(
-                    atlas.to_image(_encode_normals(n_obj)), atlas.chart.astype(np.float32), False
-                )
-                shape_tan, _ = complete_uv_map(
-                    atlas.to_image(_encode_normals(n_tan)), atlas.chart.astype(np.float32), False
-                )
-                ao_map, _ = complete_uv_map(
-                    atlas.to_image(atlas.interpolate(ao[:, None], topology.dense_faces)),
-                    atlas.chart.astype(np.float32),
-                    False,
-                )
+                geometry, atlas = geometries[0], firsts[0].unwrapped.atlas
+                shape_maps = self._shape_maps(geometry, atlas, topology, ao)
             with timer("render"):
-                render, mask = self._render_over_photo(
-                    image_f, view_rast, topology, albedo, lighting, geometry, ao
-                )
+                renders = [
+                    self._render_over_photo(im, r, topology, albedo, f.lighting, g, ao)
+                    for im, r, f, g in zip(images_f, rasts, firsts, geometries, strict=True)
+                ]
             progress.update()
 
         mesh = FaceMesh(
@@ -286,27 +270,66 @@ class AvatarPipeline(DiffusionPipeline):
         maps = {
             "texture": texture,
             "diffuse_albedo": albedo,
-            "shape_normals": shape_obj,
-            "shape_normals_tangent": shape_tan,
-            "ambient_occlusion": ao_map,
+            **shape_maps,
             "visibility": visibility[..., None],
         }
+        views = [
+            {"camera": g.camera, "lighting": f.lighting.astype(np.float32), "render": r,
+             "render_mask": m, "image": p, "landmarks": lm}
+            for g, f, (r, m), p, lm in zip(geometries, firsts, renders, photos, landmarks,
+                                           strict=True)
+        ]  # fmt: skip
         if output_type == "pil":
             maps = {k: to_pil(v) for k, v in maps.items()}
-            render = to_pil(render)
+            for view in views:
+                view["render"] = to_pil(view["render"])
+        first = views[0]
         out = AvatarPipelineOutput(
             mesh=mesh,
-            camera=geometry.camera,
-            lighting=lighting.astype(np.float32),
+            camera=first["camera"],
+            lighting=first["lighting"],
             maps=maps,
-            render=render,
-            render_mask=mask,
-            image=photo,
-            landmarks=landmarks,
+            render=first["render"],
+            render_mask=first["render_mask"],
+            image=first["image"],
+            landmarks=first["landmarks"],
             timings=timer.timings,
             fit=fit_result,
+            views=views,
         )
         return out if return_dict else tuple(out.values())
+
+    def _track(self, photo: np.ndarray, face_index: int) -> FaceLandmarks:
+        faces = self.tracker.detect(photo)
+        if not 0 <= face_index < len(faces):
+            raise FaceIndexError(
+                f"face number {face_index} requested, but the image has {len(faces)} "
+                f"face{'s' if len(faces) != 1 else ''} (numbered from 0, largest first)"
+            )
+        return faces[face_index]
+
+    @staticmethod
+    def _shape_maps(geometry, atlas, topology, ao) -> dict[str, np.ndarray]:
+        """Shape normals (object and tangent space) and ambient occlusion as complete UV maps."""
+        faces = topology.dense_faces
+        tangents = vertex_tangents(
+            geometry.vertices_object, faces, topology.dense_uvs, geometry.normals_object
+        )
+        n_obj = atlas.interpolate(geometry.normals_object, faces)
+        n_obj /= np.maximum(np.linalg.norm(n_obj, axis=1, keepdims=True), 1e-12)
+        # Relative to the exported mesh's own smooth frame the shape adds no detail, so this map
+        # is flat (0.5, 0.5, 1); detail normals (the reflectance networks) use the same transform.
+        n_tan = to_tangent_space(n_obj, atlas.interpolate(tangents, faces), n_obj)
+        chart = atlas.chart.astype(np.float32)
+        per_texel = {
+            "shape_normals": _encode_normals(n_obj),
+            "shape_normals_tangent": _encode_normals(n_tan),
+            "ambient_occlusion": atlas.interpolate(ao[:, None], faces),
+        }
+        return {
+            name: complete_uv_map(atlas.to_image(values), chart, use_mirror=False)[0]
+            for name, values in per_texel.items()
+        }
 
     @staticmethod
     def _render_over_photo(image_f, view_rast, topology, albedo_map, lighting, geometry, ao):

@@ -222,3 +222,22 @@ def test_cli_max_faces_writes_one_folder_per_face(tmp_path):
         == 0
     )
     assert sorted(p.name for p in out.iterdir()) == ["group_face0", "group_face1"]
+
+
+def test_several_photos_of_one_person_give_one_avatar(pipe, photo):
+    # The astronaut and a mirrored copy: nearly the same person seen from the other side (the
+    # face is not exactly symmetric, so one shared albedo fits each photo a little less well).
+    mirrored = np.ascontiguousarray(photo[:, ::-1])
+    out = pipe([photo, mirrored], resolution=256, num_fit_steps=20)
+    assert len(out.views) == 2 and out.fit.rotations.shape == (2, 3, 3)
+    assert out.maps["diffuse_albedo"].shape == (256, 256, 3)
+    assert out.mesh.vertices.shape == (7305, 3)
+    # each photo has its own camera: the mirrored photo's face is on the other side
+    x0 = out.views[0]["landmarks"].points[:, 0].mean()
+    x1 = out.views[1]["landmarks"].points[:, 0].mean()
+    assert x0 == pytest.approx(512 - x1, abs=2)
+    for view, image in zip(out.views, (photo, mirrored), strict=True):
+        assert masked_psnr(view["render"], image / 255.0, view["render_mask"]) > 22
+    # both photos see the texels: combined visibility covers more than one photo alone
+    single = pipe(photo, resolution=256, num_fit_steps=0)
+    assert out.maps["visibility"].mean() > single.maps["visibility"].mean() + 0.02
