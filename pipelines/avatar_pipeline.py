@@ -223,7 +223,7 @@ class AvatarPipeline(DiffusionPipeline):
             progress.update()
             lights, fit_result = [None] * len(photos), None
             if num_fit_steps > 0:
-                with timer("fit"):
+                with timer("fit"), self.progress_bar(total=num_fit_steps) as fit_bar:
                     fit_result = fit_photos(
                         images_f,
                         landmarks,
@@ -231,6 +231,7 @@ class AvatarPipeline(DiffusionPipeline):
                         topology,
                         num_steps=num_fit_steps,
                         render_size=self.config.fit_resolution,
+                        callback=lambda step, loss: fit_bar.update(),
                     )
                     geometries = [
                         fit_result.geometry(i, g.camera, topology) for i, g in enumerate(geometries)
