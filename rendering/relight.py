@@ -1,0 +1,271 @@
+"""Relit previews: the reconstructed face rendered with our skin shader under new lighting.
+
+`relight(output, "studio")` renders an `AvatarPipelineOutput` (mesh + diffuse albedo + whatever
+specular maps it has) under a procedural environment (`rendering.lights`), from the photo's
+camera or from a camera orbiting the head (`yaw_degrees`, e.g. 35 for a 3/4 view):
+
+- diffuse: `albedo x SH shading` of the whole environment, darkened by ambient occlusion baked on
+  the mesh (`bake_ambient_occlusion`);
+- specular: normalised Blinn-Phong from the environment's dominant lights (`dominant_lights`),
+  with the output's `specular_albedo` map (sRGB-encoded, as all colour maps) or a constant 0.3
+  when it has none, and its `specular_normals` / `diffuse_normals` maps (tangent space, as glTF
+  normal maps) when present, else the mesh's smooth normals.
+
+The environment is fixed to the photo's camera frame (`rendering.lights`' equirectangular layout:
+a light in the right half of the map lights the right of the photo), so orbiting the camera shows
+the same lighting from another side. No subsurface scattering and no cast shadows from the
+lights: this is a preview, not a production render.
+
+>>> image = relight(out, "sunny", yaw_degrees=35)  # (512, 512, 3) float32 sRGB in [0, 1]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rendering.camera import PinholeCamera
+from rendering.lights import (
+    ENVIRONMENT_KINDS,
+    dominant_lights,
+    environment_to_sh,
+    procedural_environment,
+)
+from rendering.mesh import vertex_tangents
+from rendering.render import (
+    barycentric_interpolate,
+    linear_to_srgb,
+    rasterize_view,
+    sample_uv_map,
+    srgb_to_linear,
+)
+from rendering.shading import bake_ambient_occlusion, shade_skin
+
+__all__ = ["ENVIRONMENT_KINDS", "RelightScene", "prepare_scene", "relight", "relight_previews"]
+
+DEFAULT_SPECULAR_ALBEDO = 0.3
+BACKGROUND = 0.18  # sRGB grey behind the face
+THREE_QUARTER_YAW = 35.0
+# Seeds of the procedural environments, picked so that each preview has a distinct, flattering
+# key light (the generators randomise its side and height).
+_SEEDS = {"studio": 6, "overcast": 2, "sunny": 0, "window": 6}
+_FILL = 1.0  # the head's bounding sphere covers this fraction of the image width
+
+
+@dataclass(frozen=True)
+class RelightScene:
+    """What every preview of one reconstruction shares, prepared once by `prepare_scene`.
+
+    Attributes (world = the photo's camera space, metres):
+        vertices, normals (`(V, 3)`), tangents (`(V, 4)`: xyz + bitangent sign): world frame.
+        faces (`(F, 3)` int32), uvs (`(V, 2)`).
+        ao (`(V,)`): ambient occlusion, 1 = open.
+        albedo (`(R, R, 3)`): diffuse albedo, linear.
+        specular (`(R, R, C)` linear, or a float).
+        specular_normals, diffuse_normals (`(R, R, 3)` tangent space in [-1, 1], or `None`).
+        centre (`(3,)`), radius (`float`): the head's bounding sphere.
+    """
+
+    vertices: np.ndarray
+    normals: np.ndarray
+    tangents: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    ao: np.ndarray
+    albedo: np.ndarray
+    specular: np.ndarray | float
+    specular_normals: np.ndarray | None
+    diffuse_normals: np.ndarray | None
+    centre: np.ndarray
+    radius: float
+
+
+def _as_float_map(value) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    array = array.astype(np.float32)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _tangent_normal_map(maps: dict, key: str) -> np.ndarray | None:
+    if key not in maps:
+        return None
+    return _as_float_map(maps[key])[..., :3] * 2.0 - 1.0
+
+
+def prepare_scene(output, ao_directions: int = 64) -> RelightScene:
+    """Mesh in the photo's camera frame, baked AO and linear maps of an `AvatarPipelineOutput`
+    (numpy or PIL maps)."""
+    mesh, camera = output.mesh, output.camera
+    rotation = np.asarray(camera.rotation, np.float64)
+    vertices_obj = np.asarray(mesh.vertices, np.float64)
+    normals_obj = np.asarray(mesh.normals, np.float64)
+    faces = np.asarray(mesh.faces, np.int32)
+    uvs = np.asarray(mesh.uvs, np.float64)
+    tangents = vertex_tangents(vertices_obj, faces, uvs, normals_obj)
+    vertices = camera.object_to_camera(vertices_obj)
+    centre = 0.5 * (vertices.min(0) + vertices.max(0))
+    maps = output.maps
+    specular = (
+        srgb_to_linear(_as_float_map(maps["specular_albedo"]))
+        if "specular_albedo" in maps
+        else DEFAULT_SPECULAR_ALBEDO
+    )
+    return RelightScene(
+        vertices=vertices,
+        normals=normals_obj @ rotation.T,
+        tangents=np.concatenate([tangents[:, :3] @ rotation.T, tangents[:, 3:]], axis=1),
+        faces=faces,
+        uvs=uvs,
+        ao=bake_ambient_occlusion(vertices_obj, faces, normals_obj, num_directions=ao_directions),
+        albedo=srgb_to_linear(_as_float_map(maps["diffuse_albedo"])[..., :3]),
+        specular=specular,
+        specular_normals=_tangent_normal_map(maps, "specular_normals"),
+        diffuse_normals=_tangent_normal_map(maps, "diffuse_normals"),
+        centre=centre,
+        radius=float(np.linalg.norm(vertices - centre, axis=1).max()),
+    )
+
+
+def _view(scene: RelightScene, yaw_degrees: float, size: int):
+    """Camera orbiting the head centre from the photo's camera position (the origin) by `yaw`
+    about +y (positive: towards +x, the viewer's right), looking at the centre, framing the
+    head. Returns (camera, its position in world, world -> view rotation)."""
+    a = np.radians(yaw_degrees)
+    orbit = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    position = scene.centre + orbit @ (-scene.centre)
+    forward = scene.centre - position
+    distance = float(np.linalg.norm(forward))
+    forward /= distance
+    right = np.cross(forward, [0.0, 1.0, 0.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    world_to_view = np.stack([right, up, -forward])
+    half_angle = np.arcsin(min(scene.radius / distance, 0.99))
+    focal = _FILL * (size / 2) / np.tan(half_angle)
+    camera = PinholeCamera(focal, focal, size / 2, size / 2, size, size)
+    return camera, position, world_to_view
+
+
+def _environment(environment) -> np.ndarray:
+    if isinstance(environment, str):
+        if environment not in ENVIRONMENT_KINDS:
+            raise ValueError(
+                f"unknown environment {environment!r}; choose from {ENVIRONMENT_KINDS} "
+                "or pass an (H, W, 3) equirectangular map"
+            )
+        return procedural_environment(environment, seed=_SEEDS[environment])
+    env = np.asarray(environment, np.float32)
+    if env.ndim != 3 or env.shape[2] != 3:
+        raise ValueError(f"environment map must be (H, W, 3), got shape {env.shape}")
+    return env
+
+
+def _perturb(normals, tangents, tangent_map, uv):
+    """Smooth normals bent by a tangent-space normal map sampled at `uv`."""
+    n_t = sample_uv_map(tangent_map, uv)
+    t = tangents[:, :3] - normals * np.sum(tangents[:, :3] * normals, 1, keepdims=True)
+    t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    b = np.cross(normals, t) * np.sign(tangents[:, 3:] + 1e-12)
+    bent = t * n_t[:, 0:1] + b * n_t[:, 1:2] + normals * n_t[:, 2:3]
+    return bent / np.maximum(np.linalg.norm(bent, axis=1, keepdims=True), 1e-12)
+
+
+def relight(
+    output, environment_kind="studio", yaw_degrees: float = 0.0, size: int = 512
+) -> np.ndarray:
+    """Render a reconstruction under a lighting environment.
+
+    Args:
+        output (`AvatarPipelineOutput` or `RelightScene`): pass a `prepare_scene` result to
+            render several previews without re-baking the occlusion.
+        environment_kind (`str` or `np.ndarray`): one of `ENVIRONMENT_KINDS` (`"studio"`,
+            `"overcast"`, `"sunny"`, `"window"`; a fixed seed each), or an `(H, W, 3)`
+            equirectangular linear HDR map in the photo's camera frame (`rendering.lights`).
+        yaw_degrees (`float`): orbit of the camera about the head, 0 = the photo's viewpoint,
+            positive towards the viewer's right.
+        size (`int`): width and height of the image in pixels.
+
+    Returns:
+        `np.ndarray` `(size, size, 3)` float32, sRGB-encoded in [0, 1], the face over a grey
+        background.
+    """
+    scene = output if isinstance(output, RelightScene) else prepare_scene(output)
+    env = _environment(environment_kind)
+    camera, position, world_to_view = _view(scene, yaw_degrees, int(size))
+    rast = rasterize_view(camera, (scene.vertices - position) @ world_to_view.T, scene.faces)
+    image = np.full((camera.height, camera.width, 3), BACKGROUND, np.float32)
+    mask = rast[..., 3] > 0
+    if not mask.any():
+        return image
+    face_ids = rast[..., 3][mask].astype(np.int64) - 1
+    bary = rast[..., :2][mask]
+
+    def interpolate(attr):
+        return barycentric_interpolate(attr, scene.faces, face_ids, bary).astype(np.float64)
+
+    uv = interpolate(scene.uvs).astype(np.float32)
+    normals = interpolate(scene.normals)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    tangents = interpolate(scene.tangents)
+    positions = interpolate(scene.vertices)
+    ao = interpolate(scene.ao[:, None])[:, 0]
+    view_dirs = position - positions
+    view_dirs /= np.linalg.norm(view_dirs, axis=1, keepdims=True)
+    n_diffuse, n_specular = normals, normals
+    if scene.diffuse_normals is not None:
+        n_diffuse = _perturb(normals, tangents, scene.diffuse_normals, uv)
+    if scene.specular_normals is not None:
+        n_specular = _perturb(normals, tangents, scene.specular_normals, uv)
+    albedo = sample_uv_map(scene.albedo, uv)
+    specular = scene.specular
+    if isinstance(specular, np.ndarray):
+        specular = torch.from_numpy(sample_uv_map(specular, uv).reshape(len(uv), -1))
+
+    def tensor(x):
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    with torch.no_grad():
+        # Diffuse from the whole environment's SH; the dominant lights give only the specular
+        # (passing them to the diffuse too would count the key light twice).
+        diffuse, _ = shade_skin(
+            tensor(albedo),
+            0.0,
+            tensor(n_diffuse),
+            tensor(n_specular),
+            tensor(view_dirs),
+            sh_coeffs=environment_to_sh(env),
+            ao=tensor(ao),
+        )
+        _, highlight = shade_skin(
+            None,
+            specular,
+            tensor(n_diffuse),
+            tensor(n_specular),
+            tensor(view_dirs),
+            lights=dominant_lights(env),
+        )
+    image[mask] = linear_to_srgb((diffuse + highlight).numpy())
+    return image
+
+
+def relight_previews(
+    output,
+    kinds=ENVIRONMENT_KINDS,
+    yaws=(0.0, THREE_QUARTER_YAW),
+    size: int = 512,
+) -> list[tuple[Image.Image, str]]:
+    """`[(image, caption)]` for every environment kind and camera yaw (AO baked once)."""
+    scene = prepare_scene(output)
+    previews = []
+    for kind in kinds:
+        for yaw in yaws:
+            image = relight(scene, kind, yaw, size)
+            view = "photo view" if yaw == 0 else f"{yaw:g}° view"
+            pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+            previews.append((Image.fromarray(pixels), f"{kind}, {view}"))
+    return previews

@@ -1,0 +1,99 @@
+"""Relit previews: shapes, brightness follows the environment, light direction shows."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipelines import AvatarPipeline
+from rendering.lights import equirect_directions
+from rendering.relight import BACKGROUND, prepare_scene, relight, relight_previews
+
+
+@pytest.fixture(scope="module")
+def output():
+    pipe = AvatarPipeline.from_pretrained("weights_config")
+    return pipe("examples/astronaut.jpg", resolution=512, num_fit_steps=0)
+
+
+@pytest.fixture(scope="module")
+def scene(output):
+    return prepare_scene(output)
+
+
+def _face(image):
+    return np.any(np.abs(image - BACKGROUND) > 1e-6, axis=-1)
+
+
+def _lamp(azimuth_deg, elevation_deg=10.0, radius_deg=20.0, strength=3.0):
+    """An equirectangular map: dim uniform ambient plus one bright disk (camera frame)."""
+    dirs = equirect_directions(64, 128)
+    az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
+    centre = np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
+    inside = dirs @ centre > np.cos(np.radians(radius_deg))
+    return (0.05 + strength * inside[..., None] * np.ones(3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["studio", "overcast", "sunny", "window"])
+@pytest.mark.parametrize("yaw", [0.0, 35.0])
+def test_shapes_and_range(scene, kind, yaw):
+    image = relight(scene, kind, yaw_degrees=yaw, size=128)
+    assert image.shape == (128, 128, 3) and image.dtype == np.float32
+    assert 0 <= image.min() and image.max() <= 1
+    face = _face(image)
+    assert 0.25 < face.mean() < 0.9, "the head fills a good part of the frame"
+    assert image[face].mean() > 0.15, "the face is lit"
+
+
+def test_accepts_the_pipeline_output_directly(output):
+    image = relight(output, "studio", size=64)
+    assert image.shape == (64, 64, 3)
+
+
+def test_brighter_environment_gives_brighter_render(scene):
+    env = _lamp(0.0)
+    dim, bright = relight(scene, env * 0.5, size=128), relight(scene, env, size=128)
+    face = _face(dim)
+    assert bright[face].mean() > dim[face].mean() + 0.05
+    assert np.all(bright[face] >= dim[face] - 1e-6)
+
+
+def test_light_from_the_left_brightens_the_left(scene):
+    size = 128
+    for azimuth, brighter in ((-80.0, "left"), (80.0, "right")):
+        image = relight(scene, _lamp(azimuth), size=size)
+        luma = image.mean(-1)
+        face = _face(image)
+        left = luma[:, : size // 2][face[:, : size // 2]].mean()
+        right = luma[:, size // 2 :][face[:, size // 2 :]].mean()
+        assert (left > right + 0.1) if brighter == "left" else (right > left + 0.1)
+
+
+def test_specular_map_is_used_when_present(output):
+    shiny = dict(output.maps)
+    shiny["specular_albedo"] = np.ones((64, 64, 1), np.float32)
+    matte = dict(output.maps)
+    matte["specular_albedo"] = np.zeros((64, 64, 1), np.float32)
+    images = []
+    for maps in (shiny, matte):
+        images.append(relight(dataclasses.replace(output, maps=maps), "sunny", size=96))
+    face = _face(images[1])
+    assert images[0][face].mean() > images[1][face].mean() + 0.02
+
+
+def test_three_quarter_view_differs_from_the_photo_view(scene):
+    front, turned = relight(scene, "studio", 0.0, 96), relight(scene, "studio", 35.0, 96)
+    assert np.abs(front - turned).mean() > 0.02
+
+
+def test_unknown_environment_is_refused(scene):
+    with pytest.raises(ValueError, match="unknown environment"):
+        relight(scene, "disco")
+
+
+def test_previews_cover_every_environment_and_view(output):
+    previews = relight_previews(output, size=64)
+    assert len(previews) == 8
+    assert previews[0][1] == "studio, photo view"
+    assert previews[1][1] == "studio, 35° view"
+    assert all(image.size == (64, 64) for image, _ in previews)
