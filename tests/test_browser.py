@@ -1,0 +1,159 @@
+"""End to end in a real browser: `python app.py` on localhost, driven in headless Chromium.
+
+The driver is `tests/browser/drive_demo.mjs` (Node + playwright-core, no browser download: it
+uses Debian's /usr/bin/chromium). `.ci/run` installs both; without them this test is skipped
+(it fails instead under OPENAVATAR_REQUIRE_BROWSER=1, as in CI).
+Screenshots and the server's log are copied to `tests/browser/artifacts/` (before.png,
+after.png, viewer.png, error.png; failure.png when it fails); each run works in its own
+temporary folder, so two runs at once do not clobber each other's files.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+BROWSER_DIR = ROOT / "tests" / "browser"
+ARTIFACTS = BROWSER_DIR / "artifacts"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+NODE = shutil.which("node")
+
+pytestmark = pytest.mark.browser
+
+
+def _missing() -> str | None:
+    """Why the browser test cannot run here, or None."""
+    if not Path(CHROMIUM).is_file():
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)"
+    if NODE is None:
+        return "Node.js is not installed"
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        return "playwright-core is not installed (run `npm ci` in tests/browser)"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _prerequisites():
+    """Skip without Chromium, Node or playwright-core; fail instead where CI promised them
+    (OPENAVATAR_REQUIRE_BROWSER=1, set by .ci/run after installing them)."""
+    reason = _missing()
+    if reason and os.environ.get("OPENAVATAR_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser test required but {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.fixture
+def shots(tmp_path):
+    """This run's screenshots and server log; copied to ARTIFACTS at the end, pass or fail."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    yield folder
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for file in folder.iterdir():
+        shutil.copy(file, ARTIFACTS / file.name)
+
+
+@pytest.fixture
+def server(shots):
+    """`python app.py` on a free port; yields its URL, and stops it afterwards."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = open(shots / "server.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}; see {ARTIFACTS}/server.log")
+            try:
+                if _status(url) == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("app.py did not serve its page within 60 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_demo_in_chromium(server, shots, tmp_path):
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((480, 640, 3), 128, np.uint8)).save(grey)
+
+    start = time.monotonic()
+    run = subprocess.run(
+        [NODE, "drive_demo.mjs", server, str(ROOT / "examples" / "astronaut.jpg"), str(grey)]
+        + [str(shots)],
+        cwd=BROWSER_DIR,
+        env={**os.environ, "CHROMIUM_PATH": CHROMIUM},
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    elapsed = time.monotonic() - start
+    lines = run.stdout.strip().splitlines()
+    assert lines, f"the driver printed nothing; stderr:\n{run.stderr}"
+    result = json.loads(lines[-1])
+    assert run.returncode == 0 and result["ok"], (
+        f"{result.get('failure')}\nsee {ARTIFACTS}/failure.png and server.log\n{run.stderr}"
+    )
+
+    assert result["viewer_canvas"] and min(result["viewer_canvas"]) > 100, "3D viewer shown"
+    viewer = np.asarray(Image.open(shots / "viewer.png").convert("RGB"), np.float32)
+    assert viewer.std(axis=(0, 1)).mean() > 10, "the 3D viewer drew the face, not a blank canvas"
+    assert result["map_images"] >= 5  # texture, albedo, normals, visibility (+ later maps)
+    assert result["relit_images"] == 8  # 4 environments x 2 views
+    assert "512² maps, 2 fitting steps" in result["summary"]
+    assert all(name in result["downloads"].replace("\n", "") for name in ("face.glb", "maps.zip"))
+    assert result["error_text"].startswith("No face found")
+    for name in ("before.png", "after.png", "error.png"):
+        assert (shots / name).stat().st_size > 10_000, name
+    print(f"browser run {elapsed:.1f} s: {json.dumps(result['timings_s'])}")
+
+    # Gradio serves its own copies of what the app returned, nothing else of this machine.
+    for path in ("/etc/passwd", str(ROOT / "app.py"), str(ROOT / "examples" / "astronaut.jpg")):
+        assert _status(f"{server}gradio_api/file={path}") == 403, path
