@@ -1,0 +1,111 @@
+"""Small building blocks shared by the reflectance networks (`modeling.delighting`,
+`modeling.specular`, `modeling.normals`): a tiny U-Net and a few fixed image ops.
+
+Every network is fully convolutional, so it runs on any size; `TinyUNet` pads to a multiple of
+its total stride internally (replicate padding) and crops back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ConvBlock", "TinyUNet", "luminance", "gaussian_blur", "srgb_to_linear_t"]
+
+_LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def _groups(channels: int) -> int:
+    return max(1, min(8, channels // 4))
+
+
+class ConvBlock(nn.Module):
+    """conv3x3 -> [GroupNorm] -> SiLU, twice (GroupNorm only with `norm=True`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: bool = False):
+        super().__init__()
+        layers = []
+        for c_in in (in_channels, out_channels):
+            layers.append(nn.Conv2d(c_in, out_channels, 3, padding=1, padding_mode="replicate"))
+            if norm:
+                layers.append(nn.GroupNorm(_groups(out_channels), out_channels))
+            layers.append(nn.SiLU())
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class TinyUNet(nn.Module):
+    """A U-Net with `len(channels)` levels (average-pool down, bilinear up, skip concatenation).
+
+    Args:
+        in_channels (`int`), out_channels (`int`).
+        channels (`tuple[int, ...]`): width per level, e.g. `(16, 32, 64)`.
+        norm (`bool`): GroupNorm after each conv. Off in the shipped networks: GroupNorm's
+            statistics span the whole input, so a tile's output would depend on the tile (and a
+            64 px training patch would see other statistics than a 256 px inference tile);
+            without it the network is strictly local and the sliding window reproduces the
+            full-image output away from tile borders.
+
+    `forward(x)`: `(B, in_channels, H, W)` -> `(B, out_channels, H, W)` (any H, W).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, channels=(16, 32, 64), norm=False):
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        self.stride = 2 ** (len(channels) - 1)
+        self.down = nn.ModuleList()
+        prev = in_channels
+        for c in channels:
+            self.down.append(ConvBlock(prev, c, norm))
+            prev = c
+        self.up = nn.ModuleList()
+        for c in reversed(channels[:-1]):
+            self.up.append(ConvBlock(prev + c, c, norm))
+            prev = c
+        self.head = nn.Conv2d(prev, out_channels, 1)
+        nn.init.zeros_(self.head.weight)  # start as the identity of the residual it predicts
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        s = self.stride
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.avg_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1]), strict=True):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        return self.head(x)[..., :h, :w]
+
+
+def luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """`(B, 3, H, W)` -> `(B, 1, H, W)` Rec. 709 luma (of whatever encoding `rgb` is in)."""
+    w = torch.tensor(_LUMA, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    return (rgb * w).sum(1, keepdim=True)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of every channel (replicate borders)."""
+    radius = max(1, int(round(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def srgb_to_linear_t(x: torch.Tensor) -> torch.Tensor:
+    """sRGB -> linear for tensors (differentiable; clamps to [0, 1] first)."""
+    x = x.clamp(0, 1)
+    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)

@@ -1,0 +1,71 @@
+"""`DetailNormalsNet`: grey albedo + shape normals + texture high-pass -> specular and diffuse
+detail normals (tangent space)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from modeling.blocks import TinyUNet, gaussian_blur, luminance
+
+__all__ = ["DetailNormalsNet"]
+
+
+class DetailNormalsNet(ModelMixin, ConfigMixin):
+    """Grey diffuse albedo + shape normals + luminance high-passes of the texture and the albedo
+    -> specular normals and diffuse normals (AvatarMe's normal networks).
+
+    Pores and wrinkles show in the photo as small shading changes that the de-lighting removes
+    from the albedo; the network reads them from the texture's high-pass (the albedo's
+    high-pass tells pigment, e.g. freckles, from relief). The normals are tangent space on the
+    mesh's smooth frame (+x along +u, +y along +v, +z out), the output `(n + 1) / 2` with `n`
+    the unit vector `normalize((0, 0, 1) + unet(inputs))` for each of the two maps.
+
+    Args:
+        channels (`tuple[int, ...]`): U-Net width per level.
+        highpass_sigma (`float`): pixels; the Gaussian subtracted for the high-passes.
+
+    >>> net = DetailNormalsNet(channels=(8, 16))
+    >>> x = torch.rand(1, 3, 64, 64)
+    >>> specular, diffuse = net(x, x, x).split(3, dim=1)
+    >>> specular.shape
+    torch.Size([1, 3, 64, 64])
+    """
+
+    @register_to_config
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64), highpass_sigma: float = 2.0):
+        super().__init__()
+        self.unet = TinyUNet(6, 6, tuple(channels))
+
+    def forward(
+        self, diffuse_albedo: torch.Tensor, shape_normals: torch.Tensor, texture: torch.Tensor
+    ) -> torch.Tensor:
+        """Args:
+            diffuse_albedo (`torch.Tensor` of shape `(B, 3, H, W)`): sRGB (used in grey).
+            shape_normals (`(B, 3, H, W)`): object-space shape normals, (n + 1) / 2.
+            texture (`(B, 3, H, W)`): the unwrapped photo, sRGB.
+
+        Returns:
+            `torch.Tensor` of shape `(B, 6, H, W)`: specular normals (channels 0-2) and diffuse
+            normals (3-5), tangent space, each encoded (n + 1) / 2 with `n` unit length.
+        """
+        sigma = self.config.highpass_sigma
+        grey = luminance(diffuse_albedo)
+        lum = luminance(texture)
+        x = torch.cat(
+            [
+                grey * 2 - 1,
+                shape_normals * 2 - 1,
+                (lum - gaussian_blur(lum, sigma)) * 8,
+                (grey - gaussian_blur(grey, sigma)) * 8,
+            ],
+            1,
+        )
+        raw = self.unet(x)
+        flat = torch.zeros_like(raw[:, :3])
+        flat[:, 2] = 1
+        spec = F.normalize(flat + raw[:, :3], dim=1)
+        diff = F.normalize(flat + raw[:, 3:], dim=1)
+        return torch.cat([spec, diff], 1) * 0.5 + 0.5
