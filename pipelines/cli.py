@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="UV map size, 64..4096 (512 or more for real use)",
     )
     p.add_argument("--max-faces", type=int, default=1, help="faces per photo, largest first")
+    p.add_argument(
+        "--fit-steps", type=int, default=None, help="photometric fitting steps (0: none)"
+    )
+    p.add_argument(
+        "--same-person",
+        action="store_true",
+        help="the photos (a folder) show one person: one avatar from all of them",
+    )
     p.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="folder or Hub repo id")
     return p
@@ -55,17 +63,33 @@ def main(argv: list[str] | None = None) -> int:
         photos = _photos(args.source)
         if args.max_faces < 1:
             raise ValueError("--max-faces must be at least 1")
+        if args.fit_steps is not None and args.fit_steps < 0:
+            raise ValueError("--fit-steps must be 0 or more")
         pipe = AvatarPipeline.from_pretrained(args.weights).to(args.device)
         pipe.set_progress_bar_config(disable=True)
     except (OSError, ValueError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.same_person:
+        try:
+            out = pipe(photos, resolution=args.resolution, num_fit_steps=args.fit_steps)
+            paths = save_outputs(out, args.output / args.source.stem)
+            print(f"{len(photos)} photos of one person -> {paths['glb']}")
+            return 0
+        except (AvatarInputError, OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     failures = 0
     for photo in photos:
         try:
             n_faces = min(args.max_faces, len(pipe.detect_faces(photo)))
             for face in range(n_faces):
-                out = pipe(photo, resolution=args.resolution, face_index=face)
+                out = pipe(
+                    photo,
+                    resolution=args.resolution,
+                    face_index=face,
+                    num_fit_steps=args.fit_steps,
+                )
                 folder = args.output / (photo.stem if n_faces == 1 else f"{photo.stem}_face{face}")
                 paths = save_outputs(out, folder)
                 total = sum(out.timings.values())

@@ -197,10 +197,25 @@ def test_cli_one_photo_and_errors(tmp_path, capsys):
     photo.parent.mkdir()
     Image.fromarray(data.astronaut()).save(photo)
     (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
-    assert cli_main([str(photo), "-o", str(tmp_path / "out"), "--resolution", "256"]) == 0
+    assert (
+        cli_main(
+            [str(photo), "-o", str(tmp_path / "out"), "--resolution", "256", "--fit-steps", "10"]
+        )
+        == 0
+    )
     assert (tmp_path / "out" / "astro" / "face.glb").is_file()
     # A folder with one good and one broken photo: the good one is done, exit code is 1.
-    code = cli_main([str(tmp_path / "in"), "-o", str(tmp_path / "out2"), "--resolution", "256"])
+    code = cli_main(
+        [
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "out2"),
+            "--resolution",
+            "256",
+            "--fit-steps",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "broken.jpg" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "out2" / "astro" / "face.glb").is_file()
@@ -217,7 +232,17 @@ def test_cli_max_faces_writes_one_folder_per_face(tmp_path):
     out = tmp_path / "out"
     assert (
         cli_main(
-            [str(tmp_path / "group.png"), "-o", str(out), "--max-faces", "3", "--resolution", "128"]
+            [
+                str(tmp_path / "group.png"),
+                "-o",
+                str(out),
+                "--max-faces",
+                "3",
+                "--resolution",
+                "128",
+                "--fit-steps",
+                "0",
+            ]
         )
         == 0
     )
@@ -241,3 +266,14 @@ def test_several_photos_of_one_person_give_one_avatar(pipe, photo):
     # both photos see the texels: combined visibility covers more than one photo alone
     single = pipe(photo, resolution=256, num_fit_steps=0)
     assert out.maps["visibility"].mean() > single.maps["visibility"].mean() + 0.02
+
+
+def test_cli_same_person_folder_gives_one_avatar(tmp_path):
+    folder = tmp_path / "person"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "a.png")
+    Image.fromarray(np.ascontiguousarray(data.astronaut()[:, ::-1])).save(folder / "b.png")
+    out = tmp_path / "out"
+    args = [str(folder), "-o", str(out), "--same-person", "--resolution", "128", "--fit-steps", "5"]
+    assert cli_main(args) == 0
+    assert (out / "person" / "face.glb").is_file()
