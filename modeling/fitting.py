@@ -490,7 +490,14 @@ def fit_photos(
     return result
 
 
+# Floor of the baked AO: the deepest values sit on the fans that close the eyes and mouth,
+# which are not real surfaces (dividing photos by them turns teeth and eyes white).
+MIN_AMBIENT_OCCLUSION = 0.5
+
+
 def face_ambient_occlusion(vertices_object: np.ndarray, topology: Topology) -> np.ndarray:
-    """`(V,)` ambient occlusion of the dense face mesh (64 directions, ~0.2 s)."""
+    """`(V,)` ambient occlusion of the dense face mesh (64 directions, ~0.2 s), floored at
+    `MIN_AMBIENT_OCCLUSION`."""
     normals = vertex_normals(vertices_object, topology.dense_faces)
-    return bake_ambient_occlusion(vertices_object, topology.dense_faces, normals)
+    ao = bake_ambient_occlusion(vertices_object, topology.dense_faces, normals)
+    return np.maximum(ao, MIN_AMBIENT_OCCLUSION)
