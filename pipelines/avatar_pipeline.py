@@ -2,7 +2,12 @@
 
 Stages (each a function in `modeling/` or `rendering/`): input -> face tracking -> camera and
 shape -> UV unwrapping with visibility -> SH lighting estimate and first-order de-lighting ->
-completion (mirror + pull-push) -> shape normal maps -> render over the photo.
+completion (mirror + pull-push) -> shape normal maps -> reflectance networks (de-lighting,
+specular albedo, detail normals; sliding window) -> render over the photo.
+
+Device placement: the reflectance networks are registered components, so `pipe.to("cuda")` (or
+a dtype) moves them as in diffusers; the tiles are copied to `pipe.device` one batch at a time
+and the maps come back to the CPU as float32 numpy arrays.
 """
 
 from __future__ import annotations
@@ -13,16 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from modeling.errors import FaceIndexError
+from modeling.errors import FaceIndexError, WeightsError
 from modeling.export import to_pil
 from modeling.face_tracker import FaceLandmarks, FaceTracker
 from modeling.fitting import FitResult, face_ambient_occlusion, fit_photos
 from modeling.geometry import fit_camera_and_shape
 from modeling.image_input import load_image
 from modeling.lighting import first_order_maps, fuse_first_order_maps
+from modeling.patches import sliding_window
 from modeling.texture import check_resolution, complete_uv_map
 from modeling.topology import load_topology
 from rendering.camera import PinholeCamera
@@ -44,6 +51,17 @@ MAP_NAMES = (
     "ambient_occlusion",
     "visibility",
 )
+# Added when the reflectance networks are loaded (`weights_config/` ships them).
+REFLECTANCE_MAP_NAMES = (
+    "diffuse_albedo_first_order",
+    "specular_albedo",
+    "specular_normals",
+    "diffuse_normals",
+)
+REFLECTANCE_COMPONENTS = ("delighting", "specular", "normals")
+# Sliding window of the reflectance networks: tiles of 512 px overlapping by 64 px, two at a
+# time, bound the memory at 4K (about 0.4 GB of activations) and hide the tile borders.
+TILE_SIZE, TILE_OVERLAP, TILE_BATCH = 512, 64, 2
 
 
 @dataclass
@@ -74,7 +92,10 @@ class AvatarPipelineOutput(BaseOutput):
             (or PIL images with `output_type="pil"`): `texture` (the photo unwrapped and
             completed, sRGB), `diffuse_albedo` (sRGB), `shape_normals` (object space, (n+1)/2),
             `shape_normals_tangent` (tangent space, (n+1)/2), `ambient_occlusion` and
-            `visibility` (1 channel each).
+            `visibility` (1 channel each); with the reflectance networks also
+            `diffuse_albedo_first_order` (the backbone's; `diffuse_albedo` is then the
+            network's), `specular_albedo` (1 channel), `specular_normals` and `diffuse_normals`
+            (tangent space on the mesh's smooth frame, (n+1)/2).
         render (`np.ndarray` `(H, W, 3)` float32 or PIL): albedo x lighting rendered over the
             photo.
         render_mask (`np.ndarray` `(H, W)` bool): pixels covered by the face.
@@ -118,6 +139,11 @@ def _encode_normals(n: np.ndarray) -> np.ndarray:
 class AvatarPipeline(DiffusionPipeline):
     """Photo -> render-ready 3D face.
 
+    Components (optional; `weights_config/` ships all three): `delighting`
+    (`modeling.delighting.DelightingNet`), `specular` (`modeling.specular.SpecularAlbedoNet`),
+    `normals` (`modeling.normals.DetailNormalsNet`). Without them the maps are the
+    first-order ones only.
+
     >>> from pipelines import AvatarPipeline
     >>> pipe = AvatarPipeline.from_pretrained("weights_config")
     >>> out = pipe("examples/astronaut.jpg", resolution=1024)
@@ -125,8 +151,13 @@ class AvatarPipeline(DiffusionPipeline):
     (1024, 1024, 3)
     """
 
+    _optional_components = list(REFLECTANCE_COMPONENTS)
+
     def __init__(
         self,
+        delighting=None,
+        specular=None,
+        normals=None,
         resolution: int = 1024,
         fov_degrees: float = 40.0,
         max_num_faces: int = 5,
@@ -136,6 +167,7 @@ class AvatarPipeline(DiffusionPipeline):
     ):
         super().__init__()
         check_resolution(resolution)
+        self.register_modules(delighting=delighting, specular=specular, normals=normals)
         self.register_to_config(
             resolution=resolution,
             fov_degrees=fov_degrees,
@@ -162,6 +194,7 @@ class AvatarPipeline(DiffusionPipeline):
                     token=kwargs.pop("token", None),
                 )
             )
+        _check_component_weights(path)
         return super().from_pretrained(str(path), **kwargs)
 
     @property
@@ -232,6 +265,7 @@ class AvatarPipeline(DiffusionPipeline):
                         num_steps=num_fit_steps,
                         render_size=self.config.fit_resolution,
                         callback=lambda step, loss: fit_bar.update(),
+                        device=self.device,
                     )
                     geometries = [
                         fit_result.geometry(i, g.camera, topology) for i, g in enumerate(geometries)
@@ -255,6 +289,8 @@ class AvatarPipeline(DiffusionPipeline):
             with timer("normal_maps"):
                 geometry, atlas = geometries[0], firsts[0].unwrapped.atlas
                 shape_maps = self._shape_maps(geometry, atlas, topology, ao)
+            with timer("reflectance"):
+                reflectance = self._reflectance_maps(texture, albedo, shape_maps)
             with timer("render"):
                 renders = [
                     self._render_over_photo(im, r, topology, albedo, f.lighting, g, ao)
@@ -273,6 +309,7 @@ class AvatarPipeline(DiffusionPipeline):
             "diffuse_albedo": albedo,
             **shape_maps,
             "visibility": visibility[..., None],
+            **reflectance,  # replaces diffuse_albedo with the network's
         }
         views = [
             {"camera": g.camera, "lighting": f.lighting.astype(np.float32), "render": r,
@@ -308,6 +345,35 @@ class AvatarPipeline(DiffusionPipeline):
                 f"face{'s' if len(faces) != 1 else ''} (numbered from 0, largest first)"
             )
         return faces[face_index]
+
+    @torch.no_grad()
+    def _reflectance_maps(self, texture, albedo, shape_maps) -> dict[str, np.ndarray]:
+        """The reflectance networks (those loaded) over the first-order maps, by sliding
+        window on `self.device` / `self.dtype`."""
+        if all(getattr(self, name, None) is None for name in REFLECTANCE_COMPONENTS):
+            return {}
+
+        def tensor(x):  # (R, R, C) numpy -> (1, C, R, R) view, copied per tile only
+            return torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None]
+
+        def run(net, inputs, channels):
+            out = sliding_window(net, inputs, channels, TILE_SIZE, TILE_OVERLAP, TILE_BATCH,
+                                 device=self.device, dtype=self.dtype)  # fmt: skip
+            return out[0].clamp(0, 1).permute(1, 2, 0).numpy()
+
+        tex, shape = tensor(texture), tensor(shape_maps["shape_normals"])
+        maps = {"diffuse_albedo_first_order": albedo}
+        if self.delighting is not None:
+            ao = tensor(shape_maps["ambient_occlusion"])
+            maps["diffuse_albedo"] = run(self.delighting, [tex, tensor(albedo), shape, ao], 3)
+        diffuse = tensor(maps.get("diffuse_albedo", albedo))
+        if self.specular is not None:
+            maps["specular_albedo"] = run(self.specular, [diffuse, shape, tex], 1)
+        if self.normals is not None:
+            detail = run(self.normals, [diffuse, shape, tex], 6)
+            maps["specular_normals"] = np.ascontiguousarray(detail[..., :3])
+            maps["diffuse_normals"] = np.ascontiguousarray(detail[..., 3:])
+        return maps
 
     @staticmethod
     def _shape_maps(geometry, atlas, topology, ao) -> dict[str, np.ndarray]:
@@ -351,3 +417,32 @@ class AvatarPipeline(DiffusionPipeline):
         render = image_f.copy()
         render[mask] = shaded
         return render, mask
+
+
+def _check_component_weights(folder: Path) -> None:
+    """Refuse a pretrained folder whose components' weights are missing or unreadable, naming
+    the component (never run on random weights)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise WeightsError(f"{folder} has no model_index.json")
+    index = json.loads(index_path.read_text())
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or None in value:
+            continue
+        sub = folder / name
+        weights = sub / "diffusion_pytorch_model.safetensors"
+        if not (sub / "config.json").is_file():
+            raise WeightsError(f"component {name!r}: missing {sub / 'config.json'}")
+        if not weights.is_file():
+            raise WeightsError(f"component {name!r}: missing weights {weights}")
+        try:
+            json.loads((sub / "config.json").read_text())
+            tensors = load_file(str(weights))
+        except Exception as err:
+            raise WeightsError(f"component {name!r}: corrupt weights {weights} ({err})") from err
+        if not tensors:
+            raise WeightsError(f"component {name!r}: empty weights {weights}")

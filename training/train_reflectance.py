@@ -48,8 +48,8 @@ COMPONENTS = {
     "specular": ("modeling.specular", "SpecularAlbedoNet"),
     "normals": ("modeling.normals", "DetailNormalsNet"),
 }
-# The step counts the shipped weights were trained with (about 8 minutes each on 2 cores).
-DEFAULT_STEPS = {"delighting": 1500, "specular": 1200, "normals": 1500}
+# The step counts the shipped weights were trained with (5-10 minutes each on 2 shared cores).
+DEFAULT_STEPS = {"delighting": 800, "specular": 700, "normals": 700}
 TRAIN_SETS = ((256, 300, 0.5), (512, 60, 0.3), (1024, 16, 0.2))  # resolution, faces, odds
 VAL_FACES = 16
 

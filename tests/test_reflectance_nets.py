@@ -1,0 +1,166 @@
+"""Reflectance networks: shapes, save/load, sliding window (no seams), refusal of bad weights,
+and the shipped weights against the trivial baselines on a few test faces."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modeling.blocks import TinyUNet
+from modeling.delighting import DelightingNet
+from modeling.errors import WeightsError
+from modeling.normals import DetailNormalsNet
+from modeling.patches import blend_window, sliding_window, tile_starts
+from modeling.specular import SpecularAlbedoNet
+from pipelines import AvatarPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights_config"
+COMPONENTS = {"delighting": DelightingNet, "specular": SpecularAlbedoNet,
+              "normals": DetailNormalsNet}  # fmt: skip
+
+
+def get_dummy_components(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    nets = {
+        "delighting": DelightingNet(channels=(4, 8)),
+        "specular": SpecularAlbedoNet(channels=(4, 8), mean_specular=0.25),
+        "normals": DetailNormalsNet(channels=(4, 8)),
+    }
+    for net in nets.values():  # the zero-initialised heads would make every output trivial
+        torch.nn.init.normal_(net.unet.head.weight, std=0.1)
+        net.eval()
+    return nets
+
+
+def _inputs(size=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(1, c, size, size, generator=g) for c in (3, 3, 3, 1)]
+
+
+def test_shapes_and_ranges():
+    nets = get_dummy_components()
+    tex, delit, shape, ao = _inputs(50)  # not a multiple of the U-Net's stride
+    with torch.no_grad():
+        albedo = nets["delighting"](tex, delit, shape, ao)
+        spec = nets["specular"](albedo, shape, tex)
+        normals = nets["normals"](albedo, shape, tex)
+    assert albedo.shape == (1, 3, 50, 50)
+    assert spec.shape == (1, 1, 50, 50)
+    assert normals.shape == (1, 6, 50, 50)
+    for n in normals.split(3, 1):
+        torch.testing.assert_close(((n * 2 - 1) ** 2).sum(1), torch.ones(1, 50, 50))
+    # A freshly built network is the identity on its baseline (zero-initialised head).
+    fresh = DelightingNet(channels=(4, 8))
+    torch.testing.assert_close(fresh(tex, delit, shape, ao), delit)
+    assert torch.all(SpecularAlbedoNet(mean_specular=0.3)(delit, shape, tex) == 0.3)
+
+
+def test_save_load_round_trip(tmp_path):
+    nets = get_dummy_components()
+    tex, delit, shape, ao = _inputs()
+    for name, net in nets.items():
+        net.save_pretrained(tmp_path / name)
+        again = COMPONENTS[name].from_pretrained(tmp_path / name).eval()
+        keys = [k for k in net.config if not k.startswith("_")]
+        assert {k: json.dumps(again.config[k]) for k in keys} == {
+            k: json.dumps(net.config[k]) for k in keys
+        }
+        args = (tex, delit, shape, ao) if name == "delighting" else (delit, shape, tex)
+        with torch.no_grad():
+            torch.testing.assert_close(again(*args), net(*args))
+
+
+def test_tiles_cover_the_image_and_blend_to_one():
+    assert tile_starts(1000, 256, 32) == [0, 224, 448, 672, 744]
+    assert tile_starts(200, 256, 32) == [0]
+    w = blend_window(64, 64, 16, edges=(True, False, True, False))
+    assert w.min() > 0 and w[-1, -1] == 1 and w[0, 0] < 0.01
+
+
+def test_sliding_window_matches_the_full_image_without_seams():
+    torch.manual_seed(0)
+    net = TinyUNet(3, 3, (4, 8)).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.3)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 300), torch.linspace(0, 1, 300), indexing="ij")
+    smooth = torch.stack([xx, yy, 0.5 + 0.3 * torch.sin(6 * xx * yy)])[None]
+    image = smooth + 0.05 * torch.rand(1, 3, 300, 300, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = net(image)
+    tiled = sliding_window(net, [image], 3, tile=96, overlap=32, batch_size=3)
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
+    assert (tiled - full)[inner].abs().max() < 1e-3 * full.abs().max() + 1e-4
+    # No seams: on the smooth input, the horizontal gradient at tile borders is no larger than
+    # elsewhere.
+    with torch.no_grad():
+        out = sliding_window(net, [smooth], 3, tile=96, overlap=32, batch_size=3)
+    grad = (out[..., 1:] - out[..., :-1]).abs().mean(dim=(0, 1, 2))
+    borders = [s + 96 - 1 for s in tile_starts(300, 96, 32)[:-1]]
+    assert grad[borders].max() < 2 * grad[10:-10].median() + 1e-4
+
+
+def _copy_weights(tmp_path, dummy=False) -> Path:
+    folder = tmp_path / "weights"
+    if dummy:
+        pipe = AvatarPipeline(**get_dummy_components())
+        pipe.save_pretrained(folder)
+    else:
+        shutil.copytree(WEIGHTS, folder)
+    return folder
+
+
+def test_pipeline_saves_and_loads_its_components(tmp_path):
+    folder = _copy_weights(tmp_path, dummy=True)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["delighting"] == ["modeling.delighting", "DelightingNet"]
+    assert index["specular"] == ["modeling.specular", "SpecularAlbedoNet"]
+    assert index["normals"] == ["modeling.normals", "DetailNormalsNet"]
+    pipe = AvatarPipeline.from_pretrained(folder)
+    assert isinstance(pipe.normals, DetailNormalsNet)
+    assert pipe.specular.config.mean_specular == 0.25
+
+
+@pytest.mark.parametrize("component", ["delighting", "specular", "normals"])
+def test_missing_or_corrupt_weights_are_refused_by_name(tmp_path, component):
+    folder = _copy_weights(tmp_path, dummy=True)
+    weights = folder / component / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match=f"component '{component}'.*corrupt"):
+        AvatarPipeline.from_pretrained(folder)
+    weights.unlink()
+    with pytest.raises(WeightsError, match=f"component '{component}'.*missing"):
+        AvatarPipeline.from_pretrained(folder)
+
+
+def test_pipeline_runs_the_components_on_its_maps():
+    pipe = AvatarPipeline(**get_dummy_components())
+    r = 64
+    rng = np.random.default_rng(0)
+    texture, albedo = rng.random((r, r, 3), np.float32), rng.random((r, r, 3), np.float32)
+    shape = {"shape_normals": rng.random((r, r, 3), np.float32),
+             "ambient_occlusion": rng.random((r, r, 1), np.float32)}  # fmt: skip
+    maps = pipe._reflectance_maps(texture, albedo, shape)
+    assert maps["diffuse_albedo_first_order"] is albedo
+    assert maps["diffuse_albedo"].shape == (r, r, 3)
+    assert maps["specular_albedo"].shape == (r, r, 1)
+    assert maps["specular_normals"].shape == maps["diffuse_normals"].shape == (r, r, 3)
+    assert AvatarPipeline()._reflectance_maps(texture, albedo, shape) == {}
+
+
+def test_shipped_weights_load_and_beat_the_baselines():
+    from training.evaluate_reflectance import evaluate, load_networks
+
+    pipe = AvatarPipeline.from_pretrained(WEIGHTS)
+    for name, cls in COMPONENTS.items():
+        assert isinstance(getattr(pipe, name), cls), name
+    results = evaluate(load_networks(), num_faces=2, resolution=128)
+    higher = ("albedo_psnr", "specular_psnr", "rerender_psnr")
+    lower = ("diffuse_normals_deg", "specular_normals_deg")
+    for k in higher:
+        assert results[k]["network"] > results[k]["baseline"], (k, results[k])
+    for k in lower:
+        assert results[k]["network"] < results[k]["baseline"], (k, results[k])
