@@ -27,10 +27,9 @@ from modeling.face_tracker import FaceLandmarks
 from modeling.geometry import FaceGeometry
 from modeling.topology import NUM_LANDMARKS, Topology
 from rendering.camera import PinholeCamera
-from rendering.differentiable import interpolate, texture
+from rendering.differentiable import interpolate, rasterize_any, texture
 from rendering.lights import DirectionalLight
 from rendering.mesh import vertex_normals
-from rendering.rasterize import rasterize
 from rendering.render import FAR, NEAR, linear_to_srgb, srgb_to_linear
 from rendering.sh import sh_shading
 from rendering.shading import (
@@ -130,7 +129,7 @@ class FitResult:
 
 
 def _skew(w: torch.Tensor) -> torch.Tensor:
-    zero = torch.zeros((), dtype=w.dtype)
+    zero = torch.zeros((), dtype=w.dtype, device=w.device)
     return torch.stack(
         [
             torch.stack([zero, -w[2], w[1]]),
@@ -168,12 +167,14 @@ class FaceRenderer:
         skin_mask_uv (`(R, R)` bool, *optional*): skin texels (for the returned skin mask).
     """
 
-    def __init__(self, topology: Topology, size: int, skin_mask_uv: np.ndarray | None = None):
+    def __init__(
+        self, topology: Topology, size: int, skin_mask_uv: np.ndarray | None = None, device="cpu"
+    ):
         self.size = size
-        self.faces = torch.from_numpy(topology.dense_faces.astype(np.int64))
-        self.uvs = torch.from_numpy(topology.dense_uvs.astype(np.float32))
+        self.faces = torch.from_numpy(topology.dense_faces.astype(np.int64)).to(device)
+        self.uvs = torch.from_numpy(topology.dense_uvs.astype(np.float32)).to(device)
         skin = np.ones((8, 8), bool) if skin_mask_uv is None else skin_mask_uv
-        self.skin_uv = torch.from_numpy(skin.astype(np.float32))[..., None]
+        self.skin_uv = torch.from_numpy(skin.astype(np.float32))[..., None].to(device)
         self.facing = None
 
     def __call__(self, verts_cam, projection, sh, albedo, specular, ao=None):
@@ -188,7 +189,7 @@ class FaceRenderer:
         """
         ones = torch.ones_like(verts_cam[:, :1])
         clip = torch.cat([verts_cam, ones], 1) @ projection.T
-        rast = rasterize(clip.detach()[None], self.faces, (self.size, self.size))
+        rast = rasterize_any(clip.detach()[None], self.faces, (self.size, self.size))
         # One interpolation for all attributes: the barycentrics are recomputed only once.
         ao_attr = ones if ao is None else ao[:, None].to(verts_cam)
         attrs = torch.cat([self.uvs, vertex_normals(verts_cam, self.faces), verts_cam, ao_attr], 1)
@@ -236,8 +237,8 @@ def _reestimate_albedo(renders, photos, albedo_logit) -> torch.Tensor:
     squarely it is seen; texels no photo sees take their mirror partner's value, or keep their
     own."""
     res = albedo_logit.shape[0]
-    num = torch.zeros(res * res, 3)
-    den = torch.zeros(res * res)
+    num = albedo_logit.new_zeros(res * res, 3)
+    den = albedo_logit.new_zeros(res * res)
     for (_, skin, last), photo in zip(renders, photos, strict=True):
         uv = last["uv"][skin]
         shading = last["shading"][skin].clamp_min(0.05)
@@ -280,6 +281,7 @@ def fit(
     seed: int = 0,
     callback=None,
     ambient_occlusion: np.ndarray | None = None,
+    device: str | torch.device = "cpu",
 ) -> FitResult:
     """Fit pose, shape, lighting, albedo and specular to one or more photos of one person.
 
@@ -297,18 +299,20 @@ def fit(
         callback: called as `callback(step, loss)` after each step (progress bars).
         ambient_occlusion (`(V,)`, *optional*): per-vertex AO of the dense mesh to shade with
             (`rendering.shading.bake_ambient_occlusion`; it hardly changes during the fit).
+        device: where the optimisation runs (the caller's, e.g. the pipeline's device; the
+            rasterizer is nvdiffrast on CUDA when installed, else the CPU kernel).
     """
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)  # index_add etc. in a fixed order: same result
     try:
         return _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps,
-                    weights, tolerance, seed, callback, ambient_occlusion)  # fmt: skip
+                    weights, tolerance, seed, callback, ambient_occlusion, device)  # fmt: skip
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
 def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps, weights,
-         tolerance, seed, callback, ambient_occlusion) -> FitResult:  # fmt: skip
+         tolerance, seed, callback, ambient_occlusion, device) -> FitResult:  # fmt: skip
     torch.manual_seed(seed)
     w = {
         "landmarks": 10.0,
@@ -324,26 +328,28 @@ def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_
     n_views = len(views)
     size = views[0].image.shape[0]
     init_sh = np.broadcast_to(np.asarray(init_sh, np.float32), (n_views, 3, 9))
-    renderer = FaceRenderer(topology, size, skin_mask_uv)
-    lift = torch.tensor(topology.dense_from_landmarks)
-    ao = None if ambient_occlusion is None else torch.tensor(ambient_occlusion, dtype=torch.float32)
-    base = torch.from_numpy(np.asarray(shape_object, np.float32))
-    laplacian = _uniform_laplacian(topology.landmark_faces, NUM_LANDMARKS)
-    rot0 = torch.tensor(np.stack([v.camera.rotation for v in views]), dtype=torch.float32)
-    trans0 = torch.tensor(np.stack([v.camera.translation for v in views]), dtype=torch.float32)
-    projections = [
-        torch.tensor(v.camera.projection_matrix(NEAR, FAR), dtype=torch.float32) for v in views
-    ]
-    intrinsics = [torch.tensor([v.camera.fx, v.camera.fy, v.camera.cx, v.camera.cy]) for v in views]
+    renderer = FaceRenderer(topology, size, skin_mask_uv, device)
+
+    def t(x, dtype=torch.float32):  # the fit's device and dtype
+        return torch.tensor(np.asarray(x), dtype=dtype, device=device)
+
+    lift = t(topology.dense_from_landmarks)
+    ao = None if ambient_occlusion is None else t(ambient_occlusion)
+    base = t(shape_object)
+    laplacian = _uniform_laplacian(topology.landmark_faces, NUM_LANDMARKS).to(device)
+    rot0 = t(np.stack([v.camera.rotation for v in views]))
+    trans0 = t(np.stack([v.camera.translation for v in views]))
+    projections = [t(v.camera.projection_matrix(NEAR, FAR)) for v in views]
+    intrinsics = [t([v.camera.fx, v.camera.fy, v.camera.cx, v.camera.cy]) for v in views]
 
     # Parameters.
-    omega = torch.zeros(n_views, 3, requires_grad=True)
-    tau = torch.zeros(n_views, 3, requires_grad=True)
-    offsets = torch.zeros(NUM_LANDMARKS, 3, requires_grad=True)
-    sh_all = torch.tensor(init_sh.copy(), requires_grad=True)
+    omega = t(np.zeros((n_views, 3))).requires_grad_()
+    tau = t(np.zeros((n_views, 3))).requires_grad_()
+    offsets = t(np.zeros((NUM_LANDMARKS, 3))).requires_grad_()
+    sh_all = t(init_sh).requires_grad_()
     albedo_lin0 = srgb_to_linear(np.asarray(init_albedo, np.float32)).clip(0.02, 0.98)
-    albedo_logit = torch.tensor(np.log(albedo_lin0 / (1 - albedo_lin0)), requires_grad=True)
-    spec_raw = torch.tensor(-2.0, requires_grad=True)
+    albedo_logit = t(np.log(albedo_lin0 / (1 - albedo_lin0))).requires_grad_()
+    spec_raw = t(-2.0).requires_grad_()
     # Two stages: pose, light and shape first against a fixed albedo (otherwise the albedo,
     # the most flexible parameter, soaks up misalignment and shading), then everything.
     stage1_steps = max(1, int(0.4 * num_steps))
@@ -355,14 +361,14 @@ def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_
             {"params": [sh_all], "lr": 3e-2},
         ]
     )
-    photos = [v.image for v in views]
-    targets = [v.landmarks for v in views]
+    photos = [v.image.to(device) for v in views]
+    targets = [v.landmarks.to(device) for v in views]
 
     def evaluate():
         dense = lift @ (base + offsets)
         albedo = torch.sigmoid(albedo_logit)
         spec = F.softplus(spec_raw)
-        loss = torch.zeros(())
+        loss = lift.new_zeros(())
         renders, mean_shadings = [], []
         for p in range(n_views):
             rot = torch.linalg.matrix_exp(_skew(omega[p])) @ rot0[p]
@@ -419,13 +425,16 @@ def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_
     with torch.no_grad():
         _, renders = evaluate()
         psnr_after = [_psnr(c, photos[p], s) for p, (c, s, _) in enumerate(renders)]
-        dense = (lift @ (base + offsets)).numpy().astype(np.float64)
+        dense = (lift @ (base + offsets)).cpu().numpy().astype(np.float64)
         rotations = np.stack(
-            [(torch.linalg.matrix_exp(_skew(omega[p])) @ rot0[p]).numpy() for p in range(n_views)]
+            [
+                (torch.linalg.matrix_exp(_skew(omega[p])) @ rot0[p]).cpu().numpy()
+                for p in range(n_views)
+            ]
         ).astype(np.float64)
-        translations = (trans0 + tau).numpy().astype(np.float64)
-        sh = sh_all.numpy().astype(np.float64)
-        albedo = linear_to_srgb(torch.sigmoid(albedo_logit)).numpy()
+        translations = (trans0 + tau).cpu().numpy().astype(np.float64)
+        sh = sh_all.cpu().numpy().astype(np.float64)
+        albedo = linear_to_srgb(torch.sigmoid(albedo_logit)).cpu().numpy()
     return FitResult(
         rotations,
         translations,
@@ -449,6 +458,7 @@ def fit_photos(
     render_size: int = 256,
     albedo_resolution: int = 128,
     callback=None,
+    device: str | torch.device = "cpu",
 ) -> FitResult:
     """Initialise and run `fit` for one or more photos of one person.
 
@@ -485,6 +495,7 @@ def fit_photos(
         num_steps=num_steps,
         callback=callback,
         ambient_occlusion=ao,
+        device=device,
     )
     result.ambient_occlusion = face_ambient_occlusion(result.vertices_object, topology)
     return result
