@@ -7,8 +7,10 @@
 Data: `training.reflectance_cache` pairs of the "train" split (300 faces at 256 px, 60 at
 512 px, 16 at 1024 px, so the networks see the detail at several texel sizes), random
 `--patch` px patches inside the UV chart; validation on 16 "val" faces at 256 px (full maps).
-The specular and normals networks take the *predicted* diffuse albedo (the shipped
-`weights_config/delighting`, run once over the cache) as the pipeline gives it to them.
+The specular and normals networks are trained independently of the de-lighting network, on
+an albedo as imperfect as the one the pipeline gives them: per patch either the first-order
+de-lit albedo (the worst case: shading left in) or the true albedo under a random colour gain,
+offset and noise (`albedo_input`).
 
 Losses (masked to the chart): per-map L1; for de-lighting also a rendering-aware loss
 (AvatarMe++): predicted and true albedo shaded with the same shape normals under a random
@@ -23,7 +25,6 @@ the loss curve to `weights_config/training_curves/<component>.png`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -68,40 +69,21 @@ def _nchw(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(to_float(x)).permute(0, 3, 1, 2).contiguous()
 
 
-def predicted_albedo(data: dict, tag: str) -> np.ndarray:
-    """The shipped de-lighting network's albedo for every pair of `data` (uint8, cached on disk
-    per weights file)."""
-    weights = WEIGHTS / "delighting" / "diffusion_pytorch_model.safetensors"
-    if not weights.exists():
-        raise FileNotFoundError("train the delighting component first (its output feeds this)")
-    digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:10]
-    path = RUNS / "cache" / f"pred_albedo_{tag}_{digest}.npy"
-    if path.exists():
-        return np.load(path)
-    net = DelightingNet.from_pretrained(WEIGHTS / "delighting").eval()
-    out = np.empty_like(data["diffuse_albedo"])
-    with torch.no_grad():
-        for i in tqdm(range(len(out)), desc=f"predicted albedo {tag}"):
-            x = {k: _nchw(data[k][i : i + 1]) for k in ("texture", "delit_albedo",
-                                                      "shape_normals", "ao")}  # fmt: skip
-            y = net(x["texture"], x["delit_albedo"], x["shape_normals"], x["ao"])
-            y = y[0].permute(1, 2, 0).clamp(0, 1).numpy()
-            out[i] = np.rint(y * 255).astype(np.uint8)
-    np.save(path, out)
-    return out
-
-
 def load_data(component: str) -> tuple[list[dict], dict]:
-    sets = []
-    for res, n, _ in TRAIN_SETS:
-        data = load_pairs("train", n, res)
-        if component != "delighting":
-            data["albedo_input"] = predicted_albedo(data, f"train_{n}_{res}")
-        sets.append(data)
-    val = load_pairs("val", VAL_FACES, 256)
-    if component != "delighting":
-        val["albedo_input"] = predicted_albedo(val, f"val_{VAL_FACES}_256")
-    return sets, val
+    sets = [load_pairs("train", n, res) for res, n, _ in TRAIN_SETS]
+    return sets, load_pairs("val", VAL_FACES, 256)
+
+
+def albedo_input(x: dict, rng: np.random.Generator) -> torch.Tensor:
+    """Per sample: the first-order de-lit albedo (half the time) or the true albedo with a
+    random per-channel gain (0.8-1.25), offset (sd 0.02) and noise (sd 0.01)."""
+    b = x["diffuse_albedo"].shape[0]
+    gain = torch.from_numpy(np.exp(rng.uniform(-0.22, 0.22, (b, 3, 1, 1))).astype(np.float32))
+    offset = torch.from_numpy(rng.normal(0, 0.02, (b, 3, 1, 1)).astype(np.float32))
+    noise = torch.from_numpy(rng.normal(0, 0.01, x["diffuse_albedo"].shape).astype(np.float32))
+    augmented = (x["diffuse_albedo"] * gain + offset + noise).clamp(0, 1)
+    first_order = torch.from_numpy(rng.random((b, 1, 1, 1)) < 0.5)
+    return torch.where(first_order, x["delit_albedo"], augmented)
 
 
 def sample_batch(sets, rng: np.random.Generator, batch: int, patch: int) -> dict:
@@ -142,7 +124,8 @@ def _random_shading(normals01: torch.Tensor, generator: torch.Generator) -> torc
 def predict(model, component: str, x: dict) -> torch.Tensor:
     if component == "delighting":
         return model(x["texture"], x["delit_albedo"], x["shape_normals"], x["ao"])
-    return model(x["albedo_input"], x["shape_normals"], x["texture"])
+    albedo = x.get("albedo_input", x["delit_albedo"])  # validation: the first-order albedo
+    return model(albedo, x["shape_normals"], x["texture"])
 
 
 def target(component: str, x: dict) -> torch.Tensor:
@@ -264,6 +247,8 @@ def main(argv=None) -> None:
         rng = np.random.default_rng([args.seed, step])
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         x = sample_batch(sets, rng, args.batch, args.patch)
+        if comp != "delighting":
+            x["albedo_input"] = albedo_input(x, rng)
         loss = loss_fn(comp, predict(model, comp, x), x, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
