@@ -7,9 +7,10 @@ camera or from a camera orbiting the head (`yaw_degrees`, e.g. 35 for a 3/4 view
 - diffuse: `albedo x SH shading` of the whole environment, darkened by ambient occlusion baked on
   the mesh (`bake_ambient_occlusion`);
 - specular: normalised Blinn-Phong from the environment's dominant lights (`dominant_lights`),
-  with the output's `specular_albedo` map (sRGB-encoded, as all colour maps) or a constant 0.3
-  when it has none, and its `specular_normals` / `diffuse_normals` maps (tangent space, as glTF
-  normal maps) when present, else the mesh's smooth normals.
+  with the output's `specular_albedo` map (linear, the shader's units, as the reflectance
+  networks make it) or a constant 0.3 when it has none, and its `specular_normals` /
+  `diffuse_normals` maps (tangent space on the mesh's smooth frame, (n+1)/2) when present, else
+  the mesh's smooth normals.
 
 The environment is fixed to the photo's camera frame (`rendering.lights`' equirectangular layout:
 a light in the right half of the map lights the right of the photo), so orbiting the camera shows
@@ -111,7 +112,7 @@ def prepare_scene(output, ao_directions: int = 64) -> RelightScene:
     centre = 0.5 * (vertices.min(0) + vertices.max(0))
     maps = output.maps
     specular = (
-        srgb_to_linear(_as_float_map(maps["specular_albedo"]))
+        _as_float_map(maps["specular_albedo"])  # linear already: the shader's own units
         if "specular_albedo" in maps
         else DEFAULT_SPECULAR_ALBEDO
     )

@@ -81,6 +81,20 @@ def test_specular_map_is_used_when_present(output):
     assert images[0][face].mean() > images[1][face].mean() + 0.02
 
 
+def test_flat_reflectance_maps_match_the_defaults(output):
+    """The reflectance networks' maps, at their neutral values (linear specular 0.3, flat
+    tangent-space normals encoded (n+1)/2), render as the defaults do."""
+    neutral = dict(output.maps)
+    neutral["specular_albedo"] = np.full((64, 64, 1), 0.3, np.float32)
+    flat = np.broadcast_to(np.array([0.5, 0.5, 1.0], np.float32), (64, 64, 3)).copy()
+    neutral["specular_normals"] = flat
+    neutral["diffuse_normals"] = flat
+    for yaw in (0.0, 35.0):
+        default = relight(output, "sunny", yaw, size=96)
+        with_maps = relight(dataclasses.replace(output, maps=neutral), "sunny", yaw, size=96)
+        assert np.abs(default - with_maps).max() < 2e-3
+
+
 def test_three_quarter_view_differs_from_the_photo_view(scene):
     front, turned = relight(scene, "studio", 0.0, 96), relight(scene, "studio", 35.0, 96)
     assert np.abs(front - turned).mean() > 0.02
