@@ -290,7 +290,7 @@ class AvatarPipeline(DiffusionPipeline):
                 geometry, atlas = geometries[0], firsts[0].unwrapped.atlas
                 shape_maps = self._shape_maps(geometry, atlas, topology, ao)
             with timer("reflectance"):
-                reflectance = self._reflectance_maps(texture, albedo, shape_maps)
+                reflectance = self._reflectance_maps(texture, albedo, shape_maps, visibility)
             with timer("render"):
                 renders = [
                     self._render_over_photo(im, r, topology, albedo, f.lighting, g, ao)
@@ -347,7 +347,7 @@ class AvatarPipeline(DiffusionPipeline):
         return faces[face_index]
 
     @torch.no_grad()
-    def _reflectance_maps(self, texture, albedo, shape_maps) -> dict[str, np.ndarray]:
+    def _reflectance_maps(self, texture, albedo, shape_maps, visibility) -> dict[str, np.ndarray]:
         """The reflectance networks (those loaded) over the first-order maps, by sliding
         window on `self.device` / `self.dtype`."""
         if all(getattr(self, name, None) is None for name in REFLECTANCE_COMPONENTS):
@@ -364,8 +364,15 @@ class AvatarPipeline(DiffusionPipeline):
         tex, shape = tensor(texture), tensor(shape_maps["shape_normals"])
         maps = {"diffuse_albedo_first_order": albedo}
         if self.delighting is not None:
-            ao = tensor(shape_maps["ambient_occlusion"])
-            maps["diffuse_albedo"] = run(self.delighting, [tex, tensor(albedo), shape, ao], 3)
+            ao, delit = tensor(shape_maps["ambient_occlusion"]), tensor(albedo)
+            vis = tensor(visibility.reshape(*visibility.shape[:2], 1))
+            # whole-map statistics, computed once: the tiles then agree on the global correction
+            stats = self.delighting.global_stats(tex, delit, vis).to(self.device, self.dtype)
+
+            def delighting(*tiles):
+                return self.delighting(*tiles, stats.expand(len(tiles[0]), -1))
+
+            maps["diffuse_albedo"] = run(delighting, [tex, delit, shape, ao], 3)
         diffuse = tensor(maps.get("diffuse_albedo", albedo))
         if self.specular is not None:
             maps["specular_albedo"] = run(self.specular, [diffuse, shape, tex], 1)

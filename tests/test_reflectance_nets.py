@@ -45,7 +45,8 @@ def test_shapes_and_ranges():
     nets = get_dummy_components()
     tex, delit, shape, ao = _inputs(50)  # not a multiple of the U-Net's stride
     with torch.no_grad():
-        albedo = nets["delighting"](tex, delit, shape, ao)
+        stats = DelightingNet.global_stats(tex, delit, ao)
+        albedo = nets["delighting"](tex, delit, shape, ao, stats)
         spec = nets["specular"](albedo, shape, tex)
         normals = nets["normals"](albedo, shape, tex)
     assert albedo.shape == (1, 3, 50, 50)
@@ -55,7 +56,7 @@ def test_shapes_and_ranges():
         torch.testing.assert_close(((n * 2 - 1) ** 2).sum(1), torch.ones(1, 50, 50))
     # A freshly built network is the identity on its baseline (zero-initialised head).
     fresh = DelightingNet(channels=(4, 8))
-    torch.testing.assert_close(fresh(tex, delit, shape, ao), delit)
+    torch.testing.assert_close(fresh(tex, delit, shape, ao, stats), delit)
     assert torch.all(SpecularAlbedoNet(mean_specular=0.3)(delit, shape, tex) == 0.3)
 
 
@@ -69,7 +70,8 @@ def test_save_load_round_trip(tmp_path):
         assert {k: json.dumps(again.config[k]) for k in keys} == {
             k: json.dumps(net.config[k]) for k in keys
         }
-        args = (tex, delit, shape, ao) if name == "delighting" else (delit, shape, tex)
+        stats = DelightingNet.global_stats(tex, delit, ao)
+        args = (tex, delit, shape, ao, stats) if name == "delighting" else (delit, shape, tex)
         with torch.no_grad():
             torch.testing.assert_close(again(*args), net(*args))
 
@@ -143,12 +145,13 @@ def test_pipeline_runs_the_components_on_its_maps():
     texture, albedo = rng.random((r, r, 3), np.float32), rng.random((r, r, 3), np.float32)
     shape = {"shape_normals": rng.random((r, r, 3), np.float32),
              "ambient_occlusion": rng.random((r, r, 1), np.float32)}  # fmt: skip
-    maps = pipe._reflectance_maps(texture, albedo, shape)
+    visibility = rng.random((r, r), np.float32)
+    maps = pipe._reflectance_maps(texture, albedo, shape, visibility)
     assert maps["diffuse_albedo_first_order"] is albedo
     assert maps["diffuse_albedo"].shape == (r, r, 3)
     assert maps["specular_albedo"].shape == (r, r, 1)
     assert maps["specular_normals"].shape == maps["diffuse_normals"].shape == (r, r, 3)
-    assert AvatarPipeline()._reflectance_maps(texture, albedo, shape) == {}
+    assert AvatarPipeline()._reflectance_maps(texture, albedo, shape, visibility) == {}
 
 
 def test_shipped_weights_load_and_beat_the_baselines():

@@ -56,7 +56,9 @@ def _np(x: torch.Tensor) -> np.ndarray:
 def run_networks(nets: dict, pair: dict) -> dict:
     """The chained predictions `(R, R, C)` for one pair (full map, no tiling)."""
     tex, shape = _t(pair["texture"]), _t(pair["shape_normals"])
-    albedo = nets["delighting"](tex, _t(pair["delit_albedo"]), shape, _t(pair["ao"])).clamp(0, 1)
+    delit = _t(pair["delit_albedo"])
+    stats = DelightingNet.global_stats(tex, delit, _t(pair["visibility"]))
+    albedo = nets["delighting"](tex, delit, shape, _t(pair["ao"]), stats).clamp(0, 1)
     spec = nets["specular"](albedo, shape, tex).clamp(0, 1)
     normals = nets["normals"](albedo, shape, tex)
     return {

@@ -39,6 +39,7 @@ from modeling.delighting import DelightingNet
 from modeling.normals import DetailNormalsNet
 from modeling.specular import SpecularAlbedoNet
 from training.reflectance_cache import load_pairs, to_float
+from training.render_pairs import uv_geometry
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights_config"
@@ -50,7 +51,7 @@ COMPONENTS = {
     "normals": ("modeling.normals", "DetailNormalsNet"),
 }
 # The step counts the shipped weights were trained with (5-10 minutes each on 2 shared cores).
-DEFAULT_STEPS = {"delighting": 800, "specular": 700, "normals": 700}
+DEFAULT_STEPS = {"delighting": 3000, "specular": 3000, "normals": 3000}
 TRAIN_SETS = ((256, 300, 0.5), (512, 60, 0.3), (1024, 16, 0.2))  # resolution, faces, odds
 VAL_FACES = 16
 
@@ -71,7 +72,23 @@ def _nchw(x: np.ndarray) -> torch.Tensor:
 
 def load_data(component: str) -> tuple[list[dict], dict]:
     sets = [load_pairs("train", n, res) for res, n, _ in TRAIN_SETS]
-    return sets, load_pairs("val", VAL_FACES, 256)
+    val = load_pairs("val", VAL_FACES, 256)
+    if component == "delighting":
+        for data in (*sets, val):
+            data["stats"] = global_stats(data)
+    return sets, val
+
+
+def global_stats(data: dict) -> np.ndarray:
+    """`DelightingNet.global_stats` of every cached face `(N, 12)` (a frontal photo's
+    visibility of the mean face, as the pairs were rendered with)."""
+    r = data["texture"].shape[1]
+    vis = torch.from_numpy(np.array(uv_geometry(r).visibility, np.float32))[None, None]
+    out = []
+    for i in range(len(data["texture"])):
+        tex, delit = _nchw(data["texture"][i : i + 1]), _nchw(data["delit_albedo"][i : i + 1])
+        out.append(DelightingNet.global_stats(tex, delit, vis)[0].numpy())
+    return np.stack(out)
 
 
 def albedo_input(x: dict, rng: np.random.Generator) -> torch.Tensor:
@@ -89,8 +106,9 @@ def albedo_input(x: dict, rng: np.random.Generator) -> torch.Tensor:
 def sample_batch(sets, rng: np.random.Generator, batch: int, patch: int) -> dict:
     """`batch` random patches inside the chart (at least 30 % chart), maps as NCHW float."""
     odds = np.array([o for *_, o in TRAIN_SETS])
-    keys = [k for k in sets[0]]
+    keys = [k for k in sets[0] if k != "stats"]
     out = {k: [] for k in keys}
+    stats = []
     for _ in range(batch):
         data = sets[rng.choice(len(sets), p=odds / odds.sum())]
         n, r = data["mask"].shape[:2]
@@ -101,7 +119,12 @@ def sample_batch(sets, rng: np.random.Generator, batch: int, patch: int) -> dict
                 break
         for k in keys:
             out[k].append(data[k][i, y : y + patch, x : x + patch])
-    return {k: _nchw(np.stack(v)) for k, v in out.items()}
+        if "stats" in data:
+            stats.append(data["stats"][i])
+    batch = {k: _nchw(np.stack(v)) for k, v in out.items()}
+    if stats:
+        batch["stats"] = torch.from_numpy(np.stack(stats))
+    return batch
 
 
 def _masked_l1(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -123,7 +146,7 @@ def _random_shading(normals01: torch.Tensor, generator: torch.Generator) -> torc
 
 def predict(model, component: str, x: dict) -> torch.Tensor:
     if component == "delighting":
-        return model(x["texture"], x["delit_albedo"], x["shape_normals"], x["ao"])
+        return model(x["texture"], x["delit_albedo"], x["shape_normals"], x["ao"], x["stats"])
     albedo = x.get("albedo_input", x["delit_albedo"])  # validation: the first-order albedo
     return model(albedo, x["shape_normals"], x["texture"])
 
@@ -156,7 +179,9 @@ def validate(model, component: str, val: dict) -> float:
     the specular normals, on the chart."""
     scores = []
     for i in range(len(val["mask"])):
-        x = {k: _nchw(v[i : i + 1]) for k, v in val.items()}
+        x = {k: _nchw(v[i : i + 1]) for k, v in val.items() if k != "stats"}
+        if "stats" in val:
+            x["stats"] = torch.from_numpy(val["stats"][i : i + 1])
         pred, gt, m = predict(model, component, x), target(component, x), x["mask"][0, 0] > 0.5
         if component == "normals":
             cos = F.cosine_similarity(pred[:, :3] * 2 - 1, gt[:, :3] * 2 - 1, dim=1)[0]
@@ -201,11 +226,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--component", required=True, choices=tuple(COMPONENTS))
     parser.add_argument("--steps", type=int, default=None, help="default: DEFAULT_STEPS")
-    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1 is fastest on shared cores")
     parser.add_argument("--val-every", type=int, default=250)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
