@@ -12,6 +12,7 @@ and the maps come back to the CPU as float32 numpy arrays.
 
 from __future__ import annotations
 
+import importlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -428,7 +429,7 @@ class AvatarPipeline(DiffusionPipeline):
 
 def _check_component_weights(folder: Path) -> None:
     """Refuse a pretrained folder whose components' weights are missing or unreadable, naming
-    the component (never run on random weights)."""
+    the component (never run on random weights); import the modules of our own components."""
     import json
 
     from safetensors.torch import load_file
@@ -453,3 +454,8 @@ def _check_component_weights(folder: Path) -> None:
             raise WeightsError(f"component {name!r}: corrupt weights {weights} ({err})") from err
         if not tensors:
             raise WeightsError(f"component {name!r}: empty weights {weights}")
+        library = value[0]
+        if library.split(".")[0] == "modeling":
+            # Our own component modules ship with this code; diffusers loads a component only
+            # from a module that is already imported (it never imports what a repo names).
+            importlib.import_module(library)
