@@ -20,6 +20,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
+from modeling.blocks import uv_coordinates
 from modeling.delighting import DelightingNet
 from modeling.normals import DetailNormalsNet
 from modeling.patches import sliding_window
@@ -81,15 +82,16 @@ def main(argv=None) -> None:
 
     fns = {"delighting": delighting, "specular": nets["specular"], "normals": nets["normals"]}
     sliding_window(delighting, [warm] * 3 + [warm[:, :1]], 3)  # first-call overheads
-    sliding_window(nets["specular"], [warm] * 3, 1)
-    sliding_window(nets["normals"], [warm] * 3, 6)
+    uv = uv_coordinates(64, 64)
+    sliding_window(nets["specular"], [warm] * 3 + [uv], 1)
+    sliding_window(nets["normals"], [warm] * 3 + [uv], 6)
     for size in args.sizes:
         tex, delit, shape = (smooth_maps(size, 3, s) for s in (1, 2, 3))
-        ao = smooth_maps(size, 1, 4)
+        ao, uv = smooth_maps(size, 1, 4), uv_coordinates(size, size)
         runs = {
             "delighting": ([tex, delit, shape, ao], 3),
-            "specular": ([delit, shape, tex], 1),
-            "normals": ([delit, shape, tex], 6),
+            "specular": ([delit, shape, tex, uv], 1),
+            "normals": ([delit, shape, tex, uv], 6),
         }
         total = 0.0
         for name, (inputs, channels) in runs.items():
@@ -103,7 +105,7 @@ def main(argv=None) -> None:
             print(f"{size}²  {name:<11} {seconds:7.2f} s   peak RSS {mem.peak / 2**30:5.2f} GB")
         print(f"{size}²  all four maps {total:7.2f} s"
               + (f"  (target <= {TARGET_SECONDS_1K:.0f} s)" if size == 1024 else ""))  # fmt: skip
-        del tex, delit, shape, ao, runs
+        del tex, delit, shape, ao, uv, runs
     print(f"peak-memory target at 4096²: <= {TARGET_PEAK_GB_4K:.0f} GB")
 
 

@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBlock", "TinyUNet", "luminance", "gaussian_blur", "srgb_to_linear_t"]
+__all__ = [
+    "ConvBlock",
+    "TinyUNet",
+    "luminance",
+    "gaussian_blur",
+    "srgb_to_linear_t",
+    "uv_coordinates",
+]
 
 _LUMA = (0.2126, 0.7152, 0.0722)
 
@@ -103,6 +110,15 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def uv_coordinates(height: int, width: int, dtype=torch.float32) -> torch.Tensor:
+    """`(1, 2, H, W)` texture coordinates of a UV map's texel centres: u left to right, v
+    bottom to top (row 0 is v ~ 1, the project's convention). The networks take them as input so
+    they can learn regional priors of the fixed UV layout (T-zone, lips, brows)."""
+    v = 1 - (torch.arange(height, dtype=dtype) + 0.5) / height
+    u = (torch.arange(width, dtype=dtype) + 0.5) / width
+    return torch.stack([u[None, :].expand(height, width), v[:, None].expand(height, width)])[None]
 
 
 def srgb_to_linear_t(x: torch.Tensor) -> torch.Tensor:

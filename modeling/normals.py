@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from modeling.blocks import TinyUNet, gaussian_blur, luminance
+from modeling.blocks import TinyUNet, gaussian_blur, luminance, uv_coordinates  # noqa: F401 (doctest)
 
 __all__ = ["DetailNormalsNet"]
 
@@ -21,7 +21,8 @@ class DetailNormalsNet(ModelMixin, ConfigMixin):
     from the albedo; the network reads them from the texture's high-pass (the albedo's
     high-pass tells pigment, e.g. freckles, from relief). The normals are tangent space on the
     mesh's smooth frame (+x along +u, +y along +v, +z out), the output `(n + 1) / 2` with `n`
-    the unit vector `normalize((0, 0, 1) + unet(inputs))` for each of the two maps.
+    the unit vector `normalize((0, 0, 1) + unet(inputs))` for each of the two maps. The texel's
+    UV coordinates are an input too (wrinkles and pores have their places in the layout).
 
     Args:
         channels (`tuple[int, ...]`): U-Net width per level.
@@ -29,7 +30,7 @@ class DetailNormalsNet(ModelMixin, ConfigMixin):
 
     >>> net = DetailNormalsNet(channels=(8, 16))
     >>> x = torch.rand(1, 3, 64, 64)
-    >>> specular, diffuse = net(x, x, x).split(3, dim=1)
+    >>> specular, diffuse = net(x, x, x, uv_coordinates(64, 64)).split(3, dim=1)
     >>> specular.shape
     torch.Size([1, 3, 64, 64])
     """
@@ -37,15 +38,21 @@ class DetailNormalsNet(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64), highpass_sigma: float = 2.0):
         super().__init__()
-        self.unet = TinyUNet(6, 6, tuple(channels))
+        self.unet = TinyUNet(8, 6, tuple(channels))
 
     def forward(
-        self, diffuse_albedo: torch.Tensor, shape_normals: torch.Tensor, texture: torch.Tensor
+        self,
+        diffuse_albedo: torch.Tensor,
+        shape_normals: torch.Tensor,
+        texture: torch.Tensor,
+        uv: torch.Tensor,
     ) -> torch.Tensor:
         """Args:
             diffuse_albedo (`torch.Tensor` of shape `(B, 3, H, W)`): sRGB (used in grey).
             shape_normals (`(B, 3, H, W)`): object-space shape normals, (n + 1) / 2.
             texture (`(B, 3, H, W)`): the unwrapped photo, sRGB.
+            uv (`(B or 1, 2, H, W)`): the texels' UV coordinates (`modeling.blocks.uv_coordinates`
+                of the whole map, cropped like the other inputs).
 
         Returns:
             `torch.Tensor` of shape `(B, 6, H, W)`: specular normals (channels 0-2) and diffuse
@@ -60,6 +67,7 @@ class DetailNormalsNet(ModelMixin, ConfigMixin):
                 shape_normals * 2 - 1,
                 (lum - gaussian_blur(lum, sigma)) * 8,
                 (grey - gaussian_blur(grey, sigma)) * 8,
+                uv.expand(len(texture), -1, -1, -1) * 2 - 1,
             ],
             1,
         )

@@ -23,6 +23,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+from modeling.blocks import uv_coordinates
 from modeling.errors import FaceIndexError, WeightsError
 from modeling.export import to_pil
 from modeling.face_tracker import FaceLandmarks, FaceTracker
@@ -375,10 +376,11 @@ class AvatarPipeline(DiffusionPipeline):
 
             maps["diffuse_albedo"] = run(delighting, [tex, delit, shape, ao], 3)
         diffuse = tensor(maps.get("diffuse_albedo", albedo))
+        uv = uv_coordinates(*diffuse.shape[-2:])
         if self.specular is not None:
-            maps["specular_albedo"] = run(self.specular, [diffuse, shape, tex], 1)
+            maps["specular_albedo"] = run(self.specular, [diffuse, shape, tex, uv], 1)
         if self.normals is not None:
-            detail = run(self.normals, [diffuse, shape, tex], 6)
+            detail = run(self.normals, [diffuse, shape, tex, uv], 6)
             maps["specular_normals"] = np.ascontiguousarray(detail[..., :3])
             maps["diffuse_normals"] = np.ascontiguousarray(detail[..., 3:])
         return maps

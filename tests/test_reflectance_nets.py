@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling.blocks import TinyUNet
+from modeling.blocks import TinyUNet, uv_coordinates
 from modeling.delighting import DelightingNet
 from modeling.errors import WeightsError
 from modeling.normals import DetailNormalsNet
@@ -47,8 +47,9 @@ def test_shapes_and_ranges():
     with torch.no_grad():
         stats = DelightingNet.global_stats(tex, delit, ao)
         albedo = nets["delighting"](tex, delit, shape, ao, stats)
-        spec = nets["specular"](albedo, shape, tex)
-        normals = nets["normals"](albedo, shape, tex)
+        uv = uv_coordinates(50, 50)
+        spec = nets["specular"](albedo, shape, tex, uv)
+        normals = nets["normals"](albedo, shape, tex, uv)
     assert albedo.shape == (1, 3, 50, 50)
     assert spec.shape == (1, 1, 50, 50)
     assert normals.shape == (1, 6, 50, 50)
@@ -57,7 +58,7 @@ def test_shapes_and_ranges():
     # A freshly built network is the identity on its baseline (zero-initialised head).
     fresh = DelightingNet(channels=(4, 8))
     torch.testing.assert_close(fresh(tex, delit, shape, ao, stats), delit)
-    assert torch.all(SpecularAlbedoNet(mean_specular=0.3)(delit, shape, tex) == 0.3)
+    assert torch.all(SpecularAlbedoNet(mean_specular=0.3)(delit, shape, tex, uv) == 0.3)
 
 
 def test_save_load_round_trip(tmp_path):
@@ -71,7 +72,8 @@ def test_save_load_round_trip(tmp_path):
             k: json.dumps(net.config[k]) for k in keys
         }
         stats = DelightingNet.global_stats(tex, delit, ao)
-        args = (tex, delit, shape, ao, stats) if name == "delighting" else (delit, shape, tex)
+        uv = uv_coordinates(*tex.shape[-2:])
+        args = (tex, delit, shape, ao, stats) if name == "delighting" else (delit, shape, tex, uv)
         with torch.no_grad():
             torch.testing.assert_close(again(*args), net(*args))
 

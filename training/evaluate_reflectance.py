@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
+from modeling.blocks import uv_coordinates
 from modeling.delighting import DelightingNet
 from modeling.normals import DetailNormalsNet
 from modeling.specular import SpecularAlbedoNet
@@ -59,8 +60,9 @@ def run_networks(nets: dict, pair: dict) -> dict:
     delit = _t(pair["delit_albedo"])
     stats = DelightingNet.global_stats(tex, delit, _t(pair["visibility"]))
     albedo = nets["delighting"](tex, delit, shape, _t(pair["ao"]), stats).clamp(0, 1)
-    spec = nets["specular"](albedo, shape, tex).clamp(0, 1)
-    normals = nets["normals"](albedo, shape, tex)
+    uv = uv_coordinates(*tex.shape[-2:])
+    spec = nets["specular"](albedo, shape, tex, uv).clamp(0, 1)
+    normals = nets["normals"](albedo, shape, tex, uv)
     return {
         "diffuse_albedo": _np(albedo),
         "specular_albedo": _np(spec),

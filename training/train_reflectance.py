@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from modeling.blocks import srgb_to_linear_t
+from modeling.blocks import srgb_to_linear_t, uv_coordinates
 from modeling.delighting import DelightingNet
 from modeling.normals import DetailNormalsNet
 from modeling.specular import SpecularAlbedoNet
@@ -108,7 +108,7 @@ def sample_batch(sets, rng: np.random.Generator, batch: int, patch: int) -> dict
     odds = np.array([o for *_, o in TRAIN_SETS])
     keys = [k for k in sets[0] if k != "stats"]
     out = {k: [] for k in keys}
-    stats = []
+    stats, uvs = [], []
     for _ in range(batch):
         data = sets[rng.choice(len(sets), p=odds / odds.sum())]
         n, r = data["mask"].shape[:2]
@@ -121,7 +121,9 @@ def sample_batch(sets, rng: np.random.Generator, batch: int, patch: int) -> dict
             out[k].append(data[k][i, y : y + patch, x : x + patch])
         if "stats" in data:
             stats.append(data["stats"][i])
+        uvs.append(uv_coordinates(r, r)[0, :, y : y + patch, x : x + patch])
     batch = {k: _nchw(np.stack(v)) for k, v in out.items()}
+    batch["uv"] = torch.stack(uvs)
     if stats:
         batch["stats"] = torch.from_numpy(np.stack(stats))
     return batch
@@ -148,7 +150,7 @@ def predict(model, component: str, x: dict) -> torch.Tensor:
     if component == "delighting":
         return model(x["texture"], x["delit_albedo"], x["shape_normals"], x["ao"], x["stats"])
     albedo = x.get("albedo_input", x["delit_albedo"])  # validation: the first-order albedo
-    return model(albedo, x["shape_normals"], x["texture"])
+    return model(albedo, x["shape_normals"], x["texture"], x["uv"])
 
 
 def target(component: str, x: dict) -> torch.Tensor:
@@ -182,6 +184,7 @@ def validate(model, component: str, val: dict) -> float:
         x = {k: _nchw(v[i : i + 1]) for k, v in val.items() if k != "stats"}
         if "stats" in val:
             x["stats"] = torch.from_numpy(val["stats"][i : i + 1])
+        x["uv"] = uv_coordinates(*x["texture"].shape[-2:])
         pred, gt, m = predict(model, component, x), target(component, x), x["mask"][0, 0] > 0.5
         if component == "normals":
             cos = F.cosine_similarity(pred[:, :3] * 2 - 1, gt[:, :3] * 2 - 1, dim=1)[0]
