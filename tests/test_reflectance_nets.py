@@ -162,7 +162,9 @@ def test_shipped_weights_load_and_beat_the_baselines():
     pipe = AvatarPipeline.from_pretrained(WEIGHTS)
     for name, cls in COMPONENTS.items():
         assert isinstance(getattr(pipe, name), cls), name
-    results = evaluate(load_networks(), num_faces=2, resolution=128)
+    # 256 px: the lowest resolution the networks were trained at (at 128 px the detail normals
+    # are below a texel and flat is as good as it gets)
+    results = evaluate(load_networks(), num_faces=3, resolution=256)
     higher = ("albedo_psnr", "specular_psnr", "rerender_psnr")
     lower = ("diffuse_normals_deg", "specular_normals_deg")
     for k in higher:
