@@ -8,7 +8,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from modeling.blocks import TinyUNet, uv_coordinates  # noqa: F401 (doctest)
+from modeling.blocks import TinyUNet
 
 __all__ = ["DelightingNet"]
 
@@ -26,8 +26,7 @@ class DelightingNet(ModelMixin, ConfigMixin):
     white balance) is learnt from per-map statistics (`global_stats`: visibility-weighted mean
     and spread of the texture and the de-lit albedo), which a small MLP turns into the
     per-channel `gain` and `offset`, and which the U-Net also sees as constant channels.
-    Computing them once per map keeps the sliding window exact. The texels' UV coordinates are
-    an input too (eyes, mouth, lips and brows sit at fixed places of the layout).
+    Computing them once per map keeps the sliding window exact.
 
     Args:
         channels (`tuple[int, ...]`): U-Net width per level.
@@ -35,14 +34,14 @@ class DelightingNet(ModelMixin, ConfigMixin):
     >>> net = DelightingNet(channels=(8, 16))
     >>> x = torch.rand(1, 3, 64, 64)
     >>> stats = DelightingNet.global_stats(x, x, torch.ones(1, 1, 64, 64))
-    >>> net(x, x, x, x[:, :1], uv_coordinates(64, 64), stats).shape
+    >>> net(x, x, x, x[:, :1], stats).shape
     torch.Size([1, 3, 64, 64])
     """
 
     @register_to_config
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64)):
         super().__init__()
-        self.unet = TinyUNet(12 + NUM_STATS, 3, tuple(channels))
+        self.unet = TinyUNet(10 + NUM_STATS, 3, tuple(channels))
         self.global_head = nn.Sequential(nn.Linear(NUM_STATS, 32), nn.SiLU(), nn.Linear(32, 6))
         nn.init.zeros_(self.global_head[-1].weight)
         nn.init.zeros_(self.global_head[-1].bias)
@@ -67,7 +66,6 @@ class DelightingNet(ModelMixin, ConfigMixin):
         delit_albedo: torch.Tensor,
         shape_normals: torch.Tensor,
         ao: torch.Tensor,
-        uv: torch.Tensor,
         stats: torch.Tensor,
     ) -> torch.Tensor:
         """Args:
@@ -75,8 +73,6 @@ class DelightingNet(ModelMixin, ConfigMixin):
             delit_albedo (`(B, 3, H, W)`): sRGB, the first-order de-lighting of `texture`.
             shape_normals (`(B, 3, H, W)`): object-space shape normals, (n + 1) / 2.
             ao (`(B, 1, H, W)`): ambient occlusion in [0, 1].
-            uv (`(B or 1, 2, H, W)`): the texels' UV coordinates (`modeling.blocks.uv_coordinates`
-                of the whole map, cropped like the other inputs).
             stats (`(B, 12)`): `global_stats` of the whole maps (not of a tile).
 
         Returns:
@@ -87,7 +83,7 @@ class DelightingNet(ModelMixin, ConfigMixin):
         gain, offset = self.global_head(stats * 2 - 1)[:, :, None, None].split(3, dim=1)
         base = delit_albedo * torch.exp(gain) + offset
         constant = (stats * 2 - 1)[:, :, None, None].expand(b, NUM_STATS, h, w)
-        uv = uv.expand(b, -1, -1, -1)
-        x = torch.cat([texture, delit_albedo, shape_normals, ao, uv], 1) * 2 - 1
-        x = torch.cat([x, constant], 1)
+        x = torch.cat(
+            [torch.cat([texture, delit_albedo, shape_normals, ao], 1) * 2 - 1, constant], 1
+        )
         return base + self.unet(x)

@@ -364,7 +364,6 @@ class AvatarPipeline(DiffusionPipeline):
             return out[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
         tex, shape = tensor(texture), tensor(shape_maps["shape_normals"])
-        uv = uv_coordinates(*tex.shape[-2:])
         maps = {"diffuse_albedo_first_order": albedo}
         if self.delighting is not None:
             ao, delit = tensor(shape_maps["ambient_occlusion"]), tensor(albedo)
@@ -375,8 +374,9 @@ class AvatarPipeline(DiffusionPipeline):
             def delighting(*tiles):
                 return self.delighting(*tiles, stats.expand(len(tiles[0]), -1))
 
-            maps["diffuse_albedo"] = run(delighting, [tex, delit, shape, ao, uv], 3)
+            maps["diffuse_albedo"] = run(delighting, [tex, delit, shape, ao], 3)
         diffuse = tensor(maps.get("diffuse_albedo", albedo))
+        uv = uv_coordinates(*diffuse.shape[-2:])
         if self.specular is not None:
             maps["specular_albedo"] = run(self.specular, [diffuse, shape, tex, uv], 1)
         if self.normals is not None:

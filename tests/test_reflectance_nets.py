@@ -46,8 +46,8 @@ def test_shapes_and_ranges():
     tex, delit, shape, ao = _inputs(50)  # not a multiple of the U-Net's stride
     with torch.no_grad():
         stats = DelightingNet.global_stats(tex, delit, ao)
+        albedo = nets["delighting"](tex, delit, shape, ao, stats)
         uv = uv_coordinates(50, 50)
-        albedo = nets["delighting"](tex, delit, shape, ao, uv, stats)
         spec = nets["specular"](albedo, shape, tex, uv)
         normals = nets["normals"](albedo, shape, tex, uv)
     assert albedo.shape == (1, 3, 50, 50)
@@ -57,7 +57,7 @@ def test_shapes_and_ranges():
         torch.testing.assert_close(((n * 2 - 1) ** 2).sum(1), torch.ones(1, 50, 50))
     # A freshly built network is the identity on its baseline (zero-initialised head).
     fresh = DelightingNet(channels=(4, 8))
-    torch.testing.assert_close(fresh(tex, delit, shape, ao, uv, stats), delit)
+    torch.testing.assert_close(fresh(tex, delit, shape, ao, stats), delit)
     assert torch.all(SpecularAlbedoNet(mean_specular=0.3)(delit, shape, tex, uv) == 0.3)
 
 
@@ -73,9 +73,7 @@ def test_save_load_round_trip(tmp_path):
         }
         stats = DelightingNet.global_stats(tex, delit, ao)
         uv = uv_coordinates(*tex.shape[-2:])
-        args = (
-            (tex, delit, shape, ao, uv, stats) if name == "delighting" else (delit, shape, tex, uv)
-        )
+        args = (tex, delit, shape, ao, stats) if name == "delighting" else (delit, shape, tex, uv)
         with torch.no_grad():
             torch.testing.assert_close(again(*args), net(*args))
 

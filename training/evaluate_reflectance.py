@@ -59,8 +59,8 @@ def run_networks(nets: dict, pair: dict) -> dict:
     tex, shape = _t(pair["texture"]), _t(pair["shape_normals"])
     delit = _t(pair["delit_albedo"])
     stats = DelightingNet.global_stats(tex, delit, _t(pair["visibility"]))
+    albedo = nets["delighting"](tex, delit, shape, _t(pair["ao"]), stats).clamp(0, 1)
     uv = uv_coordinates(*tex.shape[-2:])
-    albedo = nets["delighting"](tex, delit, shape, _t(pair["ao"]), uv, stats).clamp(0, 1)
     spec = nets["specular"](albedo, shape, tex, uv).clamp(0, 1)
     normals = nets["normals"](albedo, shape, tex, uv)
     return {

@@ -51,7 +51,7 @@ COMPONENTS = {
     "normals": ("modeling.normals", "DetailNormalsNet"),
 }
 # The step counts the shipped weights were trained with (5-10 minutes each on 2 shared cores).
-DEFAULT_STEPS = {"delighting": 4000, "specular": 3000, "normals": 3000}
+DEFAULT_STEPS = {"delighting": 3000, "specular": 3000, "normals": 3000}
 TRAIN_SETS = ((256, 300, 0.5), (512, 60, 0.3), (1024, 16, 0.2))  # resolution, faces, odds
 VAL_FACES = 16
 
@@ -148,8 +148,7 @@ def _random_shading(normals01: torch.Tensor, generator: torch.Generator) -> torc
 
 def predict(model, component: str, x: dict) -> torch.Tensor:
     if component == "delighting":
-        maps = (x["texture"], x["delit_albedo"], x["shape_normals"], x["ao"], x["uv"])
-        return model(*maps, x["stats"])
+        return model(x["texture"], x["delit_albedo"], x["shape_normals"], x["ao"], x["stats"])
     albedo = x.get("albedo_input", x["delit_albedo"])  # validation: the first-order albedo
     return model(albedo, x["shape_normals"], x["texture"], x["uv"])
 
