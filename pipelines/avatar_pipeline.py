@@ -89,7 +89,9 @@ class AvatarPipelineOutput(BaseOutput):
         mesh (`FaceMesh`): the dense face mesh (7,305 vertices) in object space.
         camera (`PinholeCamera`): intrinsics of the photo and object-to-camera pose.
         lighting (`np.ndarray` of shape `(3, 9)`): SH coefficients of the light in camera space
-            (linear RGB, see `rendering.sh`), white and averaging shading 1 on the skin.
+            (linear RGB, see `rendering.sh`), white and averaging shading 1 on the skin; with the
+            de-lighting network, scaled per channel to its `diffuse_albedo` (least squares over
+            the visible texels), so that albedo x lighting still reproduces the photo.
         maps (`dict[str, np.ndarray | PIL.Image.Image]`): UV maps `(R, R, C)` float32 in [0, 1]
             (or PIL images with `output_type="pil"`): `texture` (the photo unwrapped and
             completed, sRGB), `diffuse_albedo` (sRGB), `shape_normals` (object space, (n+1)/2),
@@ -293,6 +295,8 @@ class AvatarPipeline(DiffusionPipeline):
                 shape_maps = self._shape_maps(geometry, atlas, topology, ao)
             with timer("reflectance"):
                 reflectance = self._reflectance_maps(texture, albedo, shape_maps, visibility)
+                # the light, re-expressed for the exported albedo (albedo x light ~ the photo)
+                light_gain = _albedo_gain(albedo, reflectance.get("diffuse_albedo"), visibility)
             with timer("render"):
                 renders = [
                     self._render_over_photo(im, r, topology, albedo, f.lighting, g, ao)
@@ -314,7 +318,8 @@ class AvatarPipeline(DiffusionPipeline):
             **reflectance,  # replaces diffuse_albedo with the network's
         }
         views = [
-            {"camera": g.camera, "lighting": f.lighting.astype(np.float32), "render": r,
+            {"camera": g.camera, "lighting": (f.lighting * light_gain[:, None]).astype(np.float32),
+             "render": r,
              "render_mask": m, "image": p, "landmarks": lm}
             for g, f, (r, m), p, lm in zip(geometries, firsts, renders, photos, landmarks,
                                            strict=True)
@@ -427,6 +432,17 @@ class AvatarPipeline(DiffusionPipeline):
         render = image_f.copy()
         render[mask] = shaded
         return render, mask
+
+
+def _albedo_gain(first_order, network, visibility) -> np.ndarray:
+    """`(3,)` per-channel gain g with lin(network) * g ~ lin(first_order) on the visible texels
+    (ones without a network albedo)."""
+    if network is None:
+        return np.ones(3)
+    w = visibility.reshape(-1)
+    a = srgb_to_linear(np.clip(first_order, 0, 1)).reshape(-1, 3)
+    b = srgb_to_linear(np.clip(network, 0, 1)).reshape(-1, 3)
+    return (w @ (a * b)) / np.maximum(w @ (b * b), 1e-8)
 
 
 def _check_component_weights(folder: Path) -> None:

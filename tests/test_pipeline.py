@@ -143,7 +143,11 @@ def test_exports_round_trip_and_render_like_the_photo(out, photo, tmp_path):
     occlusion = np.asarray(material.occlusionTexture, dtype=np.float32)[..., :1] / 255
     shading = sh_shading(nrm, coeffs) * sample_uv_map(occlusion, uv)
     shaded = linear_to_srgb(srgb_to_linear(sample_uv_map(albedo, uv)) * shading)
-    assert masked_psnr(shaded, photo[covered] / 255.0, np.ones(len(shaded), bool)) > 28
+    # With the de-lighting network the base colour is the network's albedo: the shading it
+    # removed (beyond the 2nd-order SH on the smooth mesh) is gone from the asset, so the match
+    # is looser than with the first-order albedo (which keeps that shading and gives > 28 dB).
+    threshold = 21 if "diffuse_albedo_first_order" in out.maps else 28
+    assert masked_psnr(shaded, photo[covered] / 255.0, np.ones(len(shaded), bool)) > threshold
     assert covered.sum() == pytest.approx(out.render_mask.sum(), rel=0.02)
 
 
