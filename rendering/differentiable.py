@@ -31,8 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rendering.rasterize import attr_layout, rasterize
 from rendering.rasterize import interpolate as _interpolate_fixed
-from rendering.rasterize import rasterize
 
 __all__ = [
     "TopologyHash",
@@ -94,12 +94,7 @@ def interpolate(
     if pos is None:
         return _interpolate_fixed(attr, rast, tri)
     batch, height, width = _check_rast(rast)
-    if attr.ndim == 2:
-        attr_flat, per_batch = attr, False
-    elif attr.ndim == 3 and attr.shape[0] == batch:
-        attr_flat, per_batch = attr.reshape(-1, attr.shape[-1]), True
-    else:
-        raise ValueError(f"attr must have shape [V, C] or [{batch}, V, C], got {list(attr.shape)}")
+    attr_flat, per_batch = attr_layout(attr, batch)
     if pos.shape[-2] != attr.shape[-2]:
         raise ValueError(f"pos has {pos.shape[-2]} vertices but attr has {attr.shape[-2]}")
     n_verts, channels = attr.shape[-2], attr.shape[-1]

@@ -97,12 +97,7 @@ def interpolate(
     if rast.ndim != 4 or rast.shape[-1] != 4:
         raise ValueError(f"rast must have shape [B, H, W, 4], got {list(rast.shape)}")
     batch, height, width, _ = rast.shape
-    if attr.ndim == 2:
-        attr_flat, per_batch = attr, False
-    elif attr.ndim == 3 and attr.shape[0] == batch:
-        attr_flat, per_batch = attr.reshape(-1, attr.shape[-1]), True
-    else:
-        raise ValueError(f"attr must have shape [V, C] or [{batch}, V, C], got {list(attr.shape)}")
+    attr_flat, per_batch = attr_layout(attr, batch)
     n_verts, channels = attr.shape[-2], attr.shape[-1]
     tri_t = torch.as_tensor(tri, device=attr.device).long()
 
@@ -116,6 +111,15 @@ def interpolate(
     values = (attr_flat[verts] * weights[:, :, None]).sum(dim=1)
     out = attr.new_zeros(batch * height * width, channels).index_copy(0, pix, values)
     return out.reshape(batch, height, width, channels)
+
+
+def attr_layout(attr: torch.Tensor, batch: int) -> tuple[torch.Tensor, bool]:
+    """`attr` `[V, C]` (shared) or `[B, V, C]` (per image) -> `([V or B*V, C], per_batch)`."""
+    if attr.ndim == 2:
+        return attr, False
+    if attr.ndim == 3 and attr.shape[0] == batch:
+        return attr.reshape(-1, attr.shape[-1]), True
+    raise ValueError(f"attr must have shape [V, C] or [{batch}, V, C], got {list(attr.shape)}")
 
 
 def coverage_mask(rast: torch.Tensor) -> torch.Tensor:
