@@ -111,3 +111,21 @@ def load_topology(path: str | Path = ASSET) -> Topology:
         a.setflags(write=False)
     skin = tuple(loops[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1))
     return Topology(**arrays, skin_exclusion=skin)
+
+
+# MediaPipe face-mesh index of each of the 68 iBUG / dlib / 300-W landmarks (0-16 jaw from the
+# subject's right to left, 17-26 brows, 27-35 nose, 36-47 eyes, 48-67 lips). The list widely
+# published with MediaPipe face-mesh code, e.g. ByteDance's LatentSync (Apache-2.0, its
+# `landmark_points_68` of the face-mesh utilities) and many face-mesh projects on GitHub. The
+# jaw points are mesh points near the contour, not silhouette points, so they are the least
+# comparable with a 2D detector's.
+IBUG68_FROM_MEDIAPIPE = (
+    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # jaw
+    71, 63, 105, 66, 107,  # right brow (17-21)
+    336, 296, 334, 293, 301,  # left brow (22-26)
+    168, 197, 5, 4, 75, 97, 2, 326, 305,  # nose bridge (27-30), nostrils (31-35)
+    33, 160, 158, 133, 153, 144,  # right eye (36-41)
+    362, 385, 387, 263, 373, 380,  # left eye (42-47)
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,  # outer lips (48-59)
+    78, 82, 13, 312, 308, 317, 14, 87,  # inner lips (60-67)
+)  # fmt: skip

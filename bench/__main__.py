@@ -1,0 +1,333 @@
+"""OpenAvatar's public benchmark: real photos, synthetic reflectance and geometry, speed and
+memory vs map resolution and number of photos. Writes `bench/RESULTS.md` and `bench/plots/`.
+
+    python -m bench                 # default (512..2048 maps, 12 synthetic faces per split)
+    python -m bench --quick         # a few minutes (512..1024, 4 faces, fewer repeats)
+    python -m bench --full          # 512..4096, 30 faces, 3 repeats
+    python -m bench --photos DIR    # your own photos instead of the public ones
+    python -m bench --with-dlib     # install dlib on demand: landmark NME and identity
+
+The public photos are downloaded at bench time (`bench.photos`) into
+`~/.cache/openavatar-bench/`, never into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import psutil
+from tqdm import tqdm
+
+from bench import report
+from bench.bench_backbone import bench_resolution, machine_info, peak_rss_bytes, reset_peak_rss
+from bench.metrics import masked_psnr, masked_ssim, mean_vertex_distance_mm, mesh_ibug68, nme
+
+HERE = Path(__file__).resolve().parent
+EXAMPLE = str(HERE.parent / "examples" / "astronaut.jpg")
+MODES = {
+    #        resolutions              repeats  faces  poses  photo-res
+    "quick": ([512, 1024], 1, 4, 2, 512),
+    "default": ([512, 1024, 2048], 2, 12, 3, 512),
+    "full": ([512, 1024, 2048, 4096], 3, 30, 3, 1024),
+}
+POSES = [(0.0, 0.0, 0.0), (25.0, -5.0, 0.0), (-35.0, 10.0, 5.0)]
+LIGHTS = [(0.5, 0.4, 0.8), (0.6, 0.4, 0.7), (-0.5, 0.3, 0.8)]
+
+
+def machine_text(m: dict) -> str:
+    cpu = "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = psutil.virtual_memory().total / 2**30
+    return (f"{cpu}, {m['cpus_usable']} of {m['cpus']} cores usable, {ram:.0f} GB RAM, "
+            f"torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}, "
+            f"{m['platform']}")  # fmt: skip
+
+
+def _crop_box(mask: np.ndarray, margin: float = 0.25) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    m = int(margin * max(y1 - y0, x1 - x0))
+    h, w = mask.shape
+    return max(y0 - m, 0), min(y1 + m + 1, h), max(x0 - m, 0), min(x1 + m + 1, w)
+
+
+def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dict, list]:
+    rows, gallery = [], []
+    for path in photos:
+        progress.set_description(f"photo {path.name}")
+        row = {"photo": path.name, "status": "ok"}
+        try:
+            t0 = time.perf_counter()
+            out = pipe(str(path), resolution=resolution, num_fit_steps=steps)
+            row["seconds"] = time.perf_counter() - t0
+            row["fit_seconds"] = out.timings.get("fit", 0.0)
+        except Exception as e:  # reported per photo: a benchmark row, not a crash
+            row["status"] = f"failed: {type(e).__name__}"
+            rows.append(row)
+            progress.update()
+            continue
+        photo = np.asarray(out.image, np.float32) / 255
+        render, mask = np.asarray(out.render, np.float32), out.render_mask
+        row["psnr"] = masked_psnr(render, photo, mask)
+        row["ssim"] = masked_ssim(render, photo, mask)
+        row["mask_px"] = int(mask.sum())
+        if out.fit is not None:
+            row["fit_psnr_before"] = float(out.fit.psnr_before[0])
+            row["fit_psnr_after"] = float(out.fit.psnr_after[0])
+        mesh_pts = mesh_ibug68(out.mesh.vertices, out.camera)
+        dlib_pts = None
+        if dlib_ref is not None:
+            rect = dlib_ref.largest_face(out.image)
+            if rect is None:
+                row["status"] = "ok (dlib found no face)"
+            else:
+                dlib_pts = dlib_ref.landmarks(out.image, rect)
+                row["nme"] = nme(mesh_pts, dlib_pts)
+                d_photo = dlib_ref.descriptor(out.image, rect)
+                render_u8 = (np.clip(render, 0, 1) * 255 + 0.5).astype(np.uint8)
+                render_rect = dlib_ref.largest_face(render_u8) or rect
+                d_render = dlib_ref.descriptor(render_u8, render_rect)
+                row["identity"] = float(np.linalg.norm(d_photo - d_render))
+        y0, y1, x0, x1 = _crop_box(mask)
+        offset, step = np.array([x0, y0]), max(1, max(y1 - y0, x1 - x0) // 200)
+        gallery.append((
+            path.stem[:16], photo[y0:y1:step, x0:x1:step], render[y0:y1:step, x0:x1:step],
+            (mesh_pts - offset) / step, None if dlib_pts is None else (dlib_pts - offset) / step,
+        ))  # fmt: skip
+        rows.append(row)
+        del out
+        progress.update()
+    return {"rows": rows}, gallery
+
+
+def run_reflectance(faces: int, resolution: int, progress) -> dict:
+    import training.evaluate_reflectance as ev
+    from training.render_pairs import make_training_pair, seeds
+
+    nets = ev.load_networks()
+    progress.set_description("reflectance: test split")
+    test = ev.evaluate(nets, faces, resolution)
+    progress.update()
+    progress.set_description("reflectance: OOD split")
+
+    def ood_pair(seed, res=256, lighting="random"):
+        return make_training_pair(seed, res, lighting, ood=True)
+
+    with (mock.patch.object(ev, "seeds", lambda split, n=None: seeds("ood", n)),
+          mock.patch.object(ev, "make_training_pair", ood_pair)):  # fmt: skip
+        ood = ev.evaluate(nets, faces, resolution)
+    progress.update()
+    return {"faces": faces, "resolution": resolution, "test": test, "ood": ood}
+
+
+def run_geometry(pipe, num_poses: int, progress) -> dict:
+    from modeling.fitting import fit_photos
+    from modeling.geometry import fit_camera_and_shape
+    from modeling.synthetic import render_view, synthetic_albedo
+    from modeling.topology import load_topology
+
+    topology, size = load_topology(), 256
+    steps, fit_res = pipe.config.num_fit_steps, pipe.config.fit_resolution
+    truth_albedo, rows = synthetic_albedo(128), []
+    for i, (pose, light) in enumerate(zip(POSES[:num_poses], LIGHTS, strict=False)):
+        progress.set_description(f"geometry: pose {pose}")
+        view = render_view(topology, truth_albedo, pose, light, size=size, seed=i)
+        start = fit_camera_and_shape(view.landmarks, topology, pipe.config.fov_degrees)
+        res = fit_photos([view.image], [view.landmarks], [start], topology, steps,
+                         render_size=fit_res)  # fmt: skip
+        truth = view.vertices_object
+        rows.append({
+            "pose": ", ".join(f"{a:g}" for a in pose),
+            "init_rigid_mm": mean_vertex_distance_mm(start.vertices_object, truth),
+            "rigid_mm": mean_vertex_distance_mm(res.vertices_object, truth),
+            "similarity_mm": mean_vertex_distance_mm(res.vertices_object, truth, scale=True),
+            "psnr_before": float(res.psnr_before[0]),
+            "psnr_after": float(res.psnr_after[0]),
+        })  # fmt: skip
+        progress.update()
+    return {"size": size, "fit_steps": steps, "rows": rows}
+
+
+def run_photo_scale(pipe, same_person, resolution, progress) -> list[dict]:
+    rows = []
+    for n in range(1, len(same_person) + 1):
+        progress.set_description(f"scale: {n} photo(s)")
+        gc.collect()
+        reset_peak_rss()
+        before = psutil.Process().memory_info().rss
+        t0 = time.perf_counter()
+        out = pipe([str(p) for p in same_person[:n]], resolution=resolution)
+        total = time.perf_counter() - t0
+        rows.append({
+            "photos": n, "resolution": resolution, "names": [p.name for p in same_person[:n]],
+            "stages_s": dict(out.timings), "total_s": total,
+            "peak_rss_increase_mb": max(0, peak_rss_bytes() - before) / 2**20,
+        })  # fmt: skip
+        del out
+        progress.update()
+    return rows
+
+
+SECTION_KEYS = {"photos": "photos", "reflectance": "reflectance", "geometry": "geometry",
+                "resolution": "resolution_scale", "scale": "photo_scale"}  # fmt: skip
+
+
+def keep_previous(results: dict, skipped: list[str], path: Path) -> None:
+    """Sections skipped in this run keep their previous results (and provenance) from the
+    last run's `results.json`, so `--skip` reruns only part of the benchmark."""
+    if not skipped or not path.exists():
+        return
+    old = json.loads(path.read_text())
+    for name in skipped:
+        key = SECTION_KEYS[name]
+        if key in old:
+            results[key] = old[key]
+            prov = old.get("provenance", {}).get(key)
+            prov = prov or {k: old[k] for k in ("command", "machine_text", "date") if k in old}
+            results.setdefault("provenance", {})[key] = prov
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a few-minute run")
+    mode.add_argument("--full", action="store_true", help="up to 4096 maps, 30 faces")
+    parser.add_argument("--photos", type=Path, help="a folder of photos (default: public ones)")
+    parser.add_argument(
+        "--with-dlib",
+        action="store_true",
+        help="install dlib + face_recognition_models on demand (15+ min build)",
+    )
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["photos", "reflectance", "geometry", "resolution", "scale"],
+        help="sections not to run (they keep their results from the last bench/results.json)",
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--weights", default="weights_config")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    mode = "quick" if args.quick else "full" if args.full else "default"
+    resolutions, repeats, faces, poses, photo_res = MODES[mode]
+    started = time.perf_counter()
+
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+
+    from bench import photos as photo_source
+    from bench.dlib_metrics import DlibReference, ensure_dlib
+    from pipelines.avatar_pipeline import AvatarPipeline
+
+    diffusers_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    machine = machine_info()
+    plots = args.out.parent / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    notes = []
+
+    if args.photos:
+        photos, same = photo_source.list_photos(args.photos), []
+        source = f"the {len(photos)} photos of `{args.photos}`"
+    else:
+        photos, same = photo_source.public_photos()
+        source = ("`skimage.data.astronaut()` and the `tests/test_images/` of the "
+                  "`face_recognition==1.3.0` sdist (fetched from PyPI at bench time)")  # fmt: skip
+    if not same:
+        same = [Path(EXAMPLE)]
+        notes.append("No same-person set in `--photos`: the photo-count table uses the example.")
+    dlib_ok = ensure_dlib(args.with_dlib) if "photos" not in args.skip else False
+    dlib_ref = DlibReference() if dlib_ok else None
+    if args.with_dlib and not dlib_ok:
+        notes.append("--with-dlib was given but dlib could not be imported after installing.")
+
+    pipe = AvatarPipeline.from_pretrained(args.weights)
+    pipe.set_progress_bar_config(disable=True)
+    pipe(EXAMPLE, resolution=512)  # one-time costs (numba JIT, MediaPipe graph) not measured
+
+    units = {
+        "photos": len(photos), "reflectance": 2, "geometry": poses,
+        "resolution": len(resolutions), "scale": len(same),
+    }  # fmt: skip
+    total = sum(v for k, v in units.items() if k not in args.skip)
+    results = {
+        "command": " ".join(["python -m bench", *map(shlex.quote, argv or sys.argv[1:])]),
+        "mode": mode, "machine": machine, "machine_text": machine_text(machine),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "notes": notes,
+    }  # fmt: skip
+    provenance = {"command": results["command"], "machine_text": results["machine_text"]}
+
+    def done(key):  # this run's provenance of a section, with the load it ran under
+        load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+        if os.getloadavg()[0] > (os.cpu_count() or 1) and not any("shared" in n for n in notes):
+            notes.append(
+                "The machine was shared with other jobs during this run (1-min load average "
+                "above the core count, see each table's provenance): timings are inflated "
+                "and noisy; the fit's time does not depend on the map resolution, so its "
+                "spread across rows shows the noise."
+            )
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        results.setdefault("provenance", {})[key] = {**provenance, "date": now, "load": load}
+
+    with tqdm(total=total, unit="task", file=sys.stderr) as progress:
+        if "photos" not in args.skip:
+            sec, gallery = run_photos(pipe, photos, photo_res, None, dlib_ref, progress)
+            sec.update(source=source, dlib=dlib_ref is not None, resolution=photo_res,
+                       fit_steps=pipe.config.num_fit_steps,
+                       lpips="not available offline (the PyPI LPIPS packages download their "
+                             "backbone weights at run time)")  # fmt: skip
+            results["photos"] = sec
+            done("photos")
+            report.plot_gallery(gallery, plots / "photos.png")
+        if "reflectance" not in args.skip:
+            results["reflectance"] = run_reflectance(faces, 256, progress)
+            done("reflectance")
+            report.plot_reflectance(results["reflectance"], plots / "reflectance.png")
+        if "geometry" not in args.skip:
+            results["geometry"] = run_geometry(pipe, poses, progress)
+            done("geometry")
+        if "resolution" not in args.skip:
+            rows = []
+            for r in resolutions:
+                progress.set_description(f"resolution {r}")
+                rows.append(bench_resolution(pipe, EXAMPLE, r, repeats))
+                progress.update()
+            results["resolution_scale"] = rows
+            done("resolution_scale")
+            report.plot_resolution(rows, plots / "resolution.png")
+        if "scale" not in args.skip:
+            results["photo_scale"] = run_photo_scale(pipe, same, 1024, progress)
+            done("photo_scale")
+            report.plot_photo_scale(results["photo_scale"], plots / "photos_scale.png")
+    keep_previous(results, args.skip, args.out.parent / "results.json")
+    results["elapsed_s"] = time.perf_counter() - started
+    results["plots_dir"] = plots
+    report.write_results(results, args.out)
+    raw = {k: v for k, v in results.items() if k != "plots_dir"}
+    (args.out.parent / "results.json").write_text(json.dumps(raw, indent=1, default=str))
+    print(f"wrote {args.out} and {plots}/ in {results['elapsed_s'] / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

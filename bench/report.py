@@ -1,0 +1,330 @@
+"""Write `bench/RESULTS.md` and the PNG plots from the results dict of `python -m bench`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from training.evaluate_reflectance import LABELS as REFLECTANCE_LABELS
+
+NME_TARGET, IDENTITY_TARGET = 0.035, 0.5
+NOT_RUN_DLIB = "not run (needs --with-dlib)"
+
+
+def _f(x, fmt="{:.2f}", missing="–") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return missing
+    return fmt.format(x)
+
+
+def _provenance(results: dict, key: str) -> str:
+    """Where a section came from: its own command/machine/date when it was kept from an earlier
+    run (`--skip`), else the run's."""
+    src = {**results, **results.get("provenance", {}).get(key, {})}
+    load = src.get("load")
+    busy = f" · load average (1/5/15 min) after it: {load}" if load else ""
+    return (f"Reproduce: `{src['command']}` · machine: {src['machine_text']} · "
+            f"{src['date']}{busy}")  # fmt: skip
+
+
+def photos_section(results: dict) -> list[str]:
+    sec = results.get("photos")
+    if not sec:
+        return []
+    dlib = sec["dlib"]
+    nme_missing = identity_missing = NOT_RUN_DLIB if not dlib else "–"
+    lines = [
+        "## Real photos",
+        "",
+        f"Photos: {sec['source']}. Each is reconstructed with `pipe(photo, "
+        f"resolution={sec['resolution']}, num_fit_steps={sec['fit_steps']})` (largest face). "
+        "NME: mean distance between the fitted mesh's 68 landmark-equivalent vertices "
+        "(`modeling.topology.IBUG68_FROM_MEDIAPIPE`, projected with the fitted camera) and "
+        "dlib's 68-point predictor on the photo, over the inter-ocular distance (outer eye "
+        f"corners); target ≤ {100 * NME_TARGET:.1f} %. Masked PSNR / SSIM: the render "
+        "(albedo × fitted light) vs the photo inside the render mask (sRGB). Identity: "
+        "Euclidean distance between dlib's face descriptors of the photo and of the render "
+        f"(same person below 0.6; target ≤ {IDENTITY_TARGET}). Fit PSNR: the fit's own skin "
+        f"PSNR before → after fitting. LPIPS: {sec['lpips']}.",
+        "",
+        "| Photo | NME (%) ↓ | Identity ↓ | Masked PSNR (dB) ↑ | Masked SSIM ↑ "
+        "| Fit skin PSNR (dB) | Face px | Time (s) | Status |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    ok = [r for r in sec["rows"] if r["status"] == "ok"]
+    for r in sec["rows"]:
+        fit = (f"{r['fit_psnr_before']:.2f} → {r['fit_psnr_after']:.2f}"
+               if r.get("fit_psnr_after") is not None else "–")  # fmt: skip
+        lines.append(
+            f"| {r['photo']} | {_f(r.get('nme'), '{:.2%}', nme_missing).replace('%', '')} "
+            f"| {_f(r.get('identity'), '{:.3f}', identity_missing)} "
+            f"| {_f(r.get('psnr'))} | {_f(r.get('ssim'), '{:.3f}')} | {fit} "
+            f"| {r.get('mask_px', '–')} | {_f(r.get('seconds'), '{:.1f}')} | {r['status']} |"
+        )
+
+    def mean(key):
+        vals = [r[key] for r in ok if r.get(key) is not None and not math.isnan(r[key])]
+        return float(np.mean(vals)) if vals else None
+
+    lines.append(
+        f"| **mean of {len(ok)}** | {_f(mean('nme'), '{:.2%}', nme_missing).replace('%', '')} "
+        f"| {_f(mean('identity'), '{:.3f}', identity_missing)} | {_f(mean('psnr'))} "
+        f"| {_f(mean('ssim'), '{:.3f}')} | {_f(mean('fit_psnr_before'))} → "
+        f"{_f(mean('fit_psnr_after'))} | | {_f(mean('seconds'), '{:.1f}')} | |"
+    )
+    if dlib and mean("nme") is not None:
+        verdict_nme = "PASS" if mean("nme") <= NME_TARGET else "FAIL"
+        ident = mean("identity")
+        verdict_id = "–" if ident is None else ("PASS" if ident <= IDENTITY_TARGET else "FAIL")
+        lines += ["", f"Targets: NME ≤ {100 * NME_TARGET:.1f} % → {verdict_nme}; identity ≤ "
+                      f"{IDENTITY_TARGET} → {verdict_id}."]  # fmt: skip
+    lines += ["", _provenance(results, "photos"), ""]
+    if (results["plots_dir"] / "photos.png").exists():
+        lines += ["![photos and renders](plots/photos.png)", ""]
+    return lines
+
+
+def reflectance_section(results: dict) -> list[str]:
+    sec = results.get("reflectance")
+    if not sec:
+        return []
+    lines = [
+        "## Synthetic reflectance (held-out seeds and out-of-distribution faces)",
+        "",
+        f"`training.evaluate_reflectance.evaluate` on {sec['faces']} faces of the generator's "
+        f"`test` split and {sec['faces']} faces of its `ood` split (`make_training_pair(..., "
+        f"ood=True)`: face parameters outside the training ranges), {sec['resolution']} px "
+        "UV maps; networks chained as in the pipeline vs trivial baselines; re-render PSNR "
+        "under environments no training pair used. Relighting LPIPS: not available offline.",
+        "",
+        "| Metric | Test: networks | Test: baseline | OOD: networks | OOD: baseline "
+        "| Baseline is |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, (label, what, _goal) in REFLECTANCE_LABELS.items():
+        fmt = "{:.3f}" if "ssim" in key else "{:.2f}"
+        t, o = sec["test"][key], sec["ood"][key]
+        lines.append(
+            f"| {label} | {fmt.format(t['network'])} | {fmt.format(t['baseline'])} "
+            f"| {fmt.format(o['network'])} | {fmt.format(o['baseline'])} | {what} |"
+        )
+    lines += ["", _provenance(results, "reflectance"), ""]
+    if (results["plots_dir"] / "reflectance.png").exists():
+        lines += ["![reflectance](plots/reflectance.png)", ""]
+    return lines
+
+
+def geometry_section(results: dict) -> list[str]:
+    sec = results.get("geometry")
+    if not sec:
+        return []
+    lines = [
+        "## Geometry on synthetic renders with known shape",
+        "",
+        "`modeling.synthetic.render_view` renders the mean face (known `vertices_object`) at "
+        f"{sec['size']} px with noisy landmarks (0.3 px); the pipeline's stages fit it "
+        f"(`fit_camera_and_shape`, then `fit_photos`, {sec['fit_steps']} steps). Error: mean "
+        "distance over the 7,305 vertices after rigid alignment (and after a similarity, "
+        "i.e. with scale, since one view leaves the size ambiguous), mm. The true shape is "
+        "the model's own mean, so this measures pose/shape drift of the fit, not identity "
+        "recovery.",
+        "",
+        "| Yaw, pitch, roll (°) | Landmarks only, rigid (mm) | Fitted, rigid (mm) "
+        "| Fitted, similarity (mm) | Fit skin PSNR (dB) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sec["rows"]:
+        lines.append(
+            f"| {r['pose']} | {r['init_rigid_mm']:.2f} | {r['rigid_mm']:.2f} "
+            f"| {r['similarity_mm']:.2f} | {r['psnr_before']:.2f} → {r['psnr_after']:.2f} |"
+        )
+    lines += ["", _provenance(results, "geometry"), ""]
+    return lines
+
+
+def resolution_section(results: dict) -> list[str]:
+    rows = results.get("resolution_scale")
+    if not rows:
+        return []
+    stages = list(rows[0]["stages_median_s"])
+    lines = [
+        "## Speed and memory vs UV map resolution",
+        "",
+        f"`pipe(examples/astronaut.jpg, resolution=R)` with the default fit (80 steps), median "
+        f"of {rows[0]['repeats']} run(s) after a warm-up call (`bench.bench_backbone."
+        "bench_resolution`); seconds per stage (`out.timings`), the call's total, "
+        "`save_outputs` (export, not in total) and the peak resident-memory increase over "
+        "the RSS before that resolution's runs.",
+        "",
+        "| Resolution | " + " | ".join(stages) + " | total (s) | export (s) | peak ΔRSS (MB) |",
+        "|---" * (len(stages) + 4) + "|",
+    ]
+    for r in rows:
+        cells = [str(r["resolution"])]
+        cells += [f"{r['stages_median_s'].get(s, float('nan')):.2f}" for s in stages]
+        cells += [f"{r['total_median_s']:.2f}", f"{r['export_median_s']:.2f}",
+                  f"{r['peak_rss_increase_mb']:.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", _provenance(results, "resolution_scale"), ""]
+    if (results["plots_dir"] / "resolution.png").exists():
+        lines += ["![time and memory vs resolution](plots/resolution.png)", ""]
+    return lines
+
+
+def photo_count_section(results: dict) -> list[str]:
+    rows = results.get("photo_scale")
+    if not rows:
+        return []
+    stages = list(rows[-1]["stages_s"])
+    lines = [
+        "## Speed and memory vs number of photos",
+        "",
+        f"`pipe([photo1, ..., photoN], resolution={rows[0]['resolution']})`: N photos of one "
+        f"person ({', '.join(rows[-1]['names'])}), one run each after the warm-up.",
+        "",
+        "| Photos | " + " | ".join(stages) + " | total (s) | peak ΔRSS (MB) |",
+        "|---" * (len(stages) + 3) + "|",
+    ]
+    for r in rows:
+        cells = [str(r["photos"])]
+        cells += [f"{r['stages_s'].get(s, float('nan')):.2f}" for s in stages]
+        cells += [f"{r['total_s']:.2f}", f"{r['peak_rss_increase_mb']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", _provenance(results, "photo_scale"), ""]
+    if (results["plots_dir"] / "photos_scale.png").exists():
+        lines += ["![time and memory vs photos](plots/photos_scale.png)", ""]
+    return lines
+
+
+def render_markdown(results: dict) -> str:
+    lines = [
+        "# OpenAvatar benchmark",
+        "",
+        f"Produced by `{results['command']}` ({results['mode']} mode) in "
+        f"{results.get('elapsed_s', 0) / 60:.1f} min on {results['machine_text']}, "
+        f"{results['date']}. Photos are downloaded at bench time into "
+        "`~/.cache/openavatar-bench/` and never committed. `python -m bench --help` lists the "
+        "options (`--quick`, `--full`, `--photos DIR`, `--with-dlib`).",
+        "",
+    ]
+    for section in (photos_section, reflectance_section, geometry_section,
+                    resolution_section, photo_count_section):  # fmt: skip
+        lines += section(results)
+    notes = results.get("notes") or []
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def write_results(results: dict, path: Path) -> Path:
+    path = Path(path)
+    results = {**results, "plots_dir": Path(results.get("plots_dir", path.parent / "plots"))}
+    path.write_text(render_markdown(results))
+    return path
+
+
+# -- plots ---------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _stacked(ax, xs, rows, stages, key):
+    bottom = np.zeros(len(xs))
+    for stage in stages:
+        vals = np.array([r[key].get(stage, 0.0) for r in rows])
+        ax.bar([str(x) for x in xs], vals, bottom=bottom, label=stage)
+        bottom += vals
+
+
+def plot_resolution(rows: list[dict], path: Path) -> None:
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    xs = [r["resolution"] for r in rows]
+    _stacked(a, xs, rows, list(rows[0]["stages_median_s"]), "stages_median_s")
+    a.set_xlabel("UV map resolution (px)")
+    a.set_ylabel("seconds (median)")
+    a.set_title("Per-stage time")
+    a.legend(fontsize=7)
+    b.plot(xs, [r["peak_rss_increase_mb"] for r in rows], "o-")
+    b.set_xscale("log", base=2)
+    b.set_xticks(xs, [str(x) for x in xs])
+    b.set_xlabel("UV map resolution (px)")
+    b.set_ylabel("MB")
+    b.set_title("Peak resident-memory increase")
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_photo_scale(rows: list[dict], path: Path) -> None:
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    xs = [r["photos"] for r in rows]
+    _stacked(a, xs, rows, list(rows[-1]["stages_s"]), "stages_s")
+    a.set_xlabel("photos of one person")
+    a.set_ylabel("seconds")
+    a.set_title("Per-stage time")
+    a.legend(fontsize=7)
+    b.plot(xs, [r["peak_rss_increase_mb"] for r in rows], "o-")
+    b.set_xticks(xs)
+    b.set_xlabel("photos of one person")
+    b.set_ylabel("MB")
+    b.set_title("Peak resident-memory increase")
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reflectance(sec: dict, path: Path) -> None:
+    plt = _plt()
+    keys = list(REFLECTANCE_LABELS)
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.3 * len(keys), 3.6))
+    for ax, key in zip(axes, keys, strict=True):
+        vals = [sec["test"][key]["network"], sec["test"][key]["baseline"],
+                sec["ood"][key]["network"], sec["ood"][key]["baseline"]]  # fmt: skip
+        ax.bar(["test\nnet", "test\nbase", "OOD\nnet", "OOD\nbase"], vals,
+               color=["C0", "C7", "C1", "C7"])  # fmt: skip
+        ax.set_title(REFLECTANCE_LABELS[key][0].replace(" (", "\n("), fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_gallery(items: list[tuple], path: Path) -> None:
+    """`items`: (name, photo crop, render crop, mesh points, dlib points) float images in
+    [0, 1], points `(68, 2)` in crop pixels or `None`."""
+    if not items:
+        return
+    plt = _plt()
+    n = len(items)
+    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.1), squeeze=False)
+    for i, (name, photo, render, mesh_pts, dlib_pts) in enumerate(items):
+        for row, img in enumerate((photo, render)):
+            ax = axes[row][i]
+            ax.imshow(np.clip(img, 0, 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        h, w = photo.shape[:2]
+        for pts, color in ((mesh_pts, "lime"), (dlib_pts, "red")):
+            if pts is not None:
+                axes[0][i].scatter(pts[:, 0], pts[:, 1], s=3, c=color, linewidths=0)
+        axes[0][i].set_xlim(-0.5, w - 0.5)
+        axes[0][i].set_ylim(h - 0.5, -0.5)
+        axes[0][i].set_title(name, fontsize=7)
+    axes[0][0].set_ylabel("photo (green: mesh, red: dlib)", fontsize=7)
+    axes[1][0].set_ylabel("render")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

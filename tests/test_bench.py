@@ -1,0 +1,182 @@
+"""The benchmark's pure parts: NME, the iBUG-68 mapping, alignment, the RESULTS.md writer."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import report
+from bench.metrics import masked_psnr, masked_ssim, mean_vertex_distance_mm, nme, rigid_align
+from modeling.topology import IBUG68_FROM_MEDIAPIPE, NUM_LANDMARKS, load_topology
+
+# iBUG-68 mirror partner of each point (the 300-W convention).
+IBUG68_MIRROR = (
+    [16 - i for i in range(17)]
+    + [26 - i for i in range(10)]
+    + [27, 28, 29, 30, 35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
+    + [64, 63, 62, 61, 60, 67, 66, 65]
+)
+
+
+def _points(seed=0):
+    pts = np.random.default_rng(seed).uniform(0, 100, (68, 2))
+    pts[36], pts[45] = (30.0, 40.0), (70.0, 40.0)  # inter-ocular distance 40
+    return pts
+
+
+def test_nme_known_points():
+    ref = _points()
+    assert nme(ref, ref) == 0.0
+    assert nme(ref + [3.0, 4.0], ref) == pytest.approx(5 / 40)  # every point 5 px off
+    shifted = ref.copy()
+    shifted[0] += (0.0, 68 * 2.0)  # one point 136 px off -> mean 2 px
+    assert nme(shifted, ref) == pytest.approx(2 / 40)
+    with pytest.raises(ValueError):
+        nme(ref[:5], ref[:5])
+
+
+def test_ibug68_mapping_indices():
+    m = np.array(IBUG68_FROM_MEDIAPIPE)
+    assert m.shape == (68,) and len(set(m.tolist())) == 68
+    assert m.min() >= 0 and m.max() < NUM_LANDMARKS
+
+
+def test_ibug68_mapping_is_left_right_consistent():
+    sym = load_topology().base_symmetry
+    m = np.array(IBUG68_FROM_MEDIAPIPE)
+    assert len(IBUG68_MIRROR) == 68 and sorted(IBUG68_MIRROR) == list(range(68))
+    for i, j in enumerate(IBUG68_MIRROR):
+        assert sym[m[i]] == m[j], f"iBUG {i} -> MediaPipe {m[i]}, mirror {sym[m[i]]} != {m[j]}"
+
+
+def test_ibug68_points_sit_where_ibug_says():
+    shape = load_topology().frontal_shape[list(IBUG68_FROM_MEDIAPIPE)]  # +x subject's left
+    assert shape[0, 0] < 0 < shape[16, 0]  # jaw runs from the subject's right to left
+    assert shape[36, 0] < shape[39, 0] < 0 < shape[42, 0] < shape[45, 0]  # eye corners
+    assert shape[8, 1] < shape[57, 1] < shape[51, 1] < shape[30, 1] < shape[27, 1]  # chin up
+
+
+def test_masked_psnr_ssim():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, (40, 40, 3))
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 10:30] = True
+    b = a.copy()
+    b[~mask] = 0  # outside the mask does not count
+    assert masked_psnr(a, b, mask) > 100
+    assert masked_ssim(a, a, mask) == pytest.approx(1.0)
+    assert masked_psnr(a, a + 0.1, mask) == pytest.approx(20.0)
+
+
+def test_rigid_alignment_removes_pose():
+    rng = np.random.default_rng(1)
+    pts = rng.normal(0, 0.05, (200, 3))
+    c, s = np.cos(0.4), np.sin(0.4)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    moved = pts @ rot.T + [0.1, -0.2, 0.3]
+    assert np.allclose(rigid_align(moved, pts), pts, atol=1e-9)
+    assert mean_vertex_distance_mm(moved, pts) == pytest.approx(0, abs=1e-6)
+    assert mean_vertex_distance_mm(1.1 * moved, pts, scale=True) == pytest.approx(0, abs=1e-6)
+    assert mean_vertex_distance_mm(1.1 * moved, pts) > 1
+
+
+def _fake_results(tmp_path: Path, dlib: bool) -> dict:
+    metric = {"network": 30.0, "baseline": 25.0}
+    return {
+        "command": "python -m bench --quick",
+        "mode": "quick",
+        "machine_text": "Fake CPU, 2 cores",
+        "date": "2026-01-01 00:00 UTC",
+        "elapsed_s": 60.0,
+        "plots_dir": tmp_path / "plots",
+        "notes": ["a note"],
+        "photos": {
+            "source": "fake",
+            "dlib": dlib,
+            "resolution": 512,
+            "fit_steps": 80,
+            "lpips": "not available offline",
+            "rows": [
+                {
+                    "photo": "a.jpg",
+                    "status": "ok",
+                    "psnr": 25.0,
+                    "ssim": 0.8,
+                    "mask_px": 9,
+                    "fit_psnr_before": 20.0,
+                    "fit_psnr_after": 24.0,
+                    **({"nme": 0.03, "identity": 0.4} if dlib else {}),
+                },
+                {"photo": "b.jpg", "status": "failed: NoFaceFoundError"},
+            ],  # fmt: skip
+        },
+        "reflectance": {
+            "faces": 2,
+            "resolution": 64,
+            "test": {k: metric for k in report.REFLECTANCE_LABELS},
+            "ood": {k: metric for k in report.REFLECTANCE_LABELS},
+        },
+        "geometry": {
+            "size": 256,
+            "fit_steps": 80,
+            "rows": [
+                {
+                    "pose": "0, 0, 0",
+                    "init_rigid_mm": 1.0,
+                    "rigid_mm": 0.5,
+                    "similarity_mm": 0.4,
+                    "psnr_before": 20.0,
+                    "psnr_after": 30.0,
+                }
+            ],
+        },  # fmt: skip
+        "resolution_scale": [
+            {
+                "resolution": r,
+                "repeats": 1,
+                "stages_median_s": {"fit": 1.0, "render": 0.1},
+                "total_median_s": 1.2,
+                "export_median_s": 0.3,
+                "peak_rss_increase_mb": r / 10,
+            }
+            for r in (512, 1024)
+        ],  # fmt: skip
+        "photo_scale": [
+            {
+                "photos": n,
+                "resolution": 1024,
+                "names": ["x.jpg"] * n,
+                "stages_s": {"fit": float(n)},
+                "total_s": n + 0.5,
+                "peak_rss_increase_mb": 100.0,
+            }
+            for n in (1, 2)
+        ],  # fmt: skip
+    }
+
+
+def test_results_writer_without_dlib(tmp_path):
+    text = report.write_results(_fake_results(tmp_path, False), tmp_path / "R.md").read_text()
+    assert "not run (needs --with-dlib)" in text
+    assert text.count("Reproduce: `python -m bench --quick`") == 5
+    assert "| a.jpg |" in text and "failed: NoFaceFoundError" in text
+    assert "| 1024 | 1.00 | 0.10 | 1.20 | 0.30 | 102 |" in text
+    assert "LPIPS: not available offline" in text and "- a note" in text
+    assert "plots/" not in text  # no plot files were made
+
+
+def test_results_writer_with_dlib_and_plots(tmp_path):
+    results = _fake_results(tmp_path, True)
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    report.plot_resolution(results["resolution_scale"], plots / "resolution.png")
+    report.plot_photo_scale(results["photo_scale"], plots / "photos_scale.png")
+    report.plot_reflectance(results["reflectance"], plots / "reflectance.png")
+    text = report.write_results(results, tmp_path / "R.md").read_text()
+    assert "| a.jpg | 3.00 | 0.400 |" in text
+    assert "NME ≤ 3.5 % → PASS; identity ≤ 0.5 → PASS" in text
+    for name in ("resolution", "photos_scale", "reflectance"):
+        assert f"(plots/{name}.png)" in text
+        assert (plots / f"{name}.png").stat().st_size > 1000
