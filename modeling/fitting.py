@@ -304,11 +304,17 @@ def fit(
     """
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)  # index_add etc. in a fixed order: same result
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        # The fit's tensors are small (a 256^2 render, 7k vertices): on 2 cores one thread is
+        # ~10 % faster than two (bench/bench_fitting.py), the threading overhead dominating.
+        torch.set_num_threads(1)
     try:
         return _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps,
                     weights, tolerance, seed, callback, ambient_occlusion, device)  # fmt: skip
     finally:
         torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
 
 
 def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps, weights,
