@@ -101,7 +101,8 @@ def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dic
                 row["nme"] = nme(mesh_pts, dlib_pts)
                 d_photo = dlib_ref.descriptor(out.image, rect)
                 render_u8 = (np.clip(render, 0, 1) * 255 + 0.5).astype(np.uint8)
-                render_rect = dlib_ref.largest_face(render_u8) or rect
+                render_rect = dlib_ref.largest_face(render_u8)
+                render_rect = rect if render_rect is None else render_rect
                 d_render = dlib_ref.descriptor(render_u8, render_rect)
                 row["identity"] = float(np.linalg.norm(d_photo - d_render))
         y0, y1, x0, x1 = _crop_box(mask)

@@ -46,8 +46,9 @@ def photos_section(results: dict) -> list[str]:
         f"corners); target ≤ {100 * NME_TARGET:.1f} %. Masked PSNR / SSIM: the render "
         "(albedo × fitted light) vs the photo inside the render mask (sRGB). Identity: "
         "Euclidean distance between dlib's face descriptors of the photo and of the render "
-        f"(same person below 0.6; target ≤ {IDENTITY_TARGET}). Fit PSNR: the fit's own skin "
-        f"PSNR before → after fitting. LPIPS: {sec['lpips']}.",
+        f"(same person below 0.6; target ≤ {IDENTITY_TARGET}); the render is drawn over the "
+        "photo, so hair and background are the photo's and only the face region differs. "
+        f"Fit PSNR: the fit's own skin PSNR before → after fitting. LPIPS: {sec['lpips']}.",
         "",
         "| Photo | NME (%) ↓ | Identity ↓ | Masked PSNR (dB) ↑ | Masked SSIM ↑ "
         "| Fit skin PSNR (dB) | Face px | Time (s) | Status |",
