@@ -30,7 +30,14 @@ from tqdm import tqdm
 
 from bench import report
 from bench.bench_backbone import bench_resolution, machine_info, peak_rss_bytes, reset_peak_rss
-from bench.metrics import masked_psnr, masked_ssim, mean_vertex_distance_mm, mesh_ibug68, nme
+from bench.metrics import (
+    masked_psnr,
+    masked_ssim,
+    mean_vertex_distance_mm,
+    mesh_ibug68,
+    nme,
+    region_errors,
+)
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = str(HERE.parent / "examples" / "astronaut.jpg")
@@ -99,6 +106,7 @@ def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dic
             else:
                 dlib_pts = dlib_ref.landmarks(out.image, rect)
                 row["nme"] = nme(mesh_pts, dlib_pts)
+                row["nme_regions"] = region_errors(mesh_pts, dlib_pts)
                 d_photo = dlib_ref.descriptor(out.image, rect)
                 render_u8 = (np.clip(render, 0, 1) * 255 + 0.5).astype(np.uint8)
                 render_rect = dlib_ref.largest_face(render_u8)

@@ -6,10 +6,20 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from modeling.topology import IBUG68_FROM_MEDIAPIPE
+from modeling import landmarks68
+from modeling.topology import load_topology
 
 # iBUG-68 outer eye corners (subject's right eye outer corner, left eye outer corner).
 OUTER_EYE_CORNERS = (36, 45)
+REGIONS = {
+    "jaw": range(0, 17),
+    "brows": range(17, 27),
+    "nose bridge": range(27, 31),
+    "nostrils": range(31, 36),
+    "eyes": range(36, 48),
+    "outer mouth": range(48, 60),
+    "inner mouth": range(60, 68),
+}
 
 
 def nme(predicted: np.ndarray, reference: np.ndarray) -> float:
@@ -25,11 +35,24 @@ def nme(predicted: np.ndarray, reference: np.ndarray) -> float:
     return float(np.linalg.norm(predicted - reference, axis=1).mean() / iod)
 
 
+def region_errors(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """`nme` per iBUG-68 region (`REGIONS`) and over all points (`all`): fractions of the
+    reference's inter-ocular distance."""
+    predicted, reference = np.asarray(predicted, float), np.asarray(reference, float)
+    a, b = OUTER_EYE_CORNERS
+    err = np.linalg.norm(predicted - reference, axis=1) / np.linalg.norm(
+        reference[a] - reference[b]
+    )
+    out = {name: float(err[list(idx)].mean()) for name, idx in REGIONS.items()}
+    out["all"] = float(err.mean())
+    return out
+
+
 def mesh_ibug68(vertices_object: np.ndarray, camera) -> np.ndarray:
-    """The fitted mesh's 68 landmark-equivalent vertices projected into the photo, `(68, 2)`
-    pixels (the first 468 dense vertices are MediaPipe's landmarks)."""
-    pts = np.asarray(vertices_object)[list(IBUG68_FROM_MEDIAPIPE)]
-    return camera.project(camera.object_to_camera(pts))
+    """The fitted mesh's 68 iBUG landmarks in the photo, `(68, 2)` pixels: the jaw on the
+    projected mesh's outline, the rest at MediaPipe landmark vertices
+    (`modeling.landmarks68.mesh_ibug68`)."""
+    return landmarks68.mesh_ibug68(vertices_object, camera, load_topology())
 
 
 def _crop(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice]:

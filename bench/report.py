@@ -40,10 +40,12 @@ def photos_section(results: dict) -> list[str]:
         "",
         f"Photos: {sec['source']}. Each is reconstructed with `pipe(photo, "
         f"resolution={sec['resolution']}, num_fit_steps={sec['fit_steps']})` (largest face). "
-        "NME: mean distance between the fitted mesh's 68 landmark-equivalent vertices "
-        "(`modeling.topology.IBUG68_FROM_MEDIAPIPE`, projected with the fitted camera) and "
-        "dlib's 68-point predictor on the photo, over the inter-ocular distance (outer eye "
-        f"corners); target ≤ {100 * NME_TARGET:.1f} %. Masked PSNR / SSIM: the render "
+        "NME: mean distance between the fitted mesh's 68 iBUG landmarks in the photo "
+        "(`modeling.landmarks68.mesh_ibug68`: the jaw on the outline of the mesh projected "
+        "with the fitted camera, the other 51 at MediaPipe vertices, "
+        "`modeling.topology.IBUG68_FROM_MEDIAPIPE`) and dlib's 68-point predictor on the "
+        "photo, over the inter-ocular distance (outer eye corners); target ≤ "
+        f"{100 * NME_TARGET:.1f} %. Masked PSNR / SSIM: the render "
         "(albedo × fitted light) vs the photo inside the render mask (sRGB). Identity: "
         "Euclidean distance between dlib's face descriptors of the photo and of the render "
         f"(same person below 0.6; target ≤ {IDENTITY_TARGET}); the render is drawn over the "
@@ -81,9 +83,33 @@ def photos_section(results: dict) -> list[str]:
         verdict_id = "–" if ident is None else ("PASS" if ident <= IDENTITY_TARGET else "FAIL")
         lines += ["", f"Targets: NME ≤ {100 * NME_TARGET:.1f} % → {verdict_nme}; identity ≤ "
                       f"{IDENTITY_TARGET} → {verdict_id}."]  # fmt: skip
+    lines += nme_region_lines(sec["rows"])
     lines += ["", _provenance(results, "photos"), ""]
     if (results["plots_dir"] / "photos.png").exists():
         lines += ["![photos and renders](plots/photos.png)", ""]
+    return lines
+
+
+def nme_region_lines(rows: list[dict]) -> list[str]:
+    """The NME per iBUG-68 region (`bench.metrics.REGIONS`), per photo and mean."""
+    rows = [r for r in rows if r.get("nme_regions")]
+    if not rows:
+        return []
+    cols = list(rows[0]["nme_regions"])
+    lines = [
+        "",
+        "NME (%) per landmark region (`python -m bench.landmark_analysis` adds the raw "
+        "MediaPipe landmarks under the same definitions, the mean signed offset per landmark "
+        "and overlays):",
+        "",
+        "| Photo | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for r in rows:
+        cells = " | ".join(f"{100 * r['nme_regions'][c]:.2f}" for c in cols)
+        lines.append(f"| {r['photo']} | {cells} |")
+    means = " | ".join(f"{100 * np.mean([r['nme_regions'][c] for r in rows]):.2f}" for c in cols)
+    lines.append(f"| **mean of {len(rows)}** | {means} |")
     return lines
 
 

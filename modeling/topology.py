@@ -116,13 +116,15 @@ def load_topology(path: str | Path = ASSET) -> Topology:
 # MediaPipe face-mesh index of each of the 68 iBUG / dlib / 300-W landmarks (0-16 jaw from the
 # subject's right to left, 17-26 brows, 27-35 nose, 36-47 eyes, 48-67 lips). The list widely
 # published with MediaPipe face-mesh code, e.g. ByteDance's LatentSync (Apache-2.0, its
-# `landmark_points_68` of the face-mesh utilities) and many face-mesh projects on GitHub. The
-# jaw points are mesh points near the contour, not silhouette points, so they are the least
-# comparable with a 2D detector's.
+# `landmark_points_68` of the face-mesh utilities) and many face-mesh projects on GitHub, except
+# the brows' outer ends (17, 26): 70 and 300, the outer ends of MediaPipe's upper brow contours
+# (70-63-105-66-107), not the list's 71 and 301, which lie off the brow, on the temple. The jaw
+# entries are face-oval vertices, not silhouette points: `modeling.landmarks68` places the jaw
+# on the projected mesh's outline instead.
 IBUG68_FROM_MEDIAPIPE = (
     162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # jaw
-    71, 63, 105, 66, 107,  # right brow (17-21)
-    336, 296, 334, 293, 301,  # left brow (22-26)
+    70, 63, 105, 66, 107,  # right brow (17-21)
+    336, 296, 334, 293, 300,  # left brow (22-26)
     168, 197, 5, 4, 75, 97, 2, 326, 305,  # nose bridge (27-30), nostrils (31-35)
     33, 160, 158, 133, 153, 144,  # right eye (36-41)
     362, 385, 387, 263, 373, 380,  # left eye (42-47)

@@ -180,3 +180,16 @@ def test_results_writer_with_dlib_and_plots(tmp_path):
     for name in ("resolution", "photos_scale", "reflectance"):
         assert f"(plots/{name}.png)" in text
         assert (plots / f"{name}.png").stat().st_size > 1000
+
+
+def test_region_errors_and_report_table():
+    from bench.metrics import REGIONS, region_errors
+
+    ref = _points()
+    pred = ref.copy()
+    pred[list(REGIONS["jaw"])] += (0.0, 4.0)  # jaw 4 px = 10 % of the inter-ocular distance
+    errs = region_errors(pred, ref)
+    assert errs["jaw"] == pytest.approx(0.1) and errs["eyes"] == 0.0
+    assert errs["all"] == pytest.approx(nme(pred, ref))
+    lines = report.nme_region_lines([{"photo": "a.png", "nme_regions": errs}])
+    assert any(line.startswith("| a.png | 10.00 |") for line in lines)
