@@ -2,8 +2,15 @@
 
 Stages (each a function in `modeling/` or `rendering/`): input -> face tracking -> camera and
 shape -> UV unwrapping with visibility -> SH lighting estimate and first-order de-lighting ->
-completion (mirror + pull-push) -> shape normal maps -> reflectance networks (de-lighting,
-specular albedo, detail normals; sliding window) -> render over the photo.
+completion (mirror + pull-push) -> [x4 super-resolution of the texture and first-order albedo]
+-> shape normal maps -> reflectance networks (de-lighting, specular albedo, detail normals;
+sliding window) -> render over the photo.
+
+Super-resolution (AvatarMe): with the `superres` component loaded and the config's
+`super_resolution="auto"`, maps of 2048 px and more are unwrapped and first-order de-lit at a
+quarter of the resolution and super-resolved x4 (`modeling.superres.SuperResolutionNet`), so
+they get skin detail the photo does not have and the unwrapping costs less; "on" does so at every
+resolution (a multiple of 4, at least 256), "off" never.
 
 Device placement: the reflectance networks are registered components, so `pipe.to("cuda")` (or
 a dtype) moves them as in diffusers; the tiles are copied to `pipe.device` one batch at a time
@@ -32,7 +39,7 @@ from modeling.geometry import fit_camera_and_shape
 from modeling.image_input import load_image
 from modeling.lighting import first_order_maps, fuse_first_order_maps
 from modeling.patches import sliding_window
-from modeling.texture import check_resolution, complete_uv_map
+from modeling.texture import check_resolution, complete_uv_map, uv_atlas
 from modeling.topology import load_topology
 from rendering.camera import PinholeCamera
 from rendering.mesh import to_tangent_space, vertex_tangents
@@ -60,10 +67,16 @@ REFLECTANCE_MAP_NAMES = (
     "specular_normals",
     "diffuse_normals",
 )
-REFLECTANCE_COMPONENTS = ("delighting", "specular", "normals")
+REFLECTANCE_COMPONENTS = ("superres", "delighting", "specular", "normals")
+MAP_NETWORKS = ("delighting", "specular", "normals")  # run by `_reflectance_maps`
 # Sliding window of the reflectance networks: tiles of 512 px overlapping by 64 px, two at a
 # time, bound the memory at 4K (about 0.4 GB of activations) and hide the tile borders.
 TILE_SIZE, TILE_OVERLAP, TILE_BATCH = 512, 64, 2
+# Super-resolution: 256 px input tiles (1024 px out) with the network's receptive field as
+# margin, so the tiles reproduce the whole-map output exactly; at and above this resolution
+# `super_resolution="auto"` super-resolves.
+SR_TILE_SIZE, SR_TILE_OVERLAP, SR_MIN_RESOLUTION = 256, 8, 2048
+SUPER_RESOLUTION_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -143,10 +156,14 @@ def _encode_normals(n: np.ndarray) -> np.ndarray:
 class AvatarPipeline(DiffusionPipeline):
     """Photo -> render-ready 3D face.
 
-    Components (optional; `weights_config/` ships all three): `delighting`
-    (`modeling.delighting.DelightingNet`), `specular` (`modeling.specular.SpecularAlbedoNet`),
-    `normals` (`modeling.normals.DetailNormalsNet`). Without them the maps are the
-    first-order ones only.
+    Components (optional; `weights_config/` ships all four): `superres`
+    (`modeling.superres.SuperResolutionNet`), `delighting` (`modeling.delighting.DelightingNet`),
+    `specular` (`modeling.specular.SpecularAlbedoNet`), `normals`
+    (`modeling.normals.DetailNormalsNet`). Without them the maps are the first-order ones only.
+
+    Config `super_resolution` (`str`): "auto" (default: with `superres` loaded, maps of 2048 px
+    and more are unwrapped at a quarter of the resolution and super-resolved x4), "on" (at every
+    resolution; needs `superres`), "off".
 
     >>> from pipelines import AvatarPipeline
     >>> pipe = AvatarPipeline.from_pretrained("weights_config")
@@ -162,16 +179,21 @@ class AvatarPipeline(DiffusionPipeline):
         delighting=None,
         specular=None,
         normals=None,
+        superres=None,
         resolution: int = 1024,
         fov_degrees: float = 40.0,
         max_num_faces: int = 5,
         min_face_size: int = 64,
         num_fit_steps: int = 80,
         fit_resolution: int = 256,
+        super_resolution: str = "auto",
     ):
         super().__init__()
         check_resolution(resolution)
-        self.register_modules(delighting=delighting, specular=specular, normals=normals)
+        _check_super_resolution_mode(super_resolution)
+        self.register_modules(
+            delighting=delighting, specular=specular, normals=normals, superres=superres
+        )
         self.register_to_config(
             resolution=resolution,
             fov_degrees=fov_degrees,
@@ -179,6 +201,7 @@ class AvatarPipeline(DiffusionPipeline):
             min_face_size=min_face_size,
             num_fit_steps=num_fit_steps,
             fit_resolution=fit_resolution,
+            super_resolution=super_resolution,
         )
         self._tracker: FaceTracker | None = None
 
@@ -220,6 +243,7 @@ class AvatarPipeline(DiffusionPipeline):
         resolution: int | None = None,
         face_index: int = 0,
         num_fit_steps: int | None = None,
+        super_resolution: str | None = None,
         output_type: str = "np",
         return_dict: bool = True,
     ):
@@ -234,6 +258,8 @@ class AvatarPipeline(DiffusionPipeline):
             face_index (`int`): which face in each photo, counting from the largest (0).
             num_fit_steps (`int`, *optional*): photometric fitting steps (0: geometry from the
                 landmarks only; default: the config's).
+            super_resolution (`str`, *optional*): "auto", "on" or "off" (default: the config's;
+                see the class docstring).
             output_type (`str`): `"np"` (float32 arrays) or `"pil"` (maps and render as images).
             return_dict (`bool`): return an `AvatarPipelineOutput` (else a tuple).
         """
@@ -246,6 +272,8 @@ class AvatarPipeline(DiffusionPipeline):
         timer = _Timer()
         topology = load_topology()
         num_fit_steps = self.config.num_fit_steps if num_fit_steps is None else num_fit_steps
+        use_sr = self._use_super_resolution(resolution, super_resolution)
+        unwrap_resolution = resolution // 4 if use_sr else resolution
         with self.progress_bar(total=5) as progress:  # closed on errors too
             with timer("input"):
                 photos = [load_image(im) for im in images]
@@ -285,13 +313,17 @@ class AvatarPipeline(DiffusionPipeline):
                     for g in geometries
                 ]
                 firsts = [
-                    first_order_maps(im, g, r, resolution, topology, light, ao=ao)
+                    first_order_maps(im, g, r, unwrap_resolution, topology, light, ao=ao)
                     for im, g, r, light in zip(images_f, geometries, rasts, lights, strict=True)
                 ]
                 texture, albedo, visibility = fuse_first_order_maps(firsts)
             progress.update()
+            if use_sr:
+                with timer("super_resolution"):
+                    texture, albedo, visibility = self._super_resolve(texture, albedo, visibility)
             with timer("normal_maps"):
-                geometry, atlas = geometries[0], firsts[0].unwrapped.atlas
+                geometry = geometries[0]
+                atlas = uv_atlas(resolution, topology) if use_sr else firsts[0].unwrapped.atlas
                 shape_maps = self._shape_maps(geometry, atlas, topology, ao)
             with timer("reflectance"):
                 reflectance = self._reflectance_maps(texture, albedo, shape_maps, visibility)
@@ -357,7 +389,7 @@ class AvatarPipeline(DiffusionPipeline):
     def _reflectance_maps(self, texture, albedo, shape_maps, visibility) -> dict[str, np.ndarray]:
         """The reflectance networks (those loaded) over the first-order maps, by sliding
         window on `self.device` / `self.dtype`."""
-        if all(getattr(self, name, None) is None for name in REFLECTANCE_COMPONENTS):
+        if all(getattr(self, name, None) is None for name in MAP_NETWORKS):
             return {}
 
         def tensor(x):  # (R, R, C) numpy -> (1, C, R, R) view, copied per tile only
@@ -389,6 +421,40 @@ class AvatarPipeline(DiffusionPipeline):
             maps["specular_normals"] = np.ascontiguousarray(detail[..., :3])
             maps["diffuse_normals"] = np.ascontiguousarray(detail[..., 3:])
         return maps
+
+    def _use_super_resolution(self, resolution: int, mode: str | None) -> bool:
+        mode = _check_super_resolution_mode(mode or self.config.super_resolution)
+        net = getattr(self, "superres", None)
+        if mode == "off" or (mode == "auto" and (net is None or resolution < SR_MIN_RESOLUTION)):
+            return False
+        if net is None:
+            raise ValueError('super_resolution="on" needs the `superres` component')
+        if resolution % 4 or resolution < 256:
+            raise ValueError(
+                f"super-resolution x4 needs a resolution that is a multiple of 4 and at least "
+                f"256, got {resolution}"
+            )
+        return True
+
+    @torch.no_grad()
+    def _super_resolve(self, texture, albedo, visibility):
+        """Texture and first-order albedo `(r, r, 3)` -> x4 by `superres` (sliding window on
+        `self.device` / `self.dtype`); visibility `(r, r)` -> x4 bilinear."""
+        import cv2
+
+        net = self.superres
+
+        def run(x):
+            x = torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None]
+            out = sliding_window(net, [x], 3, SR_TILE_SIZE, SR_TILE_OVERLAP, TILE_BATCH,
+                                 device=self.device, dtype=self.dtype, scale=net.config.scale,
+                                 margin=net.receptive_field)  # fmt: skip
+            return np.ascontiguousarray(out[0].clamp_(0, 1).permute(1, 2, 0).numpy())
+
+        size = visibility.shape[0] * net.config.scale
+        visibility = cv2.resize(visibility.astype(np.float32), (size, size),
+                                interpolation=cv2.INTER_LINEAR)  # fmt: skip
+        return run(texture), run(albedo), np.clip(visibility, 0, 1)
 
     @staticmethod
     def _shape_maps(geometry, atlas, topology, ao) -> dict[str, np.ndarray]:
@@ -443,6 +509,12 @@ def _albedo_gain(first_order, network, visibility) -> np.ndarray:
     a = srgb_to_linear(np.clip(first_order, 0, 1)).reshape(-1, 3)
     b = srgb_to_linear(np.clip(network, 0, 1)).reshape(-1, 3)
     return (w @ (a * b)) / np.maximum(w @ (b * b), 1e-8)
+
+
+def _check_super_resolution_mode(mode: str) -> str:
+    if mode not in SUPER_RESOLUTION_MODES:
+        raise ValueError(f"super_resolution must be one of {SUPER_RESOLUTION_MODES}, got {mode!r}")
+    return mode
 
 
 def _check_component_weights(folder: Path) -> None:
