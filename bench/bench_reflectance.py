@@ -89,10 +89,15 @@ def main(argv=None) -> None:
     def delighting(*tiles):
         return nets["delighting"](*tiles, stats.expand(len(tiles[0]), -1))
 
-    fns = {"delighting": delighting, "specular": nets["specular"], "normals": nets["normals"]}
+    context = nets["specular"].context_maps(warm, warm, warm, warm[:, :1])
+
+    def specular(*tiles):
+        return nets["specular"](*tiles, context.expand(len(tiles[0]), -1, -1, -1))
+
+    fns = {"delighting": delighting, "specular": specular, "normals": nets["normals"]}
     sliding_window(delighting, [warm] * 3 + [warm[:, :1]], 3)  # first-call overheads
     uv = uv_coordinates(64, 64)
-    sliding_window(nets["specular"], [warm] * 3 + [uv], 1)
+    sliding_window(specular, [warm] * 3 + [uv], 1)
     sliding_window(nets["normals"], [warm] * 3 + [uv], 6)
     sr = nets["superres"]
 

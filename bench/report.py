@@ -132,7 +132,12 @@ def reflectance_section(results: dict) -> list[str]:
     ]
     for key, (label, what, _goal) in REFLECTANCE_LABELS.items():
         fmt = "{:.3f}" if "ssim" in key else "{:.2f}"
-        t, o = sec["test"][key], sec["ood"][key]
+        t, o = sec["test"].get(key), sec["ood"].get(key)
+        if t is None or o is None:  # a row the results were made without
+            continue
+        if not isinstance(t, dict):  # one value, not network vs baseline
+            lines.append(f"| {label} | {fmt.format(t)} | | {fmt.format(o)} | | {what} |")
+            continue
         lines.append(
             f"| {label} | {fmt.format(t['network'])} | {fmt.format(t['baseline'])} "
             f"| {fmt.format(o['network'])} | {fmt.format(o['baseline'])} | {what} |"
@@ -315,7 +320,7 @@ def plot_photo_scale(rows: list[dict], path: Path) -> None:
 
 def plot_reflectance(sec: dict, path: Path) -> None:
     plt = _plt()
-    keys = list(REFLECTANCE_LABELS)
+    keys = [k for k in REFLECTANCE_LABELS if isinstance(sec["test"].get(k), dict)]
     fig, axes = plt.subplots(1, len(keys), figsize=(2.3 * len(keys), 3.6))
     for ax, key in zip(axes, keys, strict=True):
         vals = [sec["test"][key]["network"], sec["test"][key]["baseline"],

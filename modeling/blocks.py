@@ -13,6 +13,7 @@ from torch import nn
 
 __all__ = [
     "ConvBlock",
+    "GlobalContext",
     "TinyUNet",
     "luminance",
     "gaussian_blur",
@@ -92,6 +93,38 @@ class TinyUNet(nn.Module):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], 1))
         return self.head(x)[..., :h, :w]
+
+
+class GlobalContext(nn.Module):
+    """A whole-map encoder: the maps average-pooled to `size` x `size`, three stride-2 convs,
+    global average pooling, a linear layer -> one vector per map.
+
+    What a patch cannot tell (the camera's exposure, how strong the highlights are over the
+    whole face) is computed once from the whole map and given to every tile, so the sliding
+    window stays exact.
+
+    Args:
+        in_channels (`int`), out_features (`int`), size (`int`): pooled map size.
+
+    `pooled(x)`: `(B, C, H, W)` -> `(B, C, size, size)` (the whole map, once);
+    `forward(pooled)`: -> `(B, out_features)`.
+    """
+
+    def __init__(self, in_channels: int, out_features: int, size: int = 64, width: int = 24):
+        super().__init__()
+        self.size = int(size)
+        layers, prev = [], in_channels
+        for c in (width, width, 2 * width):
+            layers += [nn.Conv2d(prev, c, 3, stride=2, padding=1), nn.SiLU()]
+            prev = c
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(prev, out_features)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x, self.size)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(pooled * 2 - 1).mean(dim=(2, 3)))
 
 
 def luminance(rgb: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """`DelightingNet`: the unwrapped texture (light baked in) -> diffuse albedo (AvatarMe's
-de-lighting), as a residual on the backbone's first-order de-lit albedo."""
+de-lighting), as a correction of the backbone's first-order de-lighting in the image formation
+model (linear RGB: texture = albedo x shading + specular)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from modeling.blocks import TinyUNet
+from rendering.render import linear_to_srgb, srgb_to_linear
 
 __all__ = ["DelightingNet"]
 
@@ -18,15 +20,24 @@ NUM_STATS = 12
 class DelightingNet(ModelMixin, ConfigMixin):
     """Texture + first-order de-lit albedo + shape normals + ambient occlusion -> diffuse albedo.
 
-    The first-order de-lighting (`modeling.lighting.first_order_maps`) divides out a 2nd-order
-    SH light; what it leaves (specular highlights, shadows and occlusion it misses, light
-    bleeding under the skin) is a local correction that a small fully convolutional network
-    learns: the output is `delit_albedo * gain + offset + unet(inputs)`. What is global (the
-    first-order step fixes the light's scale and colour only up to the camera's exposure and
-    white balance) is learnt from per-map statistics (`global_stats`: visibility-weighted mean
-    and spread of the texture and the de-lit albedo), which a small MLP turns into the
-    per-channel `gain` and `offset`, and which the U-Net also sees as constant channels.
-    Computing them once per map keeps the sliding window exact.
+    The first-order de-lighting (`modeling.lighting.first_order_maps`) divides a 2nd-order SH
+    light (with AO) out of the texture. What it leaves follows the image formation model of
+    the skin shader: in linear RGB, `texture = gain * (albedo * shading + specular)`, where the
+    shading the SH light misses (directional light, occlusion, light bleeding under the skin)
+    is smooth and the specular highlights add to it. So the network predicts, per texel, a
+    log-shading correction `s` and a specular term `h` (both in the de-lit albedo's linear
+    units) plus a small sRGB residual `r` (for texels the camera clipped):
+
+        albedo = srgb((delit_linear - h) * exp(g - s)) + r
+
+    Albedo detail (pores, freckles, brows, lip edges) passes through the division unchanged
+    instead of being re-synthesised. What is global, the camera's exposure and white balance
+    (the first-order step fixes the light's scale and colour only up to them), is the
+    per-channel log-gain `g`, which a small MLP computes from per-map statistics
+    (`global_stats`: visibility-weighted mean and spread of the texture and the de-lit albedo),
+    which the U-Net also sees as constant channels. Computing them once per map keeps the
+    sliding window exact. With the zero-initialised heads the network starts as the identity
+    (the first-order albedo).
 
     Args:
         channels (`tuple[int, ...]`): U-Net width per level.
@@ -41,8 +52,8 @@ class DelightingNet(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64)):
         super().__init__()
-        self.unet = TinyUNet(10 + NUM_STATS, 3, tuple(channels))
-        self.global_head = nn.Sequential(nn.Linear(NUM_STATS, 32), nn.SiLU(), nn.Linear(32, 6))
+        self.unet = TinyUNet(10 + NUM_STATS, 9, tuple(channels))
+        self.global_head = nn.Sequential(nn.Linear(NUM_STATS, 32), nn.SiLU(), nn.Linear(32, 3))
         nn.init.zeros_(self.global_head[-1].weight)
         nn.init.zeros_(self.global_head[-1].bias)
 
@@ -80,10 +91,13 @@ class DelightingNet(ModelMixin, ConfigMixin):
             [0, 1] for display).
         """
         b, _, h, w = texture.shape
-        gain, offset = self.global_head(stats * 2 - 1)[:, :, None, None].split(3, dim=1)
-        base = delit_albedo * torch.exp(gain) + offset
+        gain = self.global_head(stats * 2 - 1)[:, :, None, None]
         constant = (stats * 2 - 1)[:, :, None, None].expand(b, NUM_STATS, h, w)
         x = torch.cat(
             [torch.cat([texture, delit_albedo, shape_normals, ao], 1) * 2 - 1, constant], 1
         )
-        return base + self.unet(x)
+        log_shading, specular, residual = self.unet(x).split(3, dim=1)
+        albedo_linear = (srgb_to_linear(delit_albedo) - 0.1 * specular) * torch.exp(
+            gain - log_shading
+        )
+        return linear_to_srgb(albedo_linear) + 0.1 * residual

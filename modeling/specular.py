@@ -5,31 +5,46 @@ from __future__ import annotations
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
 
-from modeling.blocks import TinyUNet, gaussian_blur, luminance, uv_coordinates  # noqa: F401 (doctest)
+from modeling.blocks import (  # noqa: F401 (uv_coordinates: doctest)
+    GlobalContext,
+    TinyUNet,
+    gaussian_blur,
+    luminance,
+    uv_coordinates,
+)
 
 __all__ = ["SpecularAlbedoNet"]
+
+CONTEXT_CHANNELS = 10  # texture, first-order albedo, shape normals, visibility
 
 
 class SpecularAlbedoNet(ModelMixin, ConfigMixin):
     """Diffuse albedo + shape normals + texture -> specular albedo (1 channel, the shader's
-    units, `rendering.shading`: skin about 0.15-0.5).
+    units, `rendering.shading`: skin about 0.05-0.25).
 
     AvatarMe infers specular albedo from the diffuse albedo (hair, brows and stubble are dark
     and dull, lips and the T-zone differ); the texture's luminance high-pass adds what the photo
-    shows of the specular itself (highlights on the oily T-zone, dull pores). The output is
-    `mean_specular + unet(inputs)`, `mean_specular` being the training set's mean. The texel's
-    UV coordinates are an input too: the oily T-zone, the lips and the brows sit at fixed places
-    of the layout.
+    shows of the specular itself (highlights on the oily T-zone, dull pores). The texel's UV
+    coordinates are an input too: the oily T-zone, the lips and the brows sit at fixed places
+    of the layout. How shiny the face is overall is a property of the whole map, not of a
+    patch: a `GlobalContext` encoder sees the whole texture, first-order albedo, shape normals
+    and visibility (`context_maps`, pooled to 64 x 64 once per map) and gives the U-Net
+    constant channels and the per-face log-level `g`:
+
+        specular = (mean_specular + unet(inputs, context)) * exp(g)
 
     Args:
         channels (`tuple[int, ...]`): U-Net width per level.
-        mean_specular (`float`): the constant the residual is added to.
+        mean_specular (`float`): the training set's mean specular albedo.
         highpass_sigma (`float`): pixels; the Gaussian subtracted for the high-pass.
+        context_features (`int`): size of the whole-map context vector.
 
     >>> net = SpecularAlbedoNet(channels=(8, 16))
     >>> x = torch.rand(1, 3, 64, 64)
-    >>> net(x, x, x, uv_coordinates(64, 64)).shape
+    >>> context = net.context_maps(x, x, x, torch.ones(1, 1, 64, 64))
+    >>> net(x, x, x, uv_coordinates(64, 64), context).shape
     torch.Size([1, 1, 64, 64])
     """
 
@@ -39,9 +54,24 @@ class SpecularAlbedoNet(ModelMixin, ConfigMixin):
         channels: tuple[int, ...] = (16, 32, 64),
         mean_specular: float = 0.3,
         highpass_sigma: float = 2.0,
+        context_features: int = 8,
     ):
         super().__init__()
-        self.unet = TinyUNet(10, 1, tuple(channels))
+        self.context = GlobalContext(CONTEXT_CHANNELS, context_features + 1)
+        self.unet = TinyUNet(10 + context_features, 1, tuple(channels))
+        nn.init.zeros_(self.context.head.weight)
+        nn.init.zeros_(self.context.head.bias)
+
+    def context_maps(
+        self,
+        texture: torch.Tensor,
+        delit_albedo: torch.Tensor,
+        shape_normals: torch.Tensor,
+        visibility: torch.Tensor,
+    ) -> torch.Tensor:
+        """`(B, 10, 64, 64)`: the whole maps (`(B, 3|3|3|1, H, W)`: texture, first-order de-lit
+        albedo, shape normals, visibility) pooled, to be given to every tile's `forward`."""
+        return self.context.pooled(torch.cat([texture, delit_albedo, shape_normals, visibility], 1))
 
     def forward(
         self,
@@ -49,6 +79,7 @@ class SpecularAlbedoNet(ModelMixin, ConfigMixin):
         shape_normals: torch.Tensor,
         texture: torch.Tensor,
         uv: torch.Tensor,
+        context: torch.Tensor,
     ) -> torch.Tensor:
         """Args:
             diffuse_albedo (`torch.Tensor` of shape `(B, 3, H, W)`): sRGB in [0, 1].
@@ -56,12 +87,27 @@ class SpecularAlbedoNet(ModelMixin, ConfigMixin):
             texture (`(B, 3, H, W)`): the unwrapped photo, sRGB.
             uv (`(B or 1, 2, H, W)`): the texels' UV coordinates (`modeling.blocks.uv_coordinates`
                 of the whole map, cropped like the other inputs).
+            context (`(B or 1, 10, 64, 64)`): `context_maps` of the whole maps (not of a tile).
 
         Returns:
             `torch.Tensor` of shape `(B, 1, H, W)`: specular albedo (not clamped).
         """
+        b, _, h, w = texture.shape
         lum = luminance(texture)
         highpass = (lum - gaussian_blur(lum, self.config.highpass_sigma)) * 8
-        uv = uv.expand(len(texture), -1, -1, -1) * 2 - 1
-        x = torch.cat([diffuse_albedo * 2 - 1, shape_normals * 2 - 1, lum * 2 - 1, highpass, uv], 1)
-        return self.config.mean_specular + self.unet(x)
+        uv = uv.expand(b, -1, -1, -1) * 2 - 1
+        vector = self.context(context).expand(b, -1)
+        log_level, features = vector[:, :1], vector[:, 1:]
+        x = torch.cat(
+            [
+                diffuse_albedo * 2 - 1,
+                shape_normals * 2 - 1,
+                lum * 2 - 1,
+                highpass,
+                uv,
+                features[:, :, None, None].expand(-1, -1, h, w),
+            ],
+            1,
+        )
+        level = torch.exp(log_level)[:, :, None, None]
+        return (self.config.mean_specular + self.unet(x)) * level

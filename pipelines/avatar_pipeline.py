@@ -401,10 +401,11 @@ class AvatarPipeline(DiffusionPipeline):
             return out[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
         tex, shape = tensor(texture), tensor(shape_maps["shape_normals"])
+        delit = tensor(albedo)
+        vis = tensor(visibility.reshape(*visibility.shape[:2], 1))
         maps = {"diffuse_albedo_first_order": albedo}
         if self.delighting is not None:
-            ao, delit = tensor(shape_maps["ambient_occlusion"]), tensor(albedo)
-            vis = tensor(visibility.reshape(*visibility.shape[:2], 1))
+            ao = tensor(shape_maps["ambient_occlusion"])
             # whole-map statistics, computed once: the tiles then agree on the global correction
             stats = self.delighting.global_stats(tex, delit, vis).to(self.device, self.dtype)
 
@@ -415,7 +416,12 @@ class AvatarPipeline(DiffusionPipeline):
         diffuse = tensor(maps.get("diffuse_albedo", albedo))
         uv = uv_coordinates(*diffuse.shape[-2:])
         if self.specular is not None:
-            maps["specular_albedo"] = run(self.specular, [diffuse, shape, tex, uv], 1)
+            context = self.specular.context_maps(tex, delit, shape, vis).to(self.device, self.dtype)
+
+            def specular(*tiles):  # the whole-map context, pooled once, for every tile
+                return self.specular(*tiles, context.expand(len(tiles[0]), -1, -1, -1))
+
+            maps["specular_albedo"] = run(specular, [diffuse, shape, tex, uv], 1)
         if self.normals is not None:
             detail = run(self.normals, [diffuse, shape, tex, uv], 6)
             maps["specular_normals"] = np.ascontiguousarray(detail[..., :3])

@@ -33,6 +33,7 @@ def get_dummy_components(seed: int = 0) -> dict:
     for net in nets.values():  # the zero-initialised heads would make every output trivial
         torch.nn.init.normal_(net.unet.head.weight, std=0.1)
         net.eval()
+    torch.nn.init.normal_(nets["specular"].context.head.weight, std=0.1)
     return nets
 
 
@@ -48,7 +49,9 @@ def test_shapes_and_ranges():
         stats = DelightingNet.global_stats(tex, delit, ao)
         albedo = nets["delighting"](tex, delit, shape, ao, stats)
         uv = uv_coordinates(50, 50)
-        spec = nets["specular"](albedo, shape, tex, uv)
+        context = nets["specular"].context_maps(tex, delit, shape, ao)
+        assert context.shape == (1, 10, 64, 64)
+        spec = nets["specular"](albedo, shape, tex, uv, context)
         normals = nets["normals"](albedo, shape, tex, uv)
     assert albedo.shape == (1, 3, 50, 50)
     assert spec.shape == (1, 1, 50, 50)
@@ -58,7 +61,7 @@ def test_shapes_and_ranges():
     # A freshly built network is the identity on its baseline (zero-initialised head).
     fresh = DelightingNet(channels=(4, 8))
     torch.testing.assert_close(fresh(tex, delit, shape, ao, stats), delit)
-    assert torch.all(SpecularAlbedoNet(mean_specular=0.3)(delit, shape, tex, uv) == 0.3)
+    assert torch.all(SpecularAlbedoNet(mean_specular=0.3)(delit, shape, tex, uv, context) == 0.3)
 
 
 def test_save_load_round_trip(tmp_path):
@@ -73,7 +76,12 @@ def test_save_load_round_trip(tmp_path):
         }
         stats = DelightingNet.global_stats(tex, delit, ao)
         uv = uv_coordinates(*tex.shape[-2:])
-        args = (tex, delit, shape, ao, stats) if name == "delighting" else (delit, shape, tex, uv)
+        if name == "delighting":
+            args = (tex, delit, shape, ao, stats)
+        elif name == "specular":
+            args = (delit, shape, tex, uv, net.context_maps(tex, delit, shape, ao))
+        else:
+            args = (delit, shape, tex, uv)
         with torch.no_grad():
             torch.testing.assert_close(again(*args), net(*args))
 

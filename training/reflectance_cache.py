@@ -18,6 +18,8 @@ from training.render_pairs import make_training_pair, seeds
 __all__ = ["CACHE_DIR", "MAP_KEYS", "load_pairs", "to_float"]
 
 CACHE_DIR = Path(__file__).parent / "runs" / "cache"
+# bump when `make_training_pair` changes (2: de-lit before completion; 3: skin specular 0.05-0.16)
+CACHE_VERSION = 3
 MAP_KEYS = (
     "texture",
     "delit_albedo",
@@ -43,7 +45,7 @@ def to_float(x: np.ndarray) -> np.ndarray:
 def load_pairs(split: str, n: int, resolution: int, offset: int = 0) -> dict[str, np.ndarray]:
     """`n` pairs of `split` (seeds `offset .. offset + n`) at `resolution`, each map stacked
     `(n, R, R, C)` uint8; generated and saved on first use."""
-    path = CACHE_DIR / f"{split}_{offset}_{n}_{resolution}.npz"
+    path = CACHE_DIR / f"{split}_{offset}_{n}_{resolution}_v{CACHE_VERSION}.npz"
     if path.exists():
         with np.load(path) as f:
             return {k: f[k] for k in MAP_KEYS}

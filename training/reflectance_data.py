@@ -21,9 +21,9 @@
   space: +x along +u, +y along +v, +z out of the skin), diffuse normals the same from the height
   blurred by the diffuse light's scattering distance (`DIFFUSE_NORMAL_BLUR_MM`).
 
-Specular albedo is in the shader's units (`rendering.shading`): skin about 0.15-0.5 (the oily
-T-zone highest), hair and stubble about 0.05-0.1, eyes 0.15-0.3 (wet, but the shader has one
-broad lobe for everything).
+Specular albedo is in the shader's units (`rendering.shading`): skin about 0.05-0.25 (the oily
+T-zone highest; the photometric fit measures 0.07-0.08 on real photos), hair and stubble about
+0.02-0.05, eyes 0.15-0.3 (wet, but the shader has one broad lobe for everything).
 
 >>> maps = sample_face_maps(7, resolution=256)
 >>> maps["diffuse_albedo"].shape, maps["specular_albedo"].shape
@@ -165,10 +165,12 @@ def sample_parameters(seed: int, ood: bool = False) -> dict:
         "beard_shadow": u(0.05, 0.3) if male else 0.0,
         "iris_color": iris,
         "pupil_radius_mm": u(1.5, 3.0),
-        "specular": u(0.15, 0.32) if not ood else float(rng.choice([u(0.02, 0.08), u(0.5, 0.8)])),
+        # the project shader's units; the photometric fit measures 0.07-0.08 on real photos
+        # (face_recognition's obama.jpg, obama_partial_face.jpg), so skin spans 0.05-0.16
+        "specular": u(0.05, 0.16) if not ood else float(rng.choice([u(0.01, 0.03), u(0.3, 0.5)])),
         "oiliness": u(0.1, 0.6),
         "lip_shine": u(1.0, 1.3),
-        "hair_specular": u(0.05, 0.1),
+        "hair_specular": u(0.02, 0.05),
         "eye_specular": u(0.15, 0.3),
     }
     return params

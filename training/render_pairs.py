@@ -316,7 +316,8 @@ def make_training_pair(
         - `mask` `(R, R, 1)`: the UV chart (1) vs the filled margin (0); `skin` `(R, R, 1)`;
         - `lighting` (`dict`): `kind`, `yaw_deg`, `pitch_deg`, `sh` `(3, 9)` and `lights` as the
           camera recorded them (exposure and white balance applied), `estimated_sh` (the
-          backbone's estimate), `exposure`, `white_balance` `(3,)`;
+          backbone's estimate), `exposure`, `exposure_jitter` (its random factor around the
+          metered exposure: what no method can tell from the texture), `white_balance` `(3,)`;
         - `params` (`dict`): the face's parameters.
     """
     geometry = uv_geometry(int(resolution))
@@ -360,8 +361,9 @@ def make_training_pair(
 
     # The backbone's first-order de-lighting on the chart's texels, as
     # `modeling.lighting.first_order_maps` does it with a baked AO: the light is estimated from
-    # the colours with the occlusion divided out, then light and occlusion are divided out.
-    colors_lin = srgb_to_linear(texture[chart])
+    # the colours with the occlusion divided out, then light and occlusion are divided out of
+    # what the camera saw, and the de-lit map is completed (mirror, pull-push) like the texture.
+    colors_lin = srgb_to_linear(linear_to_srgb(recorded)[chart])
     normals = geometry.normals[chart]
     ao = geometry.ao[chart]
     weights = (visibility * geometry.skin)[chart]
@@ -398,6 +400,7 @@ def make_training_pair(
             "lights": _scaled_lights(light["lights"], gains),
             "estimated_sh": estimated,
             "exposure": exposure,
+            "exposure_jitter": jitter,
             "white_balance": balance.astype(np.float32),
         },
         "params": maps["params"],
