@@ -96,7 +96,7 @@ class TinyUNet(nn.Module):
 
 
 class GlobalContext(nn.Module):
-    """A whole-map encoder: the maps average-pooled to `size` x `size`, three stride-2 convs,
+    """A whole-map encoder: the maps average-pooled (`pooled`), three stride-2 convs,
     global average pooling, a linear layer -> one vector per map.
 
     What a patch cannot tell (the camera's exposure, how strong the highlights are over the
@@ -104,15 +104,14 @@ class GlobalContext(nn.Module):
     window stays exact.
 
     Args:
-        in_channels (`int`), out_features (`int`), size (`int`): pooled map size.
+        in_channels (`int`), out_features (`int`), width (`int`): channels of the first convs.
 
-    `pooled(x)`: `(B, C, H, W)` -> `(B, C, size, size)` (the whole map, once);
-    `forward(pooled)`: -> `(B, out_features)`.
+    `GlobalContext.pooled(x, size)`: `(B, C, H, W)` -> `(B, C, size, size)` (the whole map,
+    once); `forward(pooled)`: -> `(B, out_features)`.
     """
 
-    def __init__(self, in_channels: int, out_features: int, size: int = 64, width: int = 24):
+    def __init__(self, in_channels: int, out_features: int, width: int = 24):
         super().__init__()
-        self.size = int(size)
         layers, prev = [], in_channels
         for c in (width, width, 2 * width):
             layers += [nn.Conv2d(prev, c, 3, stride=2, padding=1), nn.SiLU()]
@@ -120,8 +119,9 @@ class GlobalContext(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(prev, out_features)
 
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(x, self.size)
+    @staticmethod
+    def pooled(x: torch.Tensor, size: int = 64) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x, size)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(pooled * 2 - 1).mean(dim=(2, 3)))

@@ -18,6 +18,7 @@ from modeling.blocks import (  # noqa: F401 (uv_coordinates: doctest)
 __all__ = ["SpecularAlbedoNet"]
 
 CONTEXT_CHANNELS = 10  # texture, first-order albedo, shape normals, visibility
+CONTEXT_SIZE = 64  # px the whole maps are pooled to
 
 
 class SpecularAlbedoNet(ModelMixin, ConfigMixin):
@@ -62,8 +63,8 @@ class SpecularAlbedoNet(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.context.head.weight)
         nn.init.zeros_(self.context.head.bias)
 
+    @staticmethod
     def context_maps(
-        self,
         texture: torch.Tensor,
         delit_albedo: torch.Tensor,
         shape_normals: torch.Tensor,
@@ -71,7 +72,8 @@ class SpecularAlbedoNet(ModelMixin, ConfigMixin):
     ) -> torch.Tensor:
         """`(B, 10, 64, 64)`: the whole maps (`(B, 3|3|3|1, H, W)`: texture, first-order de-lit
         albedo, shape normals, visibility) pooled, to be given to every tile's `forward`."""
-        return self.context.pooled(torch.cat([texture, delit_albedo, shape_normals, visibility], 1))
+        maps = torch.cat([texture, delit_albedo, shape_normals, visibility], 1)
+        return GlobalContext.pooled(maps, CONTEXT_SIZE)
 
     def forward(
         self,

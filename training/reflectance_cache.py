@@ -42,18 +42,25 @@ def to_float(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) / 255.0
 
 
-def load_pairs(split: str, n: int, resolution: int, offset: int = 0) -> dict[str, np.ndarray]:
-    """`n` pairs of `split` (seeds `offset .. offset + n`) at `resolution`, each map stacked
-    `(n, R, R, C)` uint8; generated and saved on first use."""
-    path = CACHE_DIR / f"{split}_{offset}_{n}_{resolution}_v{CACHE_VERSION}.npz"
+def load_pairs(
+    split: str,
+    n: int,
+    resolution: int,
+    offset: int = 0,
+    keys: tuple[str, ...] = MAP_KEYS,
+    cache_dir: Path = CACHE_DIR,
+) -> dict[str, np.ndarray]:
+    """`n` pairs of `split` (seeds `offset .. offset + n`) at `resolution`, the maps `keys`
+    each stacked `(n, R, R, C)` uint8; generated and saved in `cache_dir` on first use."""
+    path = cache_dir / f"{split}_{offset}_{n}_{resolution}_v{CACHE_VERSION}.npz"
     if path.exists():
         with np.load(path) as f:
-            return {k: f[k] for k in MAP_KEYS}
+            return {k: f[k] for k in keys}
     chosen = seeds(split, offset + n)[offset:]
-    out = {k: [] for k in MAP_KEYS}
+    out = {k: [] for k in keys}
     for seed in tqdm(chosen, desc=f"pairs {split} {resolution}px"):
         pair = make_training_pair(seed, resolution)
-        for k in MAP_KEYS:
+        for k in keys:
             out[k].append(_quantize(pair[k]))
     out = {k: np.stack(v) for k, v in out.items()}
     path.parent.mkdir(parents=True, exist_ok=True)

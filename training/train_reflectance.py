@@ -111,11 +111,10 @@ def context_maps(data: dict) -> np.ndarray:
     """`SpecularAlbedoNet.context_maps` of every cached face `(N, 10, 64, 64)`."""
     r = data["texture"].shape[1]
     vis = torch.from_numpy(np.array(uv_geometry(r).visibility, np.float32))[None, None]
-    pool = SpecularAlbedoNet(channels=(4,)).context_maps
     out = []
     for i in range(len(data["texture"])):
         maps = [_nchw(data[k][i : i + 1]) for k in ("texture", "delit_albedo", "shape_normals")]
-        out.append(pool(*maps, vis)[0].numpy())
+        out.append(SpecularAlbedoNet.context_maps(*maps, vis)[0].numpy())
     return np.stack(out)
 
 
@@ -271,6 +270,23 @@ def _plot(history: dict, path: Path, component: str) -> None:
     plt.close(fig)
 
 
+def optimizer_and_resume(model, lr: float, steps: int, ckpt_path: Path, resume: bool):
+    """Adam with a one-cycle schedule over `steps`; with `resume` and a checkpoint, the model,
+    optimizer, schedule and history continue from it. Returns `(opt, sched, history, start)`."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=steps, pct_start=0.05, final_div_factor=30
+    )
+    history, start = {"loss": [], "val": [], "seconds": 0.0}, 0
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
+        history, start = ckpt["history"], ckpt["step"]
+    return opt, sched, history, start
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--component", required=True, choices=tuple(COMPONENTS))
@@ -295,17 +311,7 @@ def main(argv=None) -> None:
     mean_spec = float(np.mean([to_float(d["specular_albedo"][d["mask"][..., 0] > 127]).mean()
                                for d in sets[:1]]))  # fmt: skip
     model = build_model(comp, mean_specular=round(mean_spec, 4))
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=steps, pct_start=0.05, final_div_factor=30
-    )
-    history, start = {"loss": [], "val": [], "seconds": 0.0}, 0
-    if args.resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
-        sched.load_state_dict(ckpt["sched"])
-        history, start = ckpt["history"], ckpt["step"]
+    opt, sched, history, start = optimizer_and_resume(model, args.lr, steps, ckpt_path, args.resume)
     params = sum(p.numel() for p in model.parameters())
     print(f"{comp}: {type(model).__name__} {params} parameters, steps {start}..{steps}")
 

@@ -50,8 +50,7 @@ from tqdm.auto import tqdm
 
 from modeling.superres import SuperResolutionNet
 from training.reflectance_cache import load_pairs, to_float
-from training.render_pairs import make_training_pair, seeds
-from training.train_reflectance import _plot
+from training.train_reflectance import _plot, optimizer_and_resume
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights_config"
@@ -73,21 +72,7 @@ FIGURE = WEIGHTS / "training_curves" / "superres_crops.png"
 
 def _pairs(split: str, offset: int, n: int, resolution: int) -> dict[str, np.ndarray]:
     """`KINDS` + `mask` of `n` pairs (uint8 `(n, R, R, C)`), cached under `RUN_DIR`."""
-    path = RUN_DIR / f"{split}_{offset}_{n}_{resolution}.npz"
-    if path.exists():
-        with np.load(path) as f:
-            return {k: f[k] for k in (*KINDS, "mask")}
-    out = {k: [] for k in (*KINDS, "mask")}
-    for seed in tqdm(seeds(split, offset + n)[offset:], desc=f"SR pairs {split} {resolution}px"):
-        pair = make_training_pair(seed, resolution)
-        for k in out:
-            out[k].append(np.clip(np.rint(pair[k] * 255), 0, 255).astype(np.uint8))
-    out = {k: np.stack(v) for k, v in out.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(path)
-    return out
+    return load_pairs(split, n, resolution, offset, keys=(*KINDS, "mask"), cache_dir=RUN_DIR)
 
 
 def load_training_sets() -> list[dict[str, np.ndarray]]:
@@ -281,17 +266,9 @@ def main(argv=None) -> None:
     sets = load_training_sets()
     val = _pairs("val", 0, VAL_FACES, 1024)
     model = SuperResolutionNet(channels=args.channels, num_blocks=args.blocks, scale=SCALE)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05, final_div_factor=30
+    opt, sched, history, start = optimizer_and_resume(
+        model, args.lr, args.steps, ckpt_path, args.resume
     )
-    history, start = {"loss": [], "val": [], "seconds": 0.0}, 0
-    if args.resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
-        sched.load_state_dict(ckpt["sched"])
-        history, start = ckpt["history"], ckpt["step"]
     params = sum(p.numel() for p in model.parameters())
     print(f"{COMPONENT}: SuperResolutionNet {params} parameters, steps {start}..{args.steps}")
     val_deg = {"degraded": EVAL_DEGRADATION}
