@@ -95,7 +95,7 @@ def main(argv=None) -> None:
         return nets["specular"](*tiles, context.expand(len(tiles[0]), -1, -1, -1))
 
     fns = {"delighting": delighting, "specular": specular, "normals": nets["normals"]}
-    sliding_window(delighting, [warm] * 3 + [warm[:, :1]], 3)  # first-call overheads
+    sliding_window(delighting, [warm] * 3 + [warm[:, :1]] * 2, 3)  # first-call overheads
     uv = uv_coordinates(64, 64)
     sliding_window(specular, [warm] * 3 + [uv], 1)
     sliding_window(nets["normals"], [warm] * 3 + [uv], 6)
@@ -119,7 +119,7 @@ def main(argv=None) -> None:
         tex, delit, shape = (smooth_maps(size, 3, s) for s in (1, 2, 3))
         ao, uv = smooth_maps(size, 1, 4), uv_coordinates(size, size)
         runs = {
-            "delighting": ([tex, delit, shape, ao], 3),
+            "delighting": ([tex, delit, shape, ao, ao], 3),  # ao stands in for visibility
             "specular": ([delit, shape, tex, uv], 1),
             "normals": ([delit, shape, tex, uv], 6),
         }

@@ -5,16 +5,20 @@ model (linear RGB: texture = albedo x shading + specular)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from modeling.blocks import TinyUNet
+from modeling.blocks import TinyUNet, luminance
 from rendering.render import linear_to_srgb, srgb_to_linear
 
 __all__ = ["DelightingNet"]
 
-NUM_STATS = 12
+TEXTURE_QUANTILES = (0.1, 0.5, 0.9, 0.98, 0.995)  # of the seen texture's luminance
+ALBEDO_QUANTILES = (0.1, 0.5, 0.9)  # of the seen de-lit albedo's luminance
+STATS_SIZE = 128  # quantiles on maps area-resized to this size: the same at every resolution
+NUM_STATS = 12 + len(TEXTURE_QUANTILES) + len(ALBEDO_QUANTILES)
 
 
 class DelightingNet(ModelMixin, ConfigMixin):
@@ -34,26 +38,32 @@ class DelightingNet(ModelMixin, ConfigMixin):
     instead of being re-synthesised. What is global, the camera's exposure and white balance
     (the first-order step fixes the light's scale and colour only up to them), is the
     per-channel log-gain `g`, which a small MLP computes from per-map statistics
-    (`global_stats`: visibility-weighted mean and spread of the texture and the de-lit albedo),
+    (`global_stats`: visibility-weighted mean and spread of the texture and the de-lit albedo,
+    quantiles of their luminance on the seen texels: how a camera's metering set the level),
     which the U-Net also sees as constant channels. Computing them once per map keeps the
-    sliding window exact. With the zero-initialised heads the network starts as the identity
-    (the first-order albedo).
+    sliding window exact. The visibility is an input: where the photo saw the skin, its detail
+    is the albedo's; where the backbone completed the map (mirrored or pulled in from the
+    seen texels), it is a guess. With the zero-initialised heads the network starts as the
+    identity (the first-order albedo).
 
     Args:
         channels (`tuple[int, ...]`): U-Net width per level.
 
     >>> net = DelightingNet(channels=(8, 16))
     >>> x = torch.rand(1, 3, 64, 64)
-    >>> stats = DelightingNet.global_stats(x, x, torch.ones(1, 1, 64, 64))
-    >>> net(x, x, x, x[:, :1], stats).shape
+    >>> vis = torch.ones(1, 1, 64, 64)
+    >>> stats = DelightingNet.global_stats(x, x, vis)
+    >>> net(x, x, x, x[:, :1], vis, stats).shape
     torch.Size([1, 3, 64, 64])
     """
 
     @register_to_config
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64)):
         super().__init__()
-        self.unet = TinyUNet(10 + NUM_STATS, 9, tuple(channels))
-        self.global_head = nn.Sequential(nn.Linear(NUM_STATS, 32), nn.SiLU(), nn.Linear(32, 3))
+        self.unet = TinyUNet(11 + NUM_STATS, 9, tuple(channels))
+        self.global_head = nn.Sequential(
+            nn.Linear(NUM_STATS, 64), nn.SiLU(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, 3)
+        )
         nn.init.zeros_(self.global_head[-1].weight)
         nn.init.zeros_(self.global_head[-1].bias)
 
@@ -61,15 +71,37 @@ class DelightingNet(ModelMixin, ConfigMixin):
     def global_stats(
         texture: torch.Tensor, delit_albedo: torch.Tensor, visibility: torch.Tensor
     ) -> torch.Tensor:
-        """`(B, 12)`: visibility-weighted mean and standard deviation per channel of the
-        texture and the de-lit albedo (whole maps `(B, C, H, W)`, visibility `(B, 1, H, W)`)."""
+        """`(B, NUM_STATS)` of whole maps `(B, C, H, W)` (visibility `(B, 1, H, W)`):
+        visibility-weighted mean and standard deviation per channel of the texture and the de-lit
+        albedo (12), then `TEXTURE_QUANTILES` and `ALBEDO_QUANTILES` of their luminance over the
+        texels seen (visibility > 0.5; all texels if none), on maps area-resized to
+        `STATS_SIZE` px."""
         w = visibility / visibility.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
         stats = []
         for x in (texture, delit_albedo):
             mean = (x * w).sum(dim=(2, 3))
             var = (((x - mean[..., None, None]) ** 2) * w).sum(dim=(2, 3))
             stats += [mean, var.clamp_min(0).sqrt()]
+        size = (min(STATS_SIZE, texture.shape[-2]), min(STATS_SIZE, texture.shape[-1]))
+        small = [F.interpolate(x.float(), size=size, mode="area")
+                 for x in (texture, delit_albedo, visibility)]  # fmt: skip
+        quantiles = []
+        for tex, delit, vis in zip(*small, strict=True):
+            seen = vis[0] > 0.5
+            if not seen.any():
+                seen = torch.ones_like(seen)
+            row = []
+            for x, q in ((tex, TEXTURE_QUANTILES), (delit, ALBEDO_QUANTILES)):
+                lum = luminance(x[None])[0, 0][seen]
+                row.append(torch.quantile(lum, torch.tensor(q, dtype=lum.dtype, device=lum.device)))
+            quantiles.append(torch.cat(row))
+        stats.append(torch.stack(quantiles).to(texture.dtype))
         return torch.cat(stats, 1)
+
+    def global_gain(self, stats: torch.Tensor) -> torch.Tensor:
+        """`(B, 3)`: the per-channel log-gain (linear RGB) the map's statistics `(B, NUM_STATS)`
+        call for: camera exposure and white balance, which the first-order step leaves."""
+        return self.global_head(stats * 2 - 1)
 
     def forward(
         self,
@@ -77,6 +109,7 @@ class DelightingNet(ModelMixin, ConfigMixin):
         delit_albedo: torch.Tensor,
         shape_normals: torch.Tensor,
         ao: torch.Tensor,
+        visibility: torch.Tensor,
         stats: torch.Tensor,
     ) -> torch.Tensor:
         """Args:
@@ -84,18 +117,18 @@ class DelightingNet(ModelMixin, ConfigMixin):
             delit_albedo (`(B, 3, H, W)`): sRGB, the first-order de-lighting of `texture`.
             shape_normals (`(B, 3, H, W)`): object-space shape normals, (n + 1) / 2.
             ao (`(B, 1, H, W)`): ambient occlusion in [0, 1].
-            stats (`(B, 12)`): `global_stats` of the whole maps (not of a tile).
+            visibility (`(B, 1, H, W)`): how well the photo saw each texel, in [0, 1].
+            stats (`(B, NUM_STATS)`): `global_stats` of the whole maps (not of a tile).
 
         Returns:
             `torch.Tensor` of shape `(B, 3, H, W)`: diffuse albedo, sRGB (not clamped; clamp to
             [0, 1] for display).
         """
         b, _, h, w = texture.shape
-        gain = self.global_head(stats * 2 - 1)[:, :, None, None]
+        gain = self.global_gain(stats)[:, :, None, None]
         constant = (stats * 2 - 1)[:, :, None, None].expand(b, NUM_STATS, h, w)
-        x = torch.cat(
-            [torch.cat([texture, delit_albedo, shape_normals, ao], 1) * 2 - 1, constant], 1
-        )
+        maps = torch.cat([texture, delit_albedo, shape_normals, ao, visibility], 1)
+        x = torch.cat([maps * 2 - 1, constant], 1)
         log_shading, specular, residual = self.unet(x).split(3, dim=1)
         albedo_linear = (srgb_to_linear(delit_albedo) - 0.1 * specular) * torch.exp(
             gain - log_shading

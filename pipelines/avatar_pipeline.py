@@ -412,7 +412,7 @@ class AvatarPipeline(DiffusionPipeline):
             def delighting(*tiles):
                 return self.delighting(*tiles, stats.expand(len(tiles[0]), -1))
 
-            maps["diffuse_albedo"] = run(delighting, [tex, delit, shape, ao], 3)
+            maps["diffuse_albedo"] = run(delighting, [tex, delit, shape, ao, vis], 3)
         diffuse = tensor(maps.get("diffuse_albedo", albedo))
         uv = uv_coordinates(*diffuse.shape[-2:])
         if self.specular is not None:

@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the photos (a folder) show one person: one avatar from all of them",
     )
+    p.add_argument(
+        "--super-resolution",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="x4 super-resolution of the unwrapped maps: auto (the default: at 2048 px and "
+        "more), on (any multiple of 4 from 256 px), off",
+    )
     p.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="folder or Hub repo id")
     return p
@@ -72,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.same_person:
         try:
-            out = pipe(photos, resolution=args.resolution, num_fit_steps=args.fit_steps)
+            out = pipe(
+                photos,
+                resolution=args.resolution,
+                num_fit_steps=args.fit_steps,
+                super_resolution=args.super_resolution,
+            )
             paths = save_outputs(out, args.output / args.source.stem)
             print(f"{len(photos)} photos of one person -> {paths['glb']}")
             return 0
@@ -89,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                     resolution=args.resolution,
                     face_index=face,
                     num_fit_steps=args.fit_steps,
+                    super_resolution=args.super_resolution,
                 )
                 folder = args.output / (photo.stem if n_faces == 1 else f"{photo.stem}_face{face}")
                 paths = save_outputs(out, folder)

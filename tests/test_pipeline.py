@@ -285,3 +285,19 @@ def test_cli_same_person_folder_gives_one_avatar(tmp_path):
     args = [str(folder), "-o", str(out), "--same-person", "--resolution", "128", "--fit-steps", "5"]
     assert cli_main(args) == 0
     assert (out / "person" / "face.glb").is_file()
+
+
+def test_cli_super_resolution_flag(tmp_path, capsys):
+    from pipelines.cli import build_parser
+
+    assert build_parser().parse_args(["x.jpg"]).super_resolution is None  # the config decides
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["x.jpg", "--super-resolution", "maybe"])
+    Image.fromarray(data.astronaut()).save(tmp_path / "astro.png")
+    args = [str(tmp_path / "astro.png"), "-o", str(tmp_path / "out"), "--fit-steps", "0"]
+    # "on" needs a multiple of 4 of at least 256 px: a clear error, not a crash
+    assert cli_main([*args, "--resolution", "128", "--super-resolution", "on"]) == 1
+    assert "super" in capsys.readouterr().err.lower()
+    assert cli_main([*args, "--resolution", "256", "--super-resolution", "on"]) == 0
+    albedo = Image.open(tmp_path / "out" / "astro" / "maps" / "diffuse_albedo.png")
+    assert albedo.size == (256, 256)

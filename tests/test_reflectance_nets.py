@@ -47,7 +47,7 @@ def test_shapes_and_ranges():
     tex, delit, shape, ao = _inputs(50)  # not a multiple of the U-Net's stride
     with torch.no_grad():
         stats = DelightingNet.global_stats(tex, delit, ao)
-        albedo = nets["delighting"](tex, delit, shape, ao, stats)
+        albedo = nets["delighting"](tex, delit, shape, ao, ao, stats)
         uv = uv_coordinates(50, 50)
         context = nets["specular"].context_maps(tex, delit, shape, ao)
         assert context.shape == (1, 10, 64, 64)
@@ -60,7 +60,7 @@ def test_shapes_and_ranges():
         torch.testing.assert_close(((n * 2 - 1) ** 2).sum(1), torch.ones(1, 50, 50))
     # A freshly built network is the identity on its baseline (zero-initialised head).
     fresh = DelightingNet(channels=(4, 8))
-    torch.testing.assert_close(fresh(tex, delit, shape, ao, stats), delit)
+    torch.testing.assert_close(fresh(tex, delit, shape, ao, ao, stats), delit)
     assert torch.all(SpecularAlbedoNet(mean_specular=0.3)(delit, shape, tex, uv, context) == 0.3)
 
 
@@ -77,13 +77,34 @@ def test_save_load_round_trip(tmp_path):
         stats = DelightingNet.global_stats(tex, delit, ao)
         uv = uv_coordinates(*tex.shape[-2:])
         if name == "delighting":
-            args = (tex, delit, shape, ao, stats)
+            args = (tex, delit, shape, ao, ao, stats)
         elif name == "specular":
             args = (delit, shape, tex, uv, net.context_maps(tex, delit, shape, ao))
         else:
             args = (delit, shape, tex, uv)
         with torch.no_grad():
             torch.testing.assert_close(again(*args), net(*args))
+
+
+def test_delighting_stats_do_not_depend_on_the_map_resolution():
+    from modeling.delighting import NUM_STATS
+
+    tex, delit, _, _ = _inputs(256)
+    vis = torch.zeros(1, 1, 256, 256)
+    vis[..., 64:192, 32:224] = 1  # the photo saw the middle of the map
+    stats = DelightingNet.global_stats(tex, delit, vis)
+    assert stats.shape == (1, NUM_STATS)
+    # the same maps at twice the resolution: the same statistics (the quantiles are taken on
+    # maps area-resized to a fixed size), so the global correction does not change with it
+    up = [torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+          for x in (tex, delit, vis)]  # fmt: skip
+    torch.testing.assert_close(DelightingNet.global_stats(*up), stats, atol=1e-5, rtol=0)
+    # the quantiles are of the seen texels only: what the completion filled in does not count
+    filled = tex.clone()
+    filled[..., :64, :] = 1.0
+    assert torch.equal(DelightingNet.global_stats(filled, delit, vis)[:, 12:], stats[:, 12:])
+    # nothing seen: every texel counts (no NaN)
+    assert torch.isfinite(DelightingNet.global_stats(tex, delit, vis * 0)).all()
 
 
 def test_tiles_cover_the_image_and_blend_to_one():

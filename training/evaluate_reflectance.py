@@ -46,7 +46,7 @@ def load_networks(folder: Path = WEIGHTS) -> dict:
 
 
 def _t(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None]
+    return torch.from_numpy(np.array(x, np.float32)).permute(2, 0, 1)[None]
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -57,11 +57,11 @@ def _np(x: torch.Tensor) -> np.ndarray:
 def run_networks(nets: dict, pair: dict) -> dict:
     """The chained predictions `(R, R, C)` for one pair (full map, no tiling)."""
     tex, shape = _t(pair["texture"]), _t(pair["shape_normals"])
-    delit = _t(pair["delit_albedo"])
-    stats = DelightingNet.global_stats(tex, delit, _t(pair["visibility"]))
-    albedo = nets["delighting"](tex, delit, shape, _t(pair["ao"]), stats).clamp(0, 1)
+    delit, vis = _t(pair["delit_albedo"]), _t(pair["visibility"])
+    stats = DelightingNet.global_stats(tex, delit, vis)
+    albedo = nets["delighting"](tex, delit, shape, _t(pair["ao"]), vis, stats).clamp(0, 1)
     uv = uv_coordinates(*tex.shape[-2:])
-    context = nets["specular"].context_maps(tex, delit, shape, _t(pair["visibility"]))
+    context = nets["specular"].context_maps(tex, delit, shape, vis)
     spec = nets["specular"](albedo, shape, tex, uv, context).clamp(0, 1)
     normals = nets["normals"](albedo, shape, tex, uv)
     return {

@@ -4,7 +4,7 @@
     python -m training.train_reflectance --component specular
     python -m training.train_reflectance --component normals [--steps N] [--resume]
 
-Data: `training.reflectance_cache` pairs of the "train" split (300 faces at 256 px, 60 at
+Data: `training.reflectance_cache` pairs of the "train" split (800 faces at 256 px, 60 at
 512 px, 16 at 1024 px, so the networks see the detail at several texel sizes), random
 `--patch` px patches inside the UV chart; validation on 16 "val" faces at 256 px (full maps).
 The specular and normals networks are trained independently of the de-lighting network, on
@@ -38,6 +38,7 @@ from modeling.blocks import srgb_to_linear_t, uv_coordinates
 from modeling.delighting import DelightingNet
 from modeling.normals import DetailNormalsNet
 from modeling.specular import SpecularAlbedoNet
+from rendering.render import srgb_to_linear
 from training.reflectance_cache import load_pairs, to_float
 from training.render_pairs import uv_geometry
 
@@ -51,7 +52,7 @@ COMPONENTS = {
     "normals": ("modeling.normals", "DetailNormalsNet"),
 }
 # The step counts the shipped weights were trained with (5-10 minutes each on 2 shared cores).
-DEFAULT_STEPS = {"delighting": 5000, "specular": 4000, "normals": 3000}
+DEFAULT_STEPS = {"delighting": 8000, "specular": 4000, "normals": 3000}
 TRAIN_SETS = ((256, 800, 0.5), (512, 60, 0.3), (1024, 16, 0.2))  # resolution, faces, odds
 VAL_FACES = 48
 CHUNK = 200
@@ -85,26 +86,44 @@ def load_data(component: str) -> tuple[list[dict], dict]:
     val = load_pairs("val", VAL_FACES, 256)
     if component == "delighting":
         for data in (*sets, val):
+            n, r = data["texture"].shape[:2]
+            vis = np.asarray(uv_geometry(r).visibility, np.float32)[None, ..., None]
+            data["visibility"] = np.repeat(np.rint(vis * 255).astype(np.uint8), n, axis=0)
             data["stats"] = global_stats(data)
+            data["gain"] = best_log_gain(data)
     if component == "specular":
         for data in (*sets, val):
             data["context"] = context_maps(data)
     return sets, val
 
 
-PER_FACE = ("stats", "context")  # whole-map inputs, one per face (not cropped to the patch)
+# whole-map inputs and targets, one per face (not cropped to the patch)
+PER_FACE = ("stats", "context", "gain")
+GAIN_WEIGHT = 0.5  # of the de-lighting's auxiliary loss on its global log-gain
 
 
 def global_stats(data: dict) -> np.ndarray:
-    """`DelightingNet.global_stats` of every cached face `(N, 12)` (a frontal photo's
+    """`DelightingNet.global_stats` of every cached face `(N, NUM_STATS)` (a frontal photo's
     visibility of the mean face, as the pairs were rendered with)."""
-    r = data["texture"].shape[1]
-    vis = torch.from_numpy(np.array(uv_geometry(r).visibility, np.float32))[None, None]
     out = []
     for i in range(len(data["texture"])):
-        tex, delit = _nchw(data["texture"][i : i + 1]), _nchw(data["delit_albedo"][i : i + 1])
+        tex, delit, vis = (_nchw(data[k][i : i + 1])
+                           for k in ("texture", "delit_albedo", "visibility"))  # fmt: skip
         out.append(DelightingNet.global_stats(tex, delit, vis)[0].numpy())
     return np.stack(out)
+
+
+def best_log_gain(data: dict) -> np.ndarray:
+    """`(N, 3)` per face: the log of the per-channel gain (linear RGB) that best maps the
+    first-order albedo onto the true one on the chart (least squares): the target of
+    `DelightingNet.global_gain`."""
+    out = []
+    for i in range(len(data["texture"])):
+        chart = data["mask"][i, ..., 0] > 127
+        a = srgb_to_linear(to_float(data["delit_albedo"][i][chart]))
+        b = srgb_to_linear(to_float(data["diffuse_albedo"][i][chart]))
+        out.append(np.log((a * b).sum(0) / np.maximum((a * a).sum(0), 1e-9)))
+    return np.stack(out).astype(np.float32)
 
 
 def context_maps(data: dict) -> np.ndarray:
@@ -189,7 +208,8 @@ def _random_shading(normals01: torch.Tensor, generator: torch.Generator) -> torc
 
 def predict(model, component: str, x: dict) -> torch.Tensor:
     if component == "delighting":
-        return model(x["texture"], x["delit_albedo"], x["shape_normals"], x["ao"], x["stats"])
+        maps = (x[k] for k in ("texture", "delit_albedo", "shape_normals", "ao", "visibility"))
+        return model(*maps, x["stats"])
     albedo = x.get("albedo_input", x["delit_albedo"])  # validation: the first-order albedo
     if component == "specular":
         return model(albedo, x["shape_normals"], x["texture"], x["uv"], x["context"])
@@ -204,10 +224,12 @@ def target(component: str, x: dict) -> torch.Tensor:
     return torch.cat([x["specular_normals"], x["diffuse_normals"]], 1)
 
 
-def loss_fn(component, pred, x, generator) -> torch.Tensor:
+def loss_fn(component, pred, x, generator, model=None) -> torch.Tensor:
     gt, mask = target(component, x), x["mask"]
     loss = _masked_l1(pred, gt, mask)
     if component == "delighting":
+        if model is not None:  # the global log-gain, supervised by the face's best one
+            loss = loss + GAIN_WEIGHT * (model.global_gain(x["stats"]) - x["gain"]).abs().mean()
         shading = _random_shading(x["shape_normals"], generator)
         rendered = srgb_to_linear_t(pred) * shading
         loss = loss + _masked_l1(rendered, srgb_to_linear_t(gt) * shading, mask)
@@ -329,7 +351,7 @@ def main(argv=None) -> None:
         x = sample_batch(sets, rng, args.batch, args.patch)
         if comp != "delighting":
             x["albedo_input"] = albedo_input(x, rng)
-        loss = loss_fn(comp, predict(model, comp, x), x, gen)
+        loss = loss_fn(comp, predict(model, comp, x), x, gen, model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
