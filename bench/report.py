@@ -13,6 +13,11 @@ NME_TARGET, IDENTITY_TARGET = 0.035, 0.5
 NOT_RUN_DLIB = "not run (needs --with-dlib)"
 
 
+# Where the landmark error comes from, on the public photos (written by hand from
+# `python -m bench.landmark_analysis`; the tables around it are generated).
+ANALYSIS = Path(__file__).resolve().parent / "landmark_analysis.md"
+
+
 def _f(x, fmt="{:.2f}", missing="–") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return missing
@@ -84,6 +89,8 @@ def photos_section(results: dict) -> list[str]:
         lines += ["", f"Targets: NME ≤ {100 * NME_TARGET:.1f} % → {verdict_nme}; identity ≤ "
                       f"{IDENTITY_TARGET} → {verdict_id}."]  # fmt: skip
     lines += nme_region_lines(sec["rows"])
+    if any(r.get("nme_regions") for r in sec["rows"]) and ANALYSIS.exists():
+        lines += ["", ANALYSIS.read_text().strip()]  # hand-written, about the public photos
     lines += ["", _provenance(results, "photos"), ""]
     if (results["plots_dir"] / "photos.png").exists():
         lines += ["![photos and renders](plots/photos.png)", ""]
