@@ -88,12 +88,18 @@ def psnr(a, b, mask) -> float:
     return 10 * np.log10(1 / max(mse, 1e-12))
 
 
+def best_channel_gain(lin_a: np.ndarray, lin_b: np.ndarray) -> np.ndarray:
+    """`(3,)`: the per-channel gain that best maps linear RGB texels `lin_a` `(N, 3)` onto
+    `lin_b` `(N, 3)` (least squares)."""
+    return (lin_a * lin_b).sum(0) / np.maximum((lin_a**2).sum(0), 1e-12)
+
+
 def psnr_up_to_gain(a, b, mask) -> float:
     """`psnr` after the per-channel gain (in linear RGB) that best maps `a` onto `b` on the
     mask: the error left when the photo's exposure and white balance, which one photo cannot
     separate from the albedo's level and colour, are given."""
     lin_a, lin_b = srgb_to_linear(np.clip(a, 0, 1))[mask], srgb_to_linear(b)[mask]
-    gain = (lin_a * lin_b).sum(0) / np.maximum((lin_a**2).sum(0), 1e-12)
+    gain = best_channel_gain(lin_a, lin_b)
     return psnr(linear_to_srgb(srgb_to_linear(np.clip(a, 0, 1)) * gain), b, mask)
 
 

@@ -39,6 +39,7 @@ from modeling.delighting import DelightingNet
 from modeling.normals import DetailNormalsNet
 from modeling.specular import SpecularAlbedoNet
 from rendering.render import srgb_to_linear
+from training.evaluate_reflectance import best_channel_gain
 from training.reflectance_cache import load_pairs, to_float
 from training.render_pairs import uv_geometry
 
@@ -122,7 +123,7 @@ def best_log_gain(data: dict) -> np.ndarray:
         chart = data["mask"][i, ..., 0] > 127
         a = srgb_to_linear(to_float(data["delit_albedo"][i][chart]))
         b = srgb_to_linear(to_float(data["diffuse_albedo"][i][chart]))
-        out.append(np.log((a * b).sum(0) / np.maximum((a * a).sum(0), 1e-9)))
+        out.append(np.log(best_channel_gain(a, b)))
     return np.stack(out).astype(np.float32)
 
 
@@ -224,12 +225,12 @@ def target(component: str, x: dict) -> torch.Tensor:
     return torch.cat([x["specular_normals"], x["diffuse_normals"]], 1)
 
 
-def loss_fn(component, pred, x, generator, model=None) -> torch.Tensor:
+def loss_fn(component, pred, x, generator, model) -> torch.Tensor:
     gt, mask = target(component, x), x["mask"]
     loss = _masked_l1(pred, gt, mask)
     if component == "delighting":
-        if model is not None:  # the global log-gain, supervised by the face's best one
-            loss = loss + GAIN_WEIGHT * (model.global_gain(x["stats"]) - x["gain"]).abs().mean()
+        # the global log-gain, supervised by the face's best one
+        loss = loss + GAIN_WEIGHT * (model.global_gain(x["stats"]) - x["gain"]).abs().mean()
         shading = _random_shading(x["shape_normals"], generator)
         rendered = srgb_to_linear_t(pred) * shading
         loss = loss + _masked_l1(rendered, srgb_to_linear_t(gt) * shading, mask)
