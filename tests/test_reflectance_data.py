@@ -184,3 +184,23 @@ def test_splits_are_disjoint():
     assert list(seeds("val", 2)) == [SPLITS["val"].start, SPLITS["val"].start + 1]
     with pytest.raises(ValueError):
         seeds("holdout", 1)
+
+
+def test_delighting_limits_oracles_reproduce_the_backbone():
+    from rendering.render import srgb_to_linear
+    from training.delighting_limits import first_order, true_specular
+    from training.render_pairs import uv_geometry
+
+    seed = seeds("test", 1)[0]
+    geometry, pair = uv_geometry(64), make_training_pair(seed, 64)
+    seen = (pair["mask"][..., 0] > 0.5) & (pair["visibility"][..., 0] > 0.9)
+    # with nothing subtracted, the oracle's first-order step is the pair's own
+    again = first_order(pair, geometry, None)
+    assert np.abs(again - pair["delit_albedo"])[seen].mean() < 0.01
+    # the specular the renderer added: non-negative, part of what the camera recorded
+    spec = true_specular(pair, seed, geometry)
+    texture = srgb_to_linear(pair["texture"])
+    assert spec.min() >= 0 and 0 < spec[seen].mean() < texture[seen].mean()
+    assert np.all(spec[seen] <= texture[seen] + 1e-3)
+    # removing it changes the first-order albedo where there was specular
+    assert np.abs(first_order(pair, geometry, spec) - again)[seen].mean() > 1e-3
