@@ -326,7 +326,9 @@ class AvatarPipeline(DiffusionPipeline):
                 atlas = uv_atlas(resolution, topology) if use_sr else firsts[0].unwrapped.atlas
                 shape_maps = self._shape_maps(geometry, atlas, topology, ao)
             with timer("reflectance"):
-                reflectance = self._reflectance_maps(texture, albedo, shape_maps, visibility)
+                reflectance = self._reflectance_maps(
+                    texture, albedo, shape_maps, visibility, atlas.chart
+                )
                 # the light, re-expressed for the exported albedo (albedo x light ~ the photo)
                 light_gain = _albedo_gain(albedo, reflectance.get("diffuse_albedo"), visibility)
             with timer("render"):
@@ -386,9 +388,12 @@ class AvatarPipeline(DiffusionPipeline):
         return faces[face_index]
 
     @torch.no_grad()
-    def _reflectance_maps(self, texture, albedo, shape_maps, visibility) -> dict[str, np.ndarray]:
+    def _reflectance_maps(
+        self, texture, albedo, shape_maps, visibility, chart=None
+    ) -> dict[str, np.ndarray]:
         """The reflectance networks (those loaded) over the first-order maps, by sliding
-        window on `self.device` / `self.dtype`."""
+        window on `self.device` / `self.dtype`; `chart` `(R, R)` bool: the texels the mesh
+        covers (the specular map's level is set on them)."""
         if all(getattr(self, name, None) is None for name in MAP_NETWORKS):
             return {}
 
@@ -421,7 +426,8 @@ class AvatarPipeline(DiffusionPipeline):
             def specular(*tiles):  # the whole-map context, pooled once, for every tile
                 return self.specular(*tiles, context.expand(len(tiles[0]), -1, -1, -1))
 
-            maps["specular_albedo"] = run(specular, [diffuse, shape, tex, uv], 1)
+            spec = run(specular, [diffuse, shape, tex, uv], 1)
+            maps["specular_albedo"] = self.specular.with_prior_level(spec, chart)
         if self.normals is not None:
             detail = run(self.normals, [diffuse, shape, tex, uv], 6)
             maps["specular_normals"] = np.ascontiguousarray(detail[..., :3])

@@ -64,6 +64,22 @@ def test_shapes_and_ranges():
     assert torch.all(SpecularAlbedoNet(mean_specular=0.3)(delit, shape, tex, uv, context) == 0.3)
 
 
+def test_specular_prior_level_keeps_the_structure():
+    net = SpecularAlbedoNet(channels=(4, 8), mean_specular=0.2)
+    rng = np.random.default_rng(0)
+    spec = (0.35 + 0.05 * rng.standard_normal((32, 32, 1))).astype(np.float32)
+    chart = np.zeros((32, 32), bool)
+    chart[4:28, 6:30] = True
+    out = net.with_prior_level(spec, chart)
+    assert out.dtype == np.float32 and out.shape == spec.shape
+    assert out[chart].mean() == pytest.approx(0.2, abs=1e-3)  # the training mean on the chart
+    np.testing.assert_allclose(out - spec, (out - spec)[0, 0, 0], atol=1e-6)  # one offset
+    assert net.with_prior_level(spec, None).mean() == pytest.approx(0.2, abs=1e-3)
+    dip = spec.copy()
+    dip[0, 0] = -1.0  # a texel off the chart far below the rest: clipped at 0, not negative
+    assert net.with_prior_level(dip, chart).min() == 0.0
+
+
 def test_save_load_round_trip(tmp_path):
     nets = get_dummy_components()
     tex, delit, shape, ao = _inputs()

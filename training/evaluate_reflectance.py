@@ -66,7 +66,7 @@ def run_networks(nets: dict, pair: dict) -> dict:
     normals = nets["normals"](albedo, shape, tex, uv)
     return {
         "diffuse_albedo": _np(albedo),
-        "specular_albedo": _np(spec),
+        "specular_albedo": nets["specular"].with_prior_level(_np(spec), pair["mask"][..., 0] > 0.5),
         "specular_normals": _np(normals[:, :3]),
         "diffuse_normals": _np(normals[:, 3:]),
     }
