@@ -227,3 +227,44 @@ def test_region_errors_and_report_table():
     assert errs["all"] == pytest.approx(nme(pred, ref))
     lines = report.nme_region_lines([{"photo": "a.png", "nme_regions": errs}])
     assert any(line.startswith("| a.png | 10.00 |") for line in lines)
+
+
+def test_dlib_reference_picks_the_face_holding_our_points():
+    from bench.dlib_metrics import DlibReference
+
+    class Rect:  # dlib.rectangle's interface
+        def __init__(self, left, top, right, bottom):
+            self.box = (left, top, right, bottom)
+
+        def left(self):
+            return self.box[0]
+
+        def top(self):
+            return self.box[1]
+
+        def right(self):
+            return self.box[2]
+
+        def bottom(self):
+            return self.box[3]
+
+    big, small = Rect(0, 0, 300, 300), Rect(400, 100, 460, 160)
+    ref = DlibReference.__new__(DlibReference)  # no dlib needed: a stand-in detector
+    ref.detector = lambda image, upsample: [big, small]
+    image = np.zeros((320, 480, 3), np.uint8)
+    ours = np.array([[420.0, 120.0], [440.0, 140.0], [430.0, 150.0]])  # in the small face
+    assert ref.face_near(image, ours) is small  # not the largest detection
+    assert ref.face_near(image, np.array([[470.0, 310.0]])) is None  # no detection holds it
+
+
+def test_dlib_points_are_moved_into_our_pixel_convention():
+    from types import SimpleNamespace
+
+    from bench.dlib_metrics import DlibReference
+
+    ref = DlibReference.__new__(DlibReference)
+    parts = [SimpleNamespace(x=10 + i, y=20) for i in range(68)]  # dlib: centres at integers
+    ref._shape = lambda image, rect: SimpleNamespace(parts=lambda: parts)
+    pts = ref.landmarks(np.zeros((8, 8, 3), np.uint8), rect="face")
+    np.testing.assert_array_equal(pts[0], [10.5, 20.5])  # ours: pixel (0, 0) centred at 0.5
+    assert pts.shape == (68, 2)
