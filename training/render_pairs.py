@@ -293,6 +293,25 @@ def _scaled_lights(lights, gains: np.ndarray) -> list[DirectionalLight]:
     return [DirectionalLight(light.direction, light.color * gains) for light in lights]
 
 
+def first_order_albedo(colors_linear: np.ndarray, geometry: UVGeometry):
+    """The backbone's first-order de-lighting of the chart's texels, as
+    `modeling.lighting.first_order_maps` does it with a baked AO: the SH light is estimated
+    from the colours with the occlusion divided out (weighted by the seen skin), then light
+    and occlusion are divided out.
+
+    Args:
+        colors_linear (`(N, 3)`): linear RGB of the `geometry.chart` texels, as recorded.
+        geometry (`UVGeometry`).
+    Returns:
+        `(albedo (N, 3) linear, estimated SH light (3, 9))`.
+    """
+    chart = geometry.chart
+    normals, ao = geometry.normals[chart], geometry.ao[chart]
+    weights = (geometry.visibility * geometry.skin)[chart]
+    light = estimate_sh_lighting(colors_linear / np.maximum(ao, 0.3)[:, None], normals, weights)
+    return delight(colors_linear, normals, light, ao=ao), light
+
+
 def make_training_pair(
     seed: int, resolution: int = 256, lighting: str = "random", ood: bool = False
 ) -> dict:
@@ -363,13 +382,10 @@ def make_training_pair(
     # `modeling.lighting.first_order_maps` does it with a baked AO: the light is estimated from
     # the colours with the occlusion divided out, then light and occlusion are divided out of
     # what the camera saw, and the de-lit map is completed (mirror, pull-push) like the texture.
-    colors_lin = srgb_to_linear(linear_to_srgb(recorded)[chart])
-    normals = geometry.normals[chart]
-    ao = geometry.ao[chart]
-    weights = (visibility * geometry.skin)[chart]
-    estimated = estimate_sh_lighting(colors_lin / np.maximum(ao, 0.3)[:, None], normals, weights)
+    delit_lin, estimated = first_order_albedo(srgb_to_linear(linear_to_srgb(recorded)[chart]),
+                                              geometry)  # fmt: skip
     delit = np.zeros_like(texture)
-    delit[chart] = linear_to_srgb(delight(colors_lin, normals, estimated, ao=ao))
+    delit[chart] = linear_to_srgb(delit_lin)
     delit, _ = complete_uv_map(delit, visibility)
 
     shape = np.zeros((r, r, 3), np.float32)
