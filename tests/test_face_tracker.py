@@ -6,7 +6,13 @@ import pytest
 from skimage import data
 
 from modeling.errors import ImageTooSmallError, NoFaceFoundError, NotAnImageError
-from modeling.face_tracker import FaceLandmarks, FaceTracker, largest_face
+from modeling.face_tracker import (
+    REFINED_EYE_CONTOURS,
+    FaceLandmarks,
+    FaceTracker,
+    _with_refined_eyes,
+    largest_face,
+)
 
 NOSE_TIP, RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 1, 33, 263
 
@@ -123,3 +129,24 @@ def test_rejects_non_rgb_arrays(tracker):
         tracker.detect(np.zeros((100, 100, 3), np.float32))
     with pytest.raises(NotAnImageError):
         tracker.detect(np.zeros((100, 100, 4), np.uint8))
+
+
+def test_refined_eyes_change_only_the_eye_contours(astronaut, reference):
+    with FaceTracker(refine_eyes=False) as plain_tracker:
+        plain = plain_tracker.detect(astronaut)[0]
+    eyes = list(REFINED_EYE_CONTOURS)
+    assert len(eyes) == 32 and LEFT_EYE_OUTER in eyes and RIGHT_EYE_OUTER in eyes
+    others = np.setdiff1d(np.arange(468), eyes)
+    np.testing.assert_array_equal(reference.points[others], plain.points[others])
+    moved = np.linalg.norm(reference.points[eyes, :2] - plain.points[eyes, :2], axis=1)
+    assert 0 < moved.mean() < 0.03 * reference.width  # the same contours, placed anew
+    # the refined contour is still an eye: each eye's points lie around its own corners
+    for corner in (RIGHT_EYE_OUTER, LEFT_EYE_OUTER):
+        near = np.linalg.norm(reference.points[eyes, :2] - reference.points[corner, :2], axis=1)
+        assert (near < 0.25 * reference.width).sum() == 16
+
+
+def test_refined_eyes_need_the_same_face(reference):
+    far = FaceLandmarks.from_points(reference.points + [400, 0, 0], reference.image_size)
+    assert _with_refined_eyes([reference], [far])[0] is reference
+    assert _with_refined_eyes([reference], [])[0] is reference
