@@ -186,12 +186,15 @@ def reflectance_section(results: dict) -> list[str]:
         f"`training.evaluate_reflectance.evaluate` on {sec['faces']} faces of the generator's "
         f"`test` split and {sec['faces']} faces of its `ood` split (`make_training_pair(..., "
         f"ood=True)`: face parameters outside the training ranges), {sec['resolution']} px "
-        "UV maps; networks chained as in the pipeline vs trivial baselines; re-render PSNR "
+        "UV maps; networks chained as in the pipeline (the photo's white balance kept, the "
+        "pipeline's default; and with the de-lighting network's own, skin-prior white balance) "
+        "vs trivial baselines; re-render PSNR "
         "under environments no training pair used. Relighting LPIPS: not available offline.",
         "",
-        "| Metric | Test: networks | Test: baseline | OOD: networks | OOD: baseline "
-        "| Baseline is |",
-        "|---|---|---|---|---|---|",
+        "| Metric | Test: networks | Test: networks, skin-prior white balance "
+        "| Test: baseline | OOD: networks | OOD: networks, skin-prior white balance "
+        "| OOD: baseline | Baseline is |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, (label, what, _goal) in REFLECTANCE_LABELS.items():
         fmt = "{:.3f}" if "ssim" in key else "{:.2f}"
@@ -199,11 +202,15 @@ def reflectance_section(results: dict) -> list[str]:
         if t is None or o is None:  # a row the results were made without
             continue
         if not isinstance(t, dict):  # one value, not network vs baseline
-            lines.append(f"| {label} | {fmt.format(t)} | | {fmt.format(o)} | | {what} |")
+            lines.append(f"| {label} | {fmt.format(t)} | | | {fmt.format(o)} | | | {what} |")
             continue
+
+        def prior(r, fmt=fmt):
+            return fmt.format(r["network_skin_prior"]) if "network_skin_prior" in r else "–"
+
         lines.append(
-            f"| {label} | {fmt.format(t['network'])} | {fmt.format(t['baseline'])} "
-            f"| {fmt.format(o['network'])} | {fmt.format(o['baseline'])} | {what} |"
+            f"| {label} | {fmt.format(t['network'])} | {prior(t)} | {fmt.format(t['baseline'])} "
+            f"| {fmt.format(o['network'])} | {prior(o)} | {fmt.format(o['baseline'])} | {what} |"
         )
     lines += ["", _provenance(results, "reflectance"), ""]
     if (results["plots_dir"] / "reflectance.png").exists():

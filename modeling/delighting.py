@@ -13,7 +13,12 @@ from torch import nn
 from modeling.blocks import TinyUNet, luminance
 from rendering.render import linear_to_srgb, srgb_to_linear
 
-__all__ = ["DelightingNet"]
+__all__ = ["DelightingNet", "WHITE_BALANCE_MODES"]
+
+# "camera": keep the photo's white balance (the network corrects the exposure, one gain for the
+# three channels); "skin_prior": the network also re-balances the colour toward the skin colours
+# it was trained on (see `DelightingNet.global_gain`).
+WHITE_BALANCE_MODES = ("camera", "skin_prior")
 
 TEXTURE_QUANTILES = (0.1, 0.5, 0.9, 0.98, 0.995)  # of the seen texture's luminance
 ALBEDO_QUANTILES = (0.1, 0.5, 0.9)  # of the seen de-lit albedo's luminance
@@ -98,10 +103,28 @@ class DelightingNet(ModelMixin, ConfigMixin):
         stats.append(torch.stack(quantiles).to(texture.dtype))
         return torch.cat(stats, 1)
 
-    def global_gain(self, stats: torch.Tensor) -> torch.Tensor:
+    def global_gain(self, stats: torch.Tensor, white_balance: str = "skin_prior") -> torch.Tensor:
         """`(B, 3)`: the per-channel log-gain (linear RGB) the map's statistics `(B, NUM_STATS)`
-        call for: camera exposure and white balance, which the first-order step leaves."""
-        return self.global_head(stats * 2 - 1)
+        call for: camera exposure and white balance, which the first-order step leaves.
+
+        With `white_balance="skin_prior"` the three channels' gains are the network's: it
+        re-balances the colour as its training data taught it, where the camera's white balance
+        left part of the light's colour (`training.render_pairs`), so the skin colours it was
+        trained on decide what is white. On photos a camera white-balanced, that prior's bias
+        becomes a cast (the synthetic skin is yellower than measured skin: on the public photos
+        it moved a* by -4 to -7 and b* by +2 to +8), and it colourises a black-and-white photo.
+        With `"camera"` (the pipeline's default) the gain is the same for the three channels,
+        the luminance-weighted mean of the network's log-gains: the exposure is corrected and
+        the photo's white balance kept. Training uses "skin_prior" (the network as learned).
+        """
+        if white_balance not in WHITE_BALANCE_MODES:
+            raise ValueError(
+                f"white_balance must be one of {WHITE_BALANCE_MODES}, got {white_balance!r}"
+            )
+        gain = self.global_head(stats * 2 - 1)
+        if white_balance == "camera":
+            gain = luminance(gain[:, :, None, None])[:, :, 0, 0].expand_as(gain)
+        return gain
 
     def forward(
         self,
@@ -111,6 +134,7 @@ class DelightingNet(ModelMixin, ConfigMixin):
         ao: torch.Tensor,
         visibility: torch.Tensor,
         stats: torch.Tensor,
+        white_balance: str = "skin_prior",
     ) -> torch.Tensor:
         """Args:
             texture (`torch.Tensor` of shape `(B, 3, H, W)`): sRGB in [0, 1], light baked in.
@@ -119,13 +143,15 @@ class DelightingNet(ModelMixin, ConfigMixin):
             ao (`(B, 1, H, W)`): ambient occlusion in [0, 1].
             visibility (`(B, 1, H, W)`): how well the photo saw each texel, in [0, 1].
             stats (`(B, NUM_STATS)`): `global_stats` of the whole maps (not of a tile).
+            white_balance (`str`): "skin_prior" (the network as trained) or "camera" (keep
+                the photo's white balance; see `global_gain`).
 
         Returns:
             `torch.Tensor` of shape `(B, 3, H, W)`: diffuse albedo, sRGB (not clamped; clamp to
             [0, 1] for display).
         """
         b, _, h, w = texture.shape
-        gain = self.global_gain(stats)[:, :, None, None]
+        gain = self.global_gain(stats, white_balance)[:, :, None, None]
         constant = (stats * 2 - 1)[:, :, None, None].expand(b, NUM_STATS, h, w)
         maps = torch.cat([texture, delit_albedo, shape_normals, ao, visibility], 1)
         x = torch.cat([maps * 2 - 1, constant], 1)

@@ -30,16 +30,10 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import mediapipe as mp  # noqa: E402  (after the log level is set)
 
 NUM_LANDMARKS = 468
-REFINED_EYE_CONTOURS = tuple(
-    sorted(
-        {
-            i
-            for edge in mp.solutions.face_mesh_connections.FACEMESH_LEFT_EYE
-            | mp.solutions.face_mesh_connections.FACEMESH_RIGHT_EYE
-            for i in edge
-        }
-    )
-)  # fmt: skip  (32 MediaPipe indices: both eyes' lid contours)
+_EYES = mp.solutions.face_mesh_connections.FACEMESH_LEFT_EYE | (
+    mp.solutions.face_mesh_connections.FACEMESH_RIGHT_EYE
+)
+REFINED_EYE_CONTOURS = tuple(sorted({i for edge in _EYES for i in edge}))  # 32: both lids
 _CROP_SIZE = 384  # side of the square crop the face mesh sees around a detected face
 _CROP_MARGIN = 2.0  # crop side / detected box side
 _MIN_TILE = 256  # smallest tile the full-range detector is run on

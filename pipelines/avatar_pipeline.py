@@ -31,6 +31,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from modeling.blocks import uv_coordinates
+from modeling.delighting import WHITE_BALANCE_MODES
 from modeling.errors import FaceIndexError, WeightsError
 from modeling.export import to_pil
 from modeling.face_tracker import FaceLandmarks, FaceTracker
@@ -163,7 +164,10 @@ class AvatarPipeline(DiffusionPipeline):
 
     Config `super_resolution` (`str`): "auto" (default: with `superres` loaded, maps of 2048 px
     and more are unwrapped at a quarter of the resolution and super-resolved x4), "on" (at every
-    resolution; needs `superres`), "off".
+    resolution; needs `superres`), "off". Config `white_balance` (`str`): "camera" (default: the
+    de-lighting network corrects the exposure and keeps the photo's white balance) or
+    "skin_prior" (it also re-balances the colour toward the skin colours it was trained on; see
+    `modeling.delighting.DelightingNet.global_gain`).
 
     >>> from pipelines import AvatarPipeline
     >>> pipe = AvatarPipeline.from_pretrained("weights_config")
@@ -187,10 +191,12 @@ class AvatarPipeline(DiffusionPipeline):
         num_fit_steps: int = 80,
         fit_resolution: int = 256,
         super_resolution: str = "auto",
+        white_balance: str = "camera",
     ):
         super().__init__()
         check_resolution(resolution)
         _check_super_resolution_mode(super_resolution)
+        _check_white_balance(white_balance)
         self.register_modules(
             delighting=delighting, specular=specular, normals=normals, superres=superres
         )
@@ -202,6 +208,7 @@ class AvatarPipeline(DiffusionPipeline):
             num_fit_steps=num_fit_steps,
             fit_resolution=fit_resolution,
             super_resolution=super_resolution,
+            white_balance=white_balance,
         )
         self._tracker: FaceTracker | None = None
 
@@ -244,6 +251,7 @@ class AvatarPipeline(DiffusionPipeline):
         face_index: int = 0,
         num_fit_steps: int | None = None,
         super_resolution: str | None = None,
+        white_balance: str | None = None,
         output_type: str = "np",
         return_dict: bool = True,
     ):
@@ -260,6 +268,8 @@ class AvatarPipeline(DiffusionPipeline):
                 landmarks only; default: the config's).
             super_resolution (`str`, *optional*): "auto", "on" or "off" (default: the config's;
                 see the class docstring).
+            white_balance (`str`, *optional*): "camera" or "skin_prior" (default: the config's;
+                see the class docstring).
             output_type (`str`): `"np"` (float32 arrays) or `"pil"` (maps and render as images).
             return_dict (`bool`): return an `AvatarPipelineOutput` (else a tuple).
         """
@@ -273,6 +283,7 @@ class AvatarPipeline(DiffusionPipeline):
         topology = load_topology()
         num_fit_steps = self.config.num_fit_steps if num_fit_steps is None else num_fit_steps
         use_sr = self._use_super_resolution(resolution, super_resolution)
+        white_balance = _check_white_balance(white_balance or self.config.white_balance)
         unwrap_resolution = resolution // 4 if use_sr else resolution
         with self.progress_bar(total=5) as progress:  # closed on errors too
             with timer("input"):
@@ -327,7 +338,7 @@ class AvatarPipeline(DiffusionPipeline):
                 shape_maps = self._shape_maps(geometry, atlas, topology, ao)
             with timer("reflectance"):
                 reflectance = self._reflectance_maps(
-                    texture, albedo, shape_maps, visibility, atlas.chart
+                    texture, albedo, shape_maps, visibility, atlas.chart, white_balance
                 )
                 # the light, re-expressed for the exported albedo (albedo x light ~ the photo)
                 light_gain = _albedo_gain(albedo, reflectance.get("diffuse_albedo"), visibility)
@@ -389,11 +400,12 @@ class AvatarPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def _reflectance_maps(
-        self, texture, albedo, shape_maps, visibility, chart=None
+        self, texture, albedo, shape_maps, visibility, chart=None, white_balance="camera"
     ) -> dict[str, np.ndarray]:
         """The reflectance networks (those loaded) over the first-order maps, by sliding
         window on `self.device` / `self.dtype`; `chart` `(R, R)` bool: the texels the mesh
-        covers (the specular map's level is set on them)."""
+        covers (the specular map's level is set on them); `white_balance`: the de-lighting
+        network's mode (`WHITE_BALANCE_MODES`)."""
         if all(getattr(self, name, None) is None for name in MAP_NETWORKS):
             return {}
 
@@ -415,7 +427,7 @@ class AvatarPipeline(DiffusionPipeline):
             stats = self.delighting.global_stats(tex, delit, vis).to(self.device, self.dtype)
 
             def delighting(*tiles):
-                return self.delighting(*tiles, stats.expand(len(tiles[0]), -1))
+                return self.delighting(*tiles, stats.expand(len(tiles[0]), -1), white_balance)
 
             maps["diffuse_albedo"] = run(delighting, [tex, delit, shape, ao, vis], 3)
         diffuse = tensor(maps.get("diffuse_albedo", albedo))
@@ -521,6 +533,12 @@ def _albedo_gain(first_order, network, visibility) -> np.ndarray:
     a = srgb_to_linear(np.clip(first_order, 0, 1)).reshape(-1, 3)
     b = srgb_to_linear(np.clip(network, 0, 1)).reshape(-1, 3)
     return (w @ (a * b)) / np.maximum(w @ (b * b), 1e-8)
+
+
+def _check_white_balance(mode: str) -> str:
+    if mode not in WHITE_BALANCE_MODES:
+        raise ValueError(f"white_balance must be one of {WHITE_BALANCE_MODES}, got {mode!r}")
+    return mode
 
 
 def _check_super_resolution_mode(mode: str) -> str:

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="x4 super-resolution of the unwrapped maps: auto (the default: at 2048 px and "
         "more), on (any multiple of 4 from 256 px), off",
     )
+    p.add_argument(
+        "--white-balance",
+        choices=("camera", "skin_prior"),
+        default=None,
+        help="camera (the default: keep the photo's white balance) or skin_prior (re-balance "
+        "the albedo toward the skin colours the de-lighting network was trained on)",
+    )
     p.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="folder or Hub repo id")
     return p
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 resolution=args.resolution,
                 num_fit_steps=args.fit_steps,
                 super_resolution=args.super_resolution,
+                white_balance=args.white_balance,
             )
             paths = save_outputs(out, args.output / args.source.stem)
             print(f"{len(photos)} photos of one person -> {paths['glb']}")
@@ -102,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                     face_index=face,
                     num_fit_steps=args.fit_steps,
                     super_resolution=args.super_resolution,
+                    white_balance=args.white_balance,
                 )
                 folder = args.output / (photo.stem if n_faces == 1 else f"{photo.stem}_face{face}")
                 paths = save_outputs(out, folder)

@@ -301,3 +301,35 @@ def test_cli_super_resolution_flag(tmp_path, capsys):
     assert cli_main([*args, "--resolution", "256", "--super-resolution", "on"]) == 0
     albedo = Image.open(tmp_path / "out" / "astro" / "maps" / "diffuse_albedo.png")
     assert albedo.size == (256, 256)
+
+
+def _mean_ab(srgb: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """a*, b* of the mean linear colour of `srgb` `(R, R, 3)` over `where` `(R, R)`."""
+    from skimage.color import rgb2lab
+
+    mean = linear_to_srgb(srgb_to_linear(srgb)[where].mean(0))
+    return rgb2lab(mean[None, None])[0, 0, 1:]
+
+
+def test_white_balance_camera_keeps_the_photos_colour(pipe, out):
+    maps = out.maps
+    seen = maps["visibility"][..., 0] > 0.5
+    shape_maps = {k: maps[k] for k in ("shape_normals", "ambient_occlusion")}
+    first = maps["diffuse_albedo_first_order"]
+
+    def albedo(mode):  # the networks again on the pipeline's own first-order maps
+        found = pipe._reflectance_maps(maps["texture"], first, shape_maps, maps["visibility"],
+                                       None, mode)  # fmt: skip
+        return found["diffuse_albedo"]
+
+    camera, prior = albedo("camera"), albedo("skin_prior")
+    np.testing.assert_array_equal(camera, maps["diffuse_albedo"])  # the default
+    # The photo's white balance is kept: the albedo's mean colour stays the first-order one's
+    # (only its exposure and the local shading and highlights change); the skin prior moves it.
+    ab_first = _mean_ab(first, seen)
+    assert np.linalg.norm(_mean_ab(camera, seen) - ab_first) < 1.5
+    assert np.linalg.norm(_mean_ab(prior, seen) - ab_first) > 2.5
+    with pytest.raises(ValueError, match="white_balance must be one of"):
+        AvatarPipeline(white_balance="auto")
+    with pytest.raises(ValueError, match="white_balance must be one of"):
+        pipe(data.astronaut(), resolution=RES, num_fit_steps=0, white_balance="grey")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from modeling.blocks import TinyUNet, uv_coordinates
-from modeling.delighting import DelightingNet
+from modeling.delighting import NUM_STATS, DelightingNet
 from modeling.errors import WeightsError
 from modeling.normals import DetailNormalsNet
 from modeling.patches import blend_window, sliding_window, tile_starts
@@ -216,3 +216,20 @@ def test_shipped_weights_load_and_beat_the_baselines():
         assert results[k]["network"] > results[k]["baseline"], (k, results[k])
     for k in lower:
         assert results[k]["network"] < results[k]["baseline"], (k, results[k])
+
+
+def test_camera_white_balance_is_one_gain_for_the_three_channels():
+    net = get_dummy_components()["delighting"]
+    torch.nn.init.normal_(net.global_head[-1].weight, std=0.5)
+    stats = torch.rand(2, NUM_STATS)
+    with torch.no_grad():
+        own, camera = net.global_gain(stats), net.global_gain(stats, "camera")
+    assert not torch.allclose(own[:, 0], own[:, 1])  # the network's gains differ by channel
+    torch.testing.assert_close(camera, camera[:, :1].expand(-1, 3))
+    torch.testing.assert_close(camera[:, 0], own @ torch.tensor([0.2126, 0.7152, 0.0722]))
+    tex, delit, shape, ao = _inputs(32)
+    with torch.no_grad():
+        a = net(tex, delit, shape, ao, ao, DelightingNet.global_stats(tex, delit, ao), "camera")
+    assert a.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="white_balance must be one of"):
+        net.global_gain(stats, "grey")

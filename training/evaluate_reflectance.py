@@ -54,12 +54,14 @@ def _np(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def run_networks(nets: dict, pair: dict) -> dict:
-    """The chained predictions `(R, R, C)` for one pair (full map, no tiling)."""
+def run_networks(nets: dict, pair: dict, white_balance: str = "camera") -> dict:
+    """The chained predictions `(R, R, C)` for one pair (full map, no tiling); `white_balance`:
+    the de-lighting network's mode ("camera", the pipeline's default, or "skin_prior")."""
     tex, shape = _t(pair["texture"]), _t(pair["shape_normals"])
     delit, vis = _t(pair["delit_albedo"]), _t(pair["visibility"])
     stats = DelightingNet.global_stats(tex, delit, vis)
-    albedo = nets["delighting"](tex, delit, shape, _t(pair["ao"]), vis, stats).clamp(0, 1)
+    albedo = nets["delighting"](tex, delit, shape, _t(pair["ao"]), vis, stats, white_balance)
+    albedo = albedo.clamp(0, 1)
     uv = uv_coordinates(*tex.shape[-2:])
     context = nets["specular"].context_maps(tex, delit, shape, vis)
     spec = nets["specular"](albedo, shape, tex, uv, context).clamp(0, 1)
@@ -129,7 +131,9 @@ def rerender(maps: dict, geometry, light: dict) -> np.ndarray:
 
 
 def evaluate(nets: dict, num_faces: int = 30, resolution: int = 256) -> dict:
-    """Per-metric means over the test faces: `{metric: {"network": x, "baseline": y}}`."""
+    """Per-metric means over the test faces: `{metric: {"network": x, "network_skin_prior": y,
+    "baseline": z}}` ("network": the pipeline's default, the photo's white balance kept;
+    "network_skin_prior": the de-lighting network's own white balance)."""
     mean_spec = float(nets["specular"].config.mean_specular)
     geometry = uv_geometry(resolution)
     rows = []
@@ -146,6 +150,7 @@ def evaluate(nets: dict, num_faces: int = 30, resolution: int = 256) -> dict:
 
         row = {}
         for name, maps in (("network", run_networks(nets, pair)),
+                           ("network_skin_prior", run_networks(nets, pair, "skin_prior")),
                            ("baseline", baseline_maps(pair, mean_spec))):  # fmt: skip
             r = {
                 "albedo_psnr": psnr(maps["diffuse_albedo"], pair["diffuse_albedo"], mask),
@@ -174,7 +179,7 @@ def evaluate(nets: dict, num_faces: int = 30, resolution: int = 256) -> dict:
         )
         row["albedo_psnr_exposure_oracle"] = psnr(jittered, pair["diffuse_albedo"], mask)
         rows.append(row)
-    out = {k: {n: float(np.mean([r[k][n] for r in rows])) for n in ("network", "baseline")}
+    out = {k: {n: float(np.mean([r[k][n] for r in rows])) for n in rows[0][k]}
            for k in rows[0] if isinstance(rows[0][k], dict)}  # fmt: skip
     out["albedo_psnr_exposure_oracle"] = float(
         np.mean([r["albedo_psnr_exposure_oracle"] for r in rows])
@@ -212,15 +217,21 @@ LABELS = {
 
 
 def table(results: dict) -> str:
-    lines = ["| Metric | Networks | Baseline | Baseline is | Target |", "|---|---|---|---|---|"]
+    lines = [
+        "| Metric | Networks | Networks, skin-prior white balance | Baseline | Baseline is "
+        "| Target |",
+        "|---|---|---|---|---|---|",
+    ]
     for k, (label, what, goal) in LABELS.items():
         r = results[k]
         if not isinstance(r, dict):
-            lines.append(f"| {label} | {r:.2f} | | {what} | {goal} |")
+            lines.append(f"| {label} | {r:.2f} | | | {what} | {goal} |")
             continue
         fmt = "{:.3f}" if "ssim" in k else "{:.2f}"
-        lines.append(f"| {label} | {fmt.format(r['network'])} | {fmt.format(r['baseline'])} "
-                     f"| {what} | {goal} |")  # fmt: skip
+        prior = r.get("network_skin_prior")
+        prior = "" if prior is None else fmt.format(prior)
+        lines.append(f"| {label} | {fmt.format(r['network'])} | {prior} "
+                     f"| {fmt.format(r['baseline'])} | {what} | {goal} |")  # fmt: skip
     return "\n".join(lines)
 
 
