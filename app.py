@@ -159,13 +159,15 @@ def reconstruct(
     resolution=1024,
     face_index=0,
     num_fit_steps=None,
+    white_balance=None,
     progress=gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio injects it by this default)
 ):
     """Photo -> (GLB path, [(map path, caption)], render path, [(relit path, caption)],
     [GLB, zip of everything (OBJ, maps, camera), zip of the maps], summary markdown).
 
     `image`: a file path (as the UI sends it) or an RGB array; `num_fit_steps`: photometric
-    fitting steps (None: the pipeline's default).
+    fitting steps (None: the pipeline's default); `white_balance`: "camera" or "skin_prior"
+    (None: the pipeline's default).
     """
     check_input(image)  # also reached directly through the API
     from modeling.export import write_zip
@@ -187,6 +189,7 @@ def reconstruct(
                 resolution=int(resolution),
                 face_index=face_index,
                 num_fit_steps=num_fit_steps,
+                white_balance=white_balance or None,
             )
         except AvatarInputError as e:  # no face, face too small, not an image...: the user's doing
             raise gr.Error(_user_message(e, image), print_exception=False) from e
@@ -261,6 +264,15 @@ def build_demo() -> gr.Blocks:
                         label="Face (0 = largest, when the photo has several)",
                         elem_id="face-index",
                     )
+                    white_balance = gr.Radio(
+                        [
+                            ("The photo's", "camera"),
+                            ("Re-balanced by the skin prior", "skin_prior"),
+                        ],
+                        value=config.get("white_balance", "camera"),
+                        label="Albedo white balance",
+                        elem_id="white-balance",
+                    )
                 btn = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
                 summary = gr.Markdown(elem_id="summary")
             with gr.Column():
@@ -294,7 +306,7 @@ def build_demo() -> gr.Blocks:
 
         btn.click(check_input, inputs=image, queue=False, api_visibility="private").success(
             reconstruct,
-            inputs=[image, resolution, face_index, num_fit_steps],
+            inputs=[image, resolution, face_index, num_fit_steps, white_balance],
             outputs=outputs,
             api_name="reconstruct",
         )

@@ -29,6 +29,10 @@ def test_build_demo():
     assert image.sources == ["upload", "webcam", "clipboard"]
     steps = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "fit-steps")
     assert (steps.minimum, steps.maximum, steps.value) == (0, 150, app._config()["num_fit_steps"])
+    balance = next(
+        b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "white-balance"
+    )
+    assert balance.value == "camera" and [v for _, v in balance.choices] == ["camera", "skin_prior"]
 
 
 def test_examples_exist_and_are_small():
@@ -54,7 +58,9 @@ def test_reconstruct_astronaut(output_root):
     two_hours_ago = time.time() - 7200
     os.utime(stale, (two_hours_ago, two_hours_ago))
 
-    glb, gallery, render, relit, files, summary = reconstruct(data.astronaut(), 512, 0, 0)
+    glb, gallery, render, relit, files, summary = reconstruct(
+        data.astronaut(), 512, 0, 0, "skin_prior"
+    )
 
     assert Path(glb).is_file() and Path(glb).suffix == ".glb"
     folder = Path(glb).parent
