@@ -10,7 +10,9 @@ from PIL import Image
 from modeling.export import (
     export_glb,
     export_obj,
+    is_data_map,
     read_glb,
+    read_png,
     save_camera_json,
     save_maps,
     to_uint8,
@@ -255,20 +257,34 @@ def test_obj_fallback_maps(tmp_path, mesh):
 
 
 def test_save_maps_modes(tmp_path):
+    rng = np.random.default_rng(0)
     maps = {
         "grey": np.linspace(0, 1, 16).reshape(4, 4, 1),
+        "grey_u8": np.arange(16, dtype=np.uint8).reshape(4, 4, 1),
         "rgb": np.zeros((4, 4, 3), np.uint8),
         "rgba": np.ones((4, 4, 4)),
+        "colour": rng.random((4, 4, 3)),
+        "detail_normals": rng.random((4, 4, 3)).astype(np.float32),
     }
     paths = save_maps(maps, tmp_path / "maps")
-    assert {k: Image.open(p).mode for k, p in paths.items()} == {
-        "grey": "L",
-        "rgb": "RGB",
-        "rgba": "RGBA",
-    }
-    np.testing.assert_array_equal(
-        np.asarray(Image.open(paths["grey"])), to_uint8(maps["grey"])[..., 0]
-    )
+    modes = {k: Image.open(p).mode for k, p in paths.items()}
+    assert modes["grey"].startswith("I")  # 16-bit grey: a data map
+    assert {k: modes[k] for k in ("grey_u8", "rgb", "rgba", "colour")} == {
+        "grey_u8": "L", "rgb": "RGB", "rgba": "RGBA", "colour": "RGB"}  # fmt: skip
+    assert read_png(paths["detail_normals"]).dtype == np.float32
+    # 16 bits: the data maps come back within half a 16-bit step, in RGB order
+    for name in ("grey", "detail_normals"):
+        np.testing.assert_allclose(read_png(paths[name]).reshape(maps[name].shape), maps[name],
+                                   atol=0.5 / 65535 + 1e-7)  # fmt: skip
+    # colour maps stay 8-bit sRGB, as viewers expect
+    np.testing.assert_array_equal(np.asarray(Image.open(paths["colour"])), to_uint8(maps["colour"]))
+    np.testing.assert_allclose(read_png(paths["colour"]), to_uint8(maps["colour"]) / 255)
+    assert is_data_map("specular_albedo", np.zeros((2, 2, 1), np.float32))
+    assert not is_data_map("diffuse_albedo", np.zeros((2, 2, 3), np.float32))
+    with pytest.raises(ValueError):
+        save_maps({"bad_normals": np.zeros((4, 4, 2))}, tmp_path)
+    with pytest.raises(ValueError):
+        save_maps({"nan": np.full((4, 4, 1), np.nan)}, tmp_path)
     with pytest.raises(ValueError):
         save_maps({"bad": np.zeros((4, 4, 2))}, tmp_path)
     with pytest.raises(ValueError):
