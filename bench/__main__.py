@@ -1,7 +1,7 @@
 """OpenAvatar's public benchmark: real photos, synthetic reflectance and geometry, speed and
 memory vs map resolution and number of photos. Writes `bench/RESULTS.md` and `bench/plots/`.
 
-    python -m bench                 # default (512..2048 maps, 12 synthetic faces per split)
+    python -m bench                 # default (512..4096 maps, 12 synthetic faces per split)
     python -m bench --quick         # a few minutes (512..1024, 4 faces, fewer repeats)
     python -m bench --full          # 512..4096, 30 faces, 3 repeats
     python -m bench --photos DIR    # your own photos instead of the public ones
@@ -45,7 +45,7 @@ EXAMPLE = str(HERE.parent / "examples" / "astronaut.jpg")
 MODES = {
     #        resolutions              repeats  faces  poses  photo-res
     "quick": ([512, 1024], 1, 4, 2, 512),
-    "default": ([512, 1024, 2048], 2, 12, 3, 512),
+    "default": ([512, 1024, 2048, 4096], 2, 12, 3, 512),
     "full": ([512, 1024, 2048, 4096], 3, 30, 3, 1024),
 }
 POSES = [(0.0, 0.0, 0.0), (25.0, -5.0, 0.0), (-35.0, 10.0, 5.0)]
