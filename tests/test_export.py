@@ -322,3 +322,20 @@ def test_camera_json_round_trip(tmp_path):
         ]
         is None
     )
+
+
+def test_dithered_uint8_keeps_sub_step_levels_on_average():
+    # a ramp over 2.5 8-bit steps: rounding makes 3 flat bands, the dither keeps the ramp
+    ramp = np.tile(
+        np.linspace(0.5, 0.5 + 2.5 / 255, 64, dtype=np.float32)[None, :, None], (64, 1, 3)
+    )
+    rounded, dithered = to_uint8(ramp), to_uint8(ramp, dither=True)
+    assert dithered.dtype == np.uint8 and dithered.shape == ramp.shape
+    assert np.abs(dithered.astype(float) - ramp * 255).max() < 1.0  # within one step of the value
+    col_mean = dithered[..., 0].mean(0) / 255  # what a filter averaging the column sees
+    assert np.abs(col_mean - ramp[0, :, 0]).max() < 0.6 / 255
+    assert np.abs(rounded[..., 0].mean(0) / 255 - ramp[0, :, 0]).max() > 0.4 / 255
+    np.testing.assert_array_equal(to_uint8(ramp, dither=True), dithered)  # deterministic
+    u8 = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    assert to_uint8(u8, dither=True) is u8
+    assert to_uint8(np.ones((3, 5)), dither=True).min() == 255  # no overflow at 1.0
