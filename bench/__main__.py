@@ -32,6 +32,7 @@ from tqdm import tqdm
 from bench import report
 from bench.bench_backbone import bench_resolution, machine_info, peak_rss_bytes, reset_peak_rss
 from bench.metrics import (
+    colour_shift,
     masked_psnr,
     masked_ssim,
     mean_vertex_distance_mm,
@@ -75,6 +76,23 @@ def _crop_box(mask: np.ndarray, margin: float = 0.25) -> tuple[int, int, int, in
     return max(y0 - m, 0), min(y1 + m + 1, h), max(x0 - m, 0), min(x1 + m + 1, w)
 
 
+def albedo_colour_shifts(pipe, out) -> dict:
+    """`colour_shift` of the network's diffuse albedo from the first-order one over the texels
+    the photo saw, with the pipeline's white balance (`colour_shift`) and with the de-lighting
+    network's skin prior (`colour_shift_skin_prior`); `{}` without the de-lighting network."""
+    maps = out.maps
+    if "diffuse_albedo_first_order" not in maps or "diffuse_albedo" not in maps:
+        return {}
+    seen, first = maps["visibility"][..., 0] > 0.5, maps["diffuse_albedo_first_order"]
+    shape = {k: maps[k] for k in ("shape_normals", "ambient_occlusion")}
+    prior = pipe.reflectance_maps(maps["texture"], first, shape, maps["visibility"],
+                                  white_balance="skin_prior")["diffuse_albedo"]  # fmt: skip
+    return {
+        "colour_shift": colour_shift(maps["diffuse_albedo"], first, seen),
+        "colour_shift_skin_prior": colour_shift(prior, first, seen),
+    }
+
+
 def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dict, list]:
     rows, gallery = [], []
     for path in photos:
@@ -98,6 +116,7 @@ def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dic
         if out.fit is not None:
             row["fit_psnr_before"] = float(out.fit.psnr_before[0])
             row["fit_psnr_after"] = float(out.fit.psnr_after[0])
+        row.update(albedo_colour_shifts(pipe, out))
         mesh_pts = mesh_ibug68(out.mesh.vertices, out.camera)
         dlib_pts = None
         if dlib_ref is not None:

@@ -4,10 +4,12 @@ PSNR / SSIM, rigid alignment of meshes, the fitted mesh's iBUG-68 points in the 
 from __future__ import annotations
 
 import numpy as np
+from skimage.color import rgb2lab
 from skimage.metrics import structural_similarity
 
 from modeling import landmarks68
 from modeling.topology import load_topology
+from rendering.render import linear_to_srgb, srgb_to_linear
 
 # iBUG-68 outer eye corners (subject's right eye outer corner, left eye outer corner).
 OUTER_EYE_CORNERS = (36, 45)
@@ -102,3 +104,24 @@ def mean_vertex_distance_mm(fitted: np.ndarray, truth: np.ndarray, scale: bool =
     """Mean per-vertex distance (mm) after rigid (or similarity) alignment; inputs in metres."""
     aligned = rigid_align(fitted, truth, scale)
     return float(1000 * np.linalg.norm(aligned - np.asarray(truth, float), axis=1).mean())
+
+
+def mean_linear(srgb: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """`(3,)` mean linear RGB of an sRGB map `(R, R, 3)` over the texels `where` `(R, R)`."""
+    return srgb_to_linear(np.clip(np.asarray(srgb, np.float64), 0, 1))[where].mean(0)
+
+
+def lab(linear_rgb: np.ndarray) -> np.ndarray:
+    """`(3,)` CIE L*a*b* (D65) of one linear RGB colour `(3,)`."""
+    return rgb2lab(linear_to_srgb(np.clip(linear_rgb, 0, 1))[None, None])[0, 0]
+
+
+def colour_shift(albedo: np.ndarray, first_order: np.ndarray, where: np.ndarray) -> float:
+    """How far a de-lit albedo's mean colour moved from the first-order albedo's (the photo with
+    the fitted white light divided out), exposure left out: the distance in a*, b* between the
+    mean linear colours over `where` after scaling the albedo's to the first-order one's
+    luminance. A white-balanced photo should keep it small."""
+    a, b = mean_linear(albedo, where), mean_linear(first_order, where)
+    luma = np.array([0.2126, 0.7152, 0.0722])
+    a = a * (b @ luma) / max(float(a @ luma), 1e-12)
+    return float(np.linalg.norm(lab(a)[1:] - lab(b)[1:]))

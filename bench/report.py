@@ -55,11 +55,18 @@ def photos_section(results: dict) -> list[str]:
         "Euclidean distance between dlib's face descriptors of the photo and of the render "
         f"(same person below 0.6; target ≤ {IDENTITY_TARGET}); the render is drawn over the "
         "photo, so hair and background are the photo's and only the face region differs. "
-        f"Fit PSNR: the fit's own skin PSNR before → after fitting. LPIPS: {sec['lpips']}.",
+        f"Fit PSNR: the fit's own skin PSNR before → after fitting. Colour shift: how far the "
+        "de-lighting network moved the diffuse albedo's mean colour from the first-order albedo "
+        "(the photo with the fitted white light divided out), distance in a*, b* of the mean "
+        "linear colour over the texels the photo saw (`bench.metrics.colour_shift`), with the "
+        "pipeline's default white balance (the photo's) / with the network's skin prior "
+        '(`white_balance="skin_prior"`); on a white-balanced photo a large shift is a cast. '
+        f"LPIPS: {sec['lpips']}.",
         "",
         "| Photo | NME (%) ↓ | Identity ↓ | Masked PSNR (dB) ↑ | Masked SSIM ↑ "
-        "| Fit skin PSNR (dB) | Face px | Time (s) | Status |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Fit skin PSNR (dB) | Colour shift (Δa*b*): default / skin prior | Face px "
+        "| Time (s) | Status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     ok = [r for r in sec["rows"] if r["status"] == "ok"]
     for r in sec["rows"]:
@@ -69,6 +76,8 @@ def photos_section(results: dict) -> list[str]:
             f"| {r['photo']} | {_f(r.get('nme'), '{:.2%}', nme_missing).replace('%', '')} "
             f"| {_f(r.get('identity'), '{:.3f}', identity_missing)} "
             f"| {_f(r.get('psnr'))} | {_f(r.get('ssim'), '{:.3f}')} | {fit} "
+            f"| {_f(r.get('colour_shift'), '{:.1f}')} / "
+            f"{_f(r.get('colour_shift_skin_prior'), '{:.1f}')} "
             f"| {r.get('mask_px', '–')} | {_f(r.get('seconds'), '{:.1f}')} | {r['status']} |"
         )
 
@@ -80,7 +89,8 @@ def photos_section(results: dict) -> list[str]:
         f"| **mean of {len(ok)}** | {_f(mean('nme'), '{:.2%}', nme_missing).replace('%', '')} "
         f"| {_f(mean('identity'), '{:.3f}', identity_missing)} | {_f(mean('psnr'))} "
         f"| {_f(mean('ssim'), '{:.3f}')} | {_f(mean('fit_psnr_before'))} → "
-        f"{_f(mean('fit_psnr_after'))} | | {_f(mean('seconds'), '{:.1f}')} | |"
+        f"{_f(mean('fit_psnr_after'))} | {_f(mean('colour_shift'), '{:.1f}')} / "
+        f"{_f(mean('colour_shift_skin_prior'), '{:.1f}')} | | {_f(mean('seconds'), '{:.1f}')} | |"
     )
     if dlib and mean("nme") is not None:
         verdict_nme = "PASS" if mean("nme") <= NME_TARGET else "FAIL"

@@ -69,7 +69,7 @@ REFLECTANCE_MAP_NAMES = (
     "diffuse_normals",
 )
 REFLECTANCE_COMPONENTS = ("superres", "delighting", "specular", "normals")
-MAP_NETWORKS = ("delighting", "specular", "normals")  # run by `_reflectance_maps`
+MAP_NETWORKS = ("delighting", "specular", "normals")  # run by `reflectance_maps`
 # Sliding window of the reflectance networks: tiles of 512 px overlapping by 64 px, two at a
 # time, bound the memory at 4K (about 0.4 GB of activations) and hide the tile borders.
 TILE_SIZE, TILE_OVERLAP, TILE_BATCH = 512, 64, 2
@@ -337,7 +337,7 @@ class AvatarPipeline(DiffusionPipeline):
                 atlas = uv_atlas(resolution, topology) if use_sr else firsts[0].unwrapped.atlas
                 shape_maps = self._shape_maps(geometry, atlas, topology, ao)
             with timer("reflectance"):
-                reflectance = self._reflectance_maps(
+                reflectance = self.reflectance_maps(
                     texture, albedo, shape_maps, visibility, atlas.chart, white_balance
                 )
                 # the light, re-expressed for the exported albedo (albedo x light ~ the photo)
@@ -399,13 +399,32 @@ class AvatarPipeline(DiffusionPipeline):
         return faces[face_index]
 
     @torch.no_grad()
-    def _reflectance_maps(
+    def reflectance_maps(
         self, texture, albedo, shape_maps, visibility, chart=None, white_balance="camera"
     ) -> dict[str, np.ndarray]:
         """The reflectance networks (those loaded) over the first-order maps, by sliding
-        window on `self.device` / `self.dtype`; `chart` `(R, R)` bool: the texels the mesh
-        covers (the specular map's level is set on them); `white_balance`: the de-lighting
-        network's mode (`WHITE_BALANCE_MODES`)."""
+        window on `self.device` / `self.dtype`. `__call__` runs it; call it again on an
+        output's maps to change `white_balance` without refitting:
+
+        >>> maps = out.maps  # doctest: +SKIP
+        >>> shape = {k: maps[k] for k in ("shape_normals", "ambient_occlusion")}  # doctest: +SKIP
+        >>> pipe.reflectance_maps(maps["texture"], maps["diffuse_albedo_first_order"], shape,
+        ...                       maps["visibility"], white_balance="skin_prior")  # doctest: +SKIP
+
+        Args:
+            texture, albedo (`(R, R, 3)` float sRGB): the unwrapped photo and its first-order
+                de-lit albedo.
+            shape_maps (`dict`): `shape_normals` `(R, R, 3)` and `ambient_occlusion`
+                `(R, R, 1)`, as in the output's maps.
+            visibility (`(R, R)` or `(R, R, 1)`): how well the photo saw each texel.
+            chart (`(R, R)` bool, *optional*): the texels the mesh covers (the specular map's
+                level is set on them; `None`: all).
+            white_balance (`str`): the de-lighting network's mode (`WHITE_BALANCE_MODES`).
+        Returns:
+            `dict` of `(R, R, C)` float32 maps: `diffuse_albedo_first_order`, and those of the
+            loaded networks (`diffuse_albedo`, `specular_albedo`, `specular_normals`,
+            `diffuse_normals`); empty without networks.
+        """
         if all(getattr(self, name, None) is None for name in MAP_NETWORKS):
             return {}
 

@@ -7,8 +7,18 @@ import numpy as np
 import pytest
 
 from bench import report
-from bench.metrics import masked_psnr, masked_ssim, mean_vertex_distance_mm, nme, rigid_align
+from bench.metrics import (
+    colour_shift,
+    lab,
+    masked_psnr,
+    masked_ssim,
+    mean_linear,
+    mean_vertex_distance_mm,
+    nme,
+    rigid_align,
+)
 from modeling.topology import IBUG68_FROM_MEDIAPIPE, NUM_LANDMARKS, load_topology
+from rendering.render import linear_to_srgb, srgb_to_linear
 
 # iBUG-68 mirror partner of each point (the 300-W convention).
 IBUG68_MIRROR = (
@@ -108,6 +118,8 @@ def _fake_results(tmp_path: Path, dlib: bool) -> dict:
                     "mask_px": 9,
                     "fit_psnr_before": 20.0,
                     "fit_psnr_after": 24.0,
+                    "colour_shift": 0.8,
+                    "colour_shift_skin_prior": 4.25,
                     **({"nme": 0.03, "identity": 0.4} if dlib else {}),
                 },
                 {"photo": "b.jpg", "status": "failed: NoFaceFoundError"},
@@ -163,6 +175,7 @@ def test_results_writer_without_dlib(tmp_path):
     assert "not run (needs --with-dlib)" in text
     assert text.count("Reproduce: `python -m bench --quick`") == 5
     assert "| a.jpg |" in text and "failed: NoFaceFoundError" in text
+    assert "| 20.00 → 24.00 | 0.8 / 4.2 | 9 |" in text  # colour shift: default / skin prior
     assert "| 1024 | 1.00 | 0.10 | 1.20 | 0.30 | 102 |" in text
     assert "LPIPS: not available offline" in text and "- a note" in text
     assert "plots/" not in text  # no plot files were made
@@ -268,3 +281,19 @@ def test_dlib_points_are_moved_into_our_pixel_convention():
     pts = ref.landmarks(np.zeros((8, 8, 3), np.uint8), rect="face")
     np.testing.assert_array_equal(pts[0], [10.5, 20.5])  # ours: pixel (0, 0) centred at 0.5
     assert pts.shape == (68, 2)
+
+
+def test_colour_shift_ignores_lightness_and_sees_a_cast():
+    rng = np.random.default_rng(0)
+    skin = np.clip(np.array([0.75, 0.58, 0.48]) + 0.03 * rng.standard_normal((32, 32, 3)), 0, 1)
+    where = np.zeros((32, 32), bool)
+    where[4:28, 4:28] = True
+    skin_lab = lab(mean_linear(skin, where))
+    assert 60 < skin_lab[0] < 80 and skin_lab[1] > 5 and skin_lab[2] > 10  # reddish, yellowish
+    darker = linear_to_srgb(srgb_to_linear(skin) * 0.6)  # another exposure, the same colour
+    assert colour_shift(darker, skin, where) < 0.05
+    cast = linear_to_srgb(srgb_to_linear(skin) * [0.92, 1.0, 0.92])  # less red and blue
+    assert colour_shift(cast, skin, where) > 3
+    outside = skin.copy()
+    outside[~where] = [0, 0, 1]  # texels outside `where` do not count
+    assert colour_shift(outside, skin, where) == pytest.approx(0, abs=1e-9)

@@ -318,7 +318,7 @@ def test_white_balance_camera_keeps_the_photos_colour(pipe, out):
     first = maps["diffuse_albedo_first_order"]
 
     def albedo(mode):  # the networks again on the pipeline's own first-order maps
-        found = pipe._reflectance_maps(maps["texture"], first, shape_maps, maps["visibility"],
+        found = pipe.reflectance_maps(maps["texture"], first, shape_maps, maps["visibility"],
                                        None, mode)  # fmt: skip
         return found["diffuse_albedo"]
 

@@ -193,12 +193,12 @@ def test_pipeline_runs_the_components_on_its_maps():
     shape = {"shape_normals": rng.random((r, r, 3), np.float32),
              "ambient_occlusion": rng.random((r, r, 1), np.float32)}  # fmt: skip
     visibility = rng.random((r, r), np.float32)
-    maps = pipe._reflectance_maps(texture, albedo, shape, visibility)
+    maps = pipe.reflectance_maps(texture, albedo, shape, visibility)
     assert maps["diffuse_albedo_first_order"] is albedo
     assert maps["diffuse_albedo"].shape == (r, r, 3)
     assert maps["specular_albedo"].shape == (r, r, 1)
     assert maps["specular_normals"].shape == maps["diffuse_normals"].shape == (r, r, 3)
-    assert AvatarPipeline()._reflectance_maps(texture, albedo, shape, visibility) == {}
+    assert AvatarPipeline().reflectance_maps(texture, albedo, shape, visibility) == {}
 
 
 def test_shipped_weights_load_and_beat_the_baselines():
