@@ -228,7 +228,8 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title="OpenAvatar", delete_cache=(MAX_AGE_S, MAX_AGE_S)) as demo:
         gr.Markdown(
             "# OpenAvatar\nOne photo of a face → a textured 3D face: mesh (GLB, OBJ), UV maps "
-            "(texture, diffuse albedo, normals, visibility), a render over the photo and "
+            "(texture, diffuse and specular albedo, diffuse and specular normals, shape normals, "
+            "occlusion, visibility), a render over the photo and "
             "previews relit under new light. Runs on a CPU: about a minute with the default "
             "fitting steps, seconds with none."
         )
