@@ -230,8 +230,8 @@ def build_demo() -> gr.Blocks:
             "# OpenAvatar\nOne photo of a face → a textured 3D face: mesh (GLB, OBJ), UV maps "
             "(texture, diffuse and specular albedo, diffuse and specular normals, shape normals, "
             "occlusion, visibility), a render over the photo and "
-            "previews relit under new light. Runs on a CPU: about a minute with the default "
-            "fitting steps, seconds with none."
+            "previews relit under new light. Runs on a CPU: on two cores about 12 s for 1024 px "
+            "maps, 26 s for 2048 px, a minute for 4096 px."
         )
         with gr.Row():
             with gr.Column():
