@@ -231,7 +231,7 @@ def build_demo() -> gr.Blocks:
             "(texture, diffuse and specular albedo, diffuse and specular normals, shape normals, "
             "occlusion, visibility), a render over the photo and "
             "previews relit under new light. Runs on a CPU: on two cores about 12 s for 1024 px "
-            "maps, 26 s for 2048 px, a minute for 4096 px."
+            "maps, 26 s for 2048 px, over a minute for 4096 px."
         )
         with gr.Row():
             with gr.Column():
