@@ -13,12 +13,20 @@ from torch import nn
 from modeling.blocks import TinyUNet, luminance
 from rendering.render import linear_to_srgb, srgb_to_linear
 
-__all__ = ["DelightingNet", "WHITE_BALANCE_MODES"]
+__all__ = ["DelightingNet", "WHITE_BALANCE_MODES", "check_white_balance"]
 
 # "camera": keep the photo's white balance (the network corrects the exposure, one gain for the
 # three channels); "skin_prior": the network also re-balances the colour toward the skin colours
 # it was trained on (see `DelightingNet.global_gain`).
 WHITE_BALANCE_MODES = ("camera", "skin_prior")
+
+
+def check_white_balance(mode: str) -> str:
+    """`mode` if it is one of `WHITE_BALANCE_MODES`, else a `ValueError` naming them."""
+    if mode not in WHITE_BALANCE_MODES:
+        raise ValueError(f"white_balance must be one of {WHITE_BALANCE_MODES}, got {mode!r}")
+    return mode
+
 
 TEXTURE_QUANTILES = (0.1, 0.5, 0.9, 0.98, 0.995)  # of the seen texture's luminance
 ALBEDO_QUANTILES = (0.1, 0.5, 0.9)  # of the seen de-lit albedo's luminance
@@ -117,12 +125,8 @@ class DelightingNet(ModelMixin, ConfigMixin):
         the luminance-weighted mean of the network's log-gains: the exposure is corrected and
         the photo's white balance kept. Training uses "skin_prior" (the network as learned).
         """
-        if white_balance not in WHITE_BALANCE_MODES:
-            raise ValueError(
-                f"white_balance must be one of {WHITE_BALANCE_MODES}, got {white_balance!r}"
-            )
         gain = self.global_head(stats * 2 - 1)
-        if white_balance == "camera":
+        if check_white_balance(white_balance) == "camera":
             gain = luminance(gain[:, :, None, None])[:, :, 0, 0].expand_as(gain)
         return gain
 

@@ -65,9 +65,7 @@ def to_uint8(image: np.ndarray, dither: bool = False) -> np.ndarray:
         return image
     if not np.issubdtype(image.dtype, np.floating):
         raise TypeError(f"expected a float image in [0, 1] or uint8, got dtype {image.dtype}")
-    if not np.all(np.isfinite(image)):
-        raise ValueError("image contains NaN or infinite values")
-    scaled = np.clip(image, 0.0, 1.0) * 255.0
+    scaled = _finite(image).clip(0.0, 1.0) * 255.0
     if not dither:
         return np.round(scaled).astype(np.uint8)
     h, w = image.shape[:2]
@@ -80,21 +78,37 @@ def to_uint8(image: np.ndarray, dither: bool = False) -> np.ndarray:
 def to_pil(image: np.ndarray, rgb: bool = False, dither: bool = False) -> Image.Image:
     """`(H, W)` or `(H, W, C)` with C in 1, 3, 4 -> PIL image (`rgb`: grey expands to RGB;
     `dither`: see `to_uint8`)."""
-    image = to_uint8(image, dither)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
+    image = _grey_or_colour(to_uint8(image, dither))
     if image.ndim == 2:
-        if rgb:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        else:
+        if not rgb:
             return Image.fromarray(np.ascontiguousarray(image), mode="L")
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(
-            f"expected an image of shape (H, W, C) with C in 1, 3, 4; got {image.shape}"
-        )
+        image = np.repeat(image[:, :, None], 3, axis=2)
     return Image.fromarray(
         np.ascontiguousarray(image), mode="RGB" if image.shape[2] == 3 else "RGBA"
     )
+
+
+def _finite(image: np.ndarray) -> np.ndarray:
+    """`image`, refused if it holds NaN or infinite values."""
+    if not np.all(np.isfinite(image)):
+        raise ValueError("image contains NaN or infinite values")
+    return image
+
+
+def _grey_or_colour(image: np.ndarray) -> np.ndarray:
+    """`(H, W)` or `(H, W, 1)` -> `(H, W)`; `(H, W, 3 or 4)` as it is; any other shape refused."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim != 2 and (image.ndim != 3 or image.shape[2] not in (3, 4)):
+        raise ValueError(
+            f"expected an image of shape (H, W, C) with C in 1, 3, 4; got {image.shape}"
+        )
+    return image
+
+
+def _swap_red_blue(pixels: np.ndarray) -> np.ndarray:
+    """RGB(A) <-> BGR(A) (OpenCV's order) of `(H, W, 3 or 4)` pixels."""
+    return pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -286,18 +300,10 @@ def save_maps(maps: dict[str, np.ndarray], folder) -> dict[str, Path]:
 
 def _save_png16(image: np.ndarray, path: Path) -> None:
     """`(H, W)` or `(H, W, C)` float in [0, 1], C in 1, 3, 4 -> 16-bit PNG (grey, RGB, RGBA)."""
-    image = np.asarray(image)
-    if not np.all(np.isfinite(image)):
-        raise ValueError("image contains NaN or infinite values")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise ValueError(
-            f"expected an image of shape (H, W, C) with C in 1, 3, 4; got {image.shape}"
-        )
+    image = _grey_or_colour(_finite(np.asarray(image)))
     pixels = np.round(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    if pixels.ndim == 3:  # OpenCV writes BGR(A)
-        pixels = pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]
+    if pixels.ndim == 3:
+        pixels = _swap_red_blue(pixels)
     if not cv2.imwrite(str(path), np.ascontiguousarray(pixels),
                        [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL]):  # fmt: skip
         raise OSError(f"could not write {path}")
@@ -311,7 +317,7 @@ def read_png(path) -> np.ndarray:
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     elif pixels.shape[2] >= 3:
-        pixels = pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]
+        pixels = _swap_red_blue(pixels)
     return pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max)
 
 

@@ -31,7 +31,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from modeling.blocks import uv_coordinates
-from modeling.delighting import WHITE_BALANCE_MODES
+from modeling.delighting import check_white_balance
 from modeling.errors import FaceIndexError, WeightsError
 from modeling.export import to_pil
 from modeling.face_tracker import FaceLandmarks, FaceTracker
@@ -196,7 +196,7 @@ class AvatarPipeline(DiffusionPipeline):
         super().__init__()
         check_resolution(resolution)
         _check_super_resolution_mode(super_resolution)
-        _check_white_balance(white_balance)
+        check_white_balance(white_balance)
         self.register_modules(
             delighting=delighting, specular=specular, normals=normals, superres=superres
         )
@@ -283,7 +283,7 @@ class AvatarPipeline(DiffusionPipeline):
         topology = load_topology()
         num_fit_steps = self.config.num_fit_steps if num_fit_steps is None else num_fit_steps
         use_sr = self._use_super_resolution(resolution, super_resolution)
-        white_balance = _check_white_balance(white_balance or self.config.white_balance)
+        white_balance = check_white_balance(white_balance or self.config.white_balance)
         unwrap_resolution = resolution // 4 if use_sr else resolution
         with self.progress_bar(total=5) as progress:  # closed on errors too
             with timer("input"):
@@ -419,7 +419,8 @@ class AvatarPipeline(DiffusionPipeline):
             visibility (`(R, R)` or `(R, R, 1)`): how well the photo saw each texel.
             chart (`(R, R)` bool, *optional*): the texels the mesh covers (the specular map's
                 level is set on them; `None`: all).
-            white_balance (`str`): the de-lighting network's mode (`WHITE_BALANCE_MODES`).
+            white_balance (`str`): the de-lighting network's mode
+                (`modeling.delighting.WHITE_BALANCE_MODES`).
         Returns:
             `dict` of `(R, R, C)` float32 maps: `diffuse_albedo_first_order`, and those of the
             loaded networks (`diffuse_albedo`, `specular_albedo`, `specular_normals`,
@@ -552,12 +553,6 @@ def _albedo_gain(first_order, network, visibility) -> np.ndarray:
     a = srgb_to_linear(np.clip(first_order, 0, 1)).reshape(-1, 3)
     b = srgb_to_linear(np.clip(network, 0, 1)).reshape(-1, 3)
     return (w @ (a * b)) / np.maximum(w @ (b * b), 1e-8)
-
-
-def _check_white_balance(mode: str) -> str:
-    if mode not in WHITE_BALANCE_MODES:
-        raise ValueError(f"white_balance must be one of {WHITE_BALANCE_MODES}, got {mode!r}")
-    return mode
 
 
 def _check_super_resolution_mode(mode: str) -> str:
