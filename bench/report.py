@@ -214,13 +214,10 @@ def reflectance_section(results: dict) -> list[str]:
         if not isinstance(t, dict):  # one value, not network vs baseline
             lines.append(f"| {label} | {fmt.format(t)} | | | {fmt.format(o)} | | | {what} |")
             continue
-
-        def prior(r, fmt=fmt):
-            return fmt.format(r["network_skin_prior"]) if "network_skin_prior" in r else "–"
-
+        t_prior, o_prior = (_f(r.get("network_skin_prior"), fmt) for r in (t, o))
         lines.append(
-            f"| {label} | {fmt.format(t['network'])} | {prior(t)} | {fmt.format(t['baseline'])} "
-            f"| {fmt.format(o['network'])} | {prior(o)} | {fmt.format(o['baseline'])} | {what} |"
+            f"| {label} | {fmt.format(t['network'])} | {t_prior} | {fmt.format(t['baseline'])} "
+            f"| {fmt.format(o['network'])} | {o_prior} | {fmt.format(o['baseline'])} | {what} |"
         )
     lines += ["", _provenance(results, "reflectance"), ""]
     if (results["plots_dir"] / "reflectance.png").exists():
