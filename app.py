@@ -132,7 +132,7 @@ def check_input(image) -> None:
             "No photo given: upload a photo with a face, or pick an example.",
             print_exception=False,
         )
-    from modeling.image_input import load_image
+    from modeling.inputs.photo import load_image
 
     try:
         load_image(image)

@@ -200,10 +200,10 @@ def run_reflectance(faces: int, resolution: int, progress) -> dict:
 
 
 def run_geometry(pipe, num_poses: int, progress) -> dict:
-    from modeling.fitting import fit_photos
-    from modeling.geometry import fit_camera_and_shape
-    from modeling.synthetic import render_view, synthetic_albedo
-    from modeling.topology import load_topology
+    from bench.synthetic import render_view, synthetic_albedo
+    from modeling.face_model.topology import load_topology
+    from modeling.reconstruction.fitting import fit_photos
+    from modeling.reconstruction.geometry import fit_camera_and_shape
 
     topology, size = load_topology(), 256
     steps, fit_res = pipe.config.num_fit_steps, pipe.config.fit_resolution

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from modeling.topology import load_topology
+from modeling.face_model.topology import load_topology
 from rendering.camera import PinholeCamera
 from rendering.differentiable import (
     antialias,

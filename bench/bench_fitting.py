@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from modeling.face_tracker import largest_face
-from modeling.fitting import fit_photos
-from modeling.geometry import FaceGeometry, fit_camera_and_shape
-from modeling.image_input import load_image
-from modeling.synthetic import render_view, synthetic_albedo
-from modeling.texture import skin_mask
-from modeling.topology import load_topology
+from bench.synthetic import render_view, synthetic_albedo
+from modeling.face_model.topology import load_topology
+from modeling.inputs.face_tracker import largest_face
+from modeling.inputs.photo import load_image
+from modeling.reconstruction.fitting import fit_photos
+from modeling.reconstruction.geometry import FaceGeometry, fit_camera_and_shape
+from modeling.reconstruction.texture import skin_mask
 from rendering.camera import PinholeCamera
 from rendering.mesh import vertex_normals
 from rendering.render import srgb_to_linear

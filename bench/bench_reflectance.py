@@ -21,19 +21,19 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from modeling.blocks import uv_coordinates
-from modeling.delighting import DelightingNet
-from modeling.normals import DetailNormalsNet
-from modeling.patches import sliding_window
-from modeling.specular import SpecularAlbedoNet
-from modeling.superres import SuperResolutionNet
-from pipelines.avatar_pipeline import (
+from modeling.networks.blocks import uv_coordinates
+from modeling.networks.delighting import DelightingNet
+from modeling.networks.normals import DetailNormalsNet
+from modeling.networks.reflectance import (
     SR_TILE_OVERLAP,
     SR_TILE_SIZE,
     TILE_BATCH,
     TILE_OVERLAP,
     TILE_SIZE,
 )
+from modeling.networks.specular import SpecularAlbedoNet
+from modeling.networks.superres import SuperResolutionNet
+from modeling.networks.tiling import sliding_window
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights_config"
 TARGET_SECONDS_1K, TARGET_PEAK_GB_4K = 5.0, 4.0

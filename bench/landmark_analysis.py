@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import landmarks68
+from bench.landmarks68 import ibug68_from_pixels, mesh_ibug68
 from bench.metrics import OUTER_EYE_CORNERS, REGIONS, nme, region_errors
-from modeling import landmarks68
-from modeling.landmarks68 import ibug68_from_pixels, mesh_ibug68
-from modeling.topology import IBUG68_FROM_MEDIAPIPE, load_topology
+from modeling.face_model.topology import IBUG68_FROM_MEDIAPIPE, load_topology
 from rendering.camera import PinholeCamera
 
 
@@ -120,7 +120,7 @@ def jaw_level_sweep(
     data: dict, reference: str = "dlib", levels=(0.0, 0.005, 0.010, 0.015, 0.020, 0.025)
 ) -> None:
     """Jaw NME of the fitted meshes vs the height of the jaw line's ends below the eye corners
-    (`modeling.landmarks68.JAW_END_BELOW_EYE_CORNERS`), against `item[reference]` (dlib's or
+    (`bench.landmarks68.JAW_END_BELOW_EYE_CORNERS`), against `item[reference]` (dlib's or
     people's points), to show how much the definition matters; the shipped value comes from
     anatomy, not from this table."""
     topology, chosen = load_topology(), landmarks68.JAW_END_BELOW_EYE_CORNERS

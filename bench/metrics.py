@@ -7,8 +7,8 @@ import numpy as np
 from skimage.color import rgb2lab
 from skimage.metrics import structural_similarity
 
-from modeling import landmarks68
-from modeling.topology import load_topology
+from bench import landmarks68
+from modeling.face_model.topology import load_topology
 from rendering.render import linear_to_srgb, srgb_to_linear
 
 # iBUG-68 outer eye corners (subject's right eye outer corner, left eye outer corner).
@@ -53,7 +53,7 @@ def region_errors(predicted: np.ndarray, reference: np.ndarray) -> dict[str, flo
 def mesh_ibug68(vertices_object: np.ndarray, camera) -> np.ndarray:
     """The fitted mesh's 68 iBUG landmarks in the photo, `(68, 2)` pixels: the jaw on the
     projected mesh's outline, the rest at MediaPipe landmark vertices
-    (`modeling.landmarks68.mesh_ibug68`)."""
+    (`bench.landmarks68.mesh_ibug68`)."""
     return landmarks68.mesh_ibug68(vertices_object, camera, load_topology())
 
 

@@ -46,9 +46,10 @@ def photos_section(results: dict) -> list[str]:
         f"Photos: {sec['source']}. Each is reconstructed with `pipe(photo, "
         f"resolution={sec['resolution']}, num_fit_steps={sec['fit_steps']})` (largest face). "
         "NME: mean distance between the fitted mesh's 68 iBUG landmarks in the photo "
-        "(`modeling.landmarks68.mesh_ibug68`: the jaw on the outline of the mesh projected "
+        "(`bench.landmarks68.mesh_ibug68`: the jaw on the outline of the mesh projected "
         "with the fitted camera, the other 51 at MediaPipe vertices, "
-        "`modeling.topology.IBUG68_FROM_MEDIAPIPE`) and dlib's 68-point predictor on the "
+        "`modeling.face_model.topology.IBUG68_FROM_MEDIAPIPE`) and dlib's 68-point predictor on "
+        "the "
         "photo, over the inter-ocular distance (outer eye corners); target ≤ "
         f"{100 * NME_TARGET:.1f} %. Masked PSNR / SSIM: the render "
         "(albedo × fitted light) vs the photo inside the render mask (sRGB). Identity: "
@@ -232,7 +233,7 @@ def geometry_section(results: dict) -> list[str]:
     lines = [
         "## Geometry on synthetic renders with known shape",
         "",
-        "`modeling.synthetic.render_view` renders the mean face (known `vertices_object`) at "
+        "`bench.synthetic.render_view` renders the mean face (known `vertices_object`) at "
         f"{sec['size']} px with noisy landmarks (0.3 px); the pipeline's stages fit it "
         f"(`fit_camera_and_shape`, then `fit_photos`, {sec['fit_steps']} steps). Error: mean "
         "distance over the 7,305 vertices after rigid alignment (and after a similarity, "

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from modeling.export import export_glb, export_obj, save_camera_json, save_maps, to_uint8, write_zip
-from pipelines.avatar_pipeline import AvatarPipelineOutput
+from pipelines.pipeline_output import AvatarPipelineOutput
 
 
 def _as_array(map_or_image) -> np.ndarray:

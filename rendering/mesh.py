@@ -74,6 +74,18 @@ def to_tangent_space(normals: np.ndarray, tangents: np.ndarray, frame_normals: n
     ).astype(np.float32)
 
 
+def encode_normals(normals: np.ndarray) -> np.ndarray:
+    """Unit normals `(..., 3)` -> normal-map values (n + 1) / 2 in [0, 1], float32 (the
+    convention of every normal map here, as glTF stores them)."""
+    return np.clip((normals + 1) * 0.5, 0, 1).astype(np.float32)
+
+
+def decode_normals(encoded: np.ndarray) -> np.ndarray:
+    """Normal-map values (n + 1) / 2 `(..., 3)` -> unit normals, float32."""
+    n = encoded.astype(np.float32) * 2 - 1
+    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-8)
+
+
 def _vertex_normals_torch(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     faces = faces.long()
     v0, v1, v2 = (vertices[..., faces[:, k], :] for k in range(3))

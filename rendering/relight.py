@@ -37,7 +37,6 @@ from rendering.lights import (
 )
 from rendering.mesh import vertex_tangents
 from rendering.render import (
-    barycentric_interpolate,
     linear_to_srgb,
     rasterize_view,
     sample_uv_map,
@@ -198,16 +197,14 @@ def relight(
     scene = output if isinstance(output, RelightScene) else prepare_scene(output)
     env = _environment(environment_kind)
     camera, position, world_to_view = _view(scene, yaw_degrees, int(size))
-    rast = rasterize_view(camera, (scene.vertices - position) @ world_to_view.T, scene.faces)
+    raster = rasterize_view(camera, (scene.vertices - position) @ world_to_view.T, scene.faces)
     image = np.full((camera.height, camera.width, 3), BACKGROUND, np.float32)
-    mask = rast[..., 3] > 0
+    mask = raster.mask
     if not mask.any():
         return image
-    face_ids = rast[..., 3][mask].astype(np.int64) - 1
-    bary = rast[..., :2][mask]
 
     def interpolate(attr):
-        return barycentric_interpolate(attr, scene.faces, face_ids, bary).astype(np.float64)
+        return raster.interpolate(attr, scene.faces).astype(np.float64)
 
     uv = interpolate(scene.uvs).astype(np.float32)
     normals = interpolate(scene.normals)

@@ -3,12 +3,15 @@ and the sRGB transfer curve (colour maps are stored sRGB-encoded; shading happen
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
 
 from rendering.camera import PinholeCamera
 from rendering.rasterize import rasterize
+from rendering.sh import sh_shading
 
 NEAR, FAR = 0.01, 10.0
 
@@ -31,21 +34,46 @@ def linear_to_srgb(x):
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class ViewRaster:
+    """A mesh rasterized into a camera's image, with *metric* depth (unlike `rasterize`'s
+    NDC z/w), for depth tests against camera-space points.
+
+    Attributes:
+        bary (`(H, W, 2)` float32): barycentric weights of the triangle's vertices 0 and 1.
+        depth (`(H, W)` float32): distance along -z in metres, 0 where empty.
+        face_ids (`(H, W)` int64): 0-based triangle id, -1 where empty.
+    """
+
+    bary: np.ndarray
+    depth: np.ndarray
+    face_ids: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        """`(H, W)` bool: pixels the mesh covers."""
+        return self.face_ids >= 0
+
+    def interpolate(self, attr: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """Vertex attribute `(V, C)` -> `(N, C)` float32 at the N covered pixels (row-major)."""
+        mask = self.mask
+        return barycentric_interpolate(attr, faces, self.face_ids[mask], self.bary[mask])
+
+
 def rasterize_view(
     camera: PinholeCamera, vertices_camera: np.ndarray, faces: np.ndarray
-) -> np.ndarray:
-    """Rasterize a camera-space mesh into the camera's image.
-
-    Returns `(H, W, 4)` float32: barycentrics u, v, *linear* depth (metres, 0 where empty), and
-    triangle id + 1 (0 where empty).
-    """
+) -> ViewRaster:
+    """Rasterize a camera-space mesh `(V, 3)` with `faces` `(F, 3)` into the camera's image."""
     clip = camera.camera_to_clip(vertices_camera, NEAR, FAR).astype(np.float32)
     rast = rasterize(clip[None], faces, (camera.height, camera.width))[0].numpy()
     covered = rast[..., 3] > 0
     zndc = rast[..., 2]
     depth = 2 * FAR * NEAR / ((FAR + NEAR) - zndc * (FAR - NEAR))
-    rast[..., 2] = np.where(covered, depth, 0)
-    return rast
+    return ViewRaster(
+        bary=np.ascontiguousarray(rast[..., :2]),
+        depth=np.where(covered, depth, 0).astype(np.float32),
+        face_ids=rast[..., 3].astype(np.int64) - 1,
+    )
 
 
 def barycentric_interpolate(
@@ -81,3 +109,34 @@ def sample_uv_map(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
 def sample_image(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """Bilinear lookup of an `(H, W, C)` image at continuous pixel coordinates `(N, 2)`."""
     return _remap_points(image, pixels[:, 0] - 0.5, pixels[:, 1] - 0.5)
+
+
+def render_over_photo(
+    image: np.ndarray,
+    raster: ViewRaster,
+    faces: np.ndarray,
+    uvs: np.ndarray,
+    normals_camera: np.ndarray,
+    ao: np.ndarray,
+    albedo_map: np.ndarray,
+    lighting: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh shaded as albedo x SH shading x ambient occlusion, composited over the photo.
+
+    Args:
+        image (`(H, W, 3)` float32 sRGB): the photo; `raster`: the mesh in its camera.
+        faces (`(F, 3)`), uvs (`(V, 2)`), normals_camera (`(V, 3)`), ao (`(V,)`): the mesh.
+        albedo_map (`(R, R, 3)` sRGB): diffuse albedo in UV space.
+        lighting (`(3, 9)`): SH light in camera space (`rendering.sh`).
+    Returns:
+        `(H, W, 3)` float32 sRGB render and its `(H, W)` bool mask.
+    """
+    mask = raster.mask
+    normals = raster.interpolate(normals_camera, faces)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    albedo = srgb_to_linear(sample_uv_map(albedo_map, raster.interpolate(uvs, faces)))
+    occlusion = raster.interpolate(ao[:, None], faces)
+    shading = np.maximum(sh_shading(normals, lighting), 0) * occlusion
+    render = image.copy()
+    render[mask] = linear_to_srgb(albedo * shading)
+    return render, mask

@@ -1,4 +1,4 @@
-"""Build `modeling/assets/topology.npz` once from MediaPipe's face-mesh tessellation.
+"""Build `modeling/face_model/assets/topology.npz` once from MediaPipe's face-mesh tessellation.
 
 Run:  python scripts/build_topology.py        (deterministic; takes a few seconds)
 
@@ -35,7 +35,7 @@ from scipy.optimize import linear_sum_assignment
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-OUT = Path(__file__).resolve().parents[1] / "modeling" / "assets" / "topology.npz"
+OUT = Path(__file__).resolve().parents[1] / "modeling" / "face_model" / "assets" / "topology.npz"
 NUM_LANDMARKS = 468
 # Landmarks on the face's midline (forehead to chin).
 MIDLINE = [10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 164, 0, 11, 12, 13, 14, 15, 16,

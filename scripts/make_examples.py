@@ -4,7 +4,7 @@ Run:  python scripts/make_examples.py        (deterministic up to JPEG rounding;
 
 Photos we may ship: the astronaut (`skimage.data.astronaut()`, public domain) is the only real
 face; the others are renders of her reconstruction, turned and relit with our own shader
-(`rendering.relight`), and the synthetic mean face of `modeling.synthetic` (no person at all).
+(`rendering.relight`), and the synthetic mean face of `bench.synthetic` (no person at all).
 Each one is checked to be found by the face tracker, so every example reconstructs.
 """
 
@@ -19,8 +19,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from modeling.synthetic import render_view, synthetic_albedo  # noqa: E402
-from modeling.topology import load_topology  # noqa: E402
+from bench.synthetic import render_view, synthetic_albedo  # noqa: E402
+from modeling.face_model.topology import load_topology  # noqa: E402
 from pipelines import AvatarPipeline  # noqa: E402
 from rendering.relight import relight  # noqa: E402
 from rendering.render import linear_to_srgb, srgb_to_linear  # noqa: E402

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling.topology import load_topology
+from modeling.face_model.topology import load_topology
 from rendering.camera import uv_to_clip
 from rendering.differentiable import (
     antialias,

@@ -6,7 +6,7 @@ import pytest
 from skimage import data
 
 from modeling.errors import ImageTooSmallError, NoFaceFoundError, NotAnImageError
-from modeling.face_tracker import (
+from modeling.inputs.face_tracker import (
     REFINED_EYE_CONTOURS,
     FaceLandmarks,
     FaceTracker,

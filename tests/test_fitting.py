@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from modeling.fitting import fit_photos
-from modeling.geometry import FaceGeometry, fit_camera_and_shape
-from modeling.synthetic import render_view, synthetic_albedo
-from modeling.texture import skin_mask
-from modeling.topology import load_topology
+from bench.synthetic import render_view, synthetic_albedo
+from modeling.face_model.topology import load_topology
+from modeling.reconstruction.fitting import fit_photos
+from modeling.reconstruction.geometry import FaceGeometry, fit_camera_and_shape
+from modeling.reconstruction.texture import skin_mask
 from rendering.camera import PinholeCamera
 from rendering.mesh import vertex_normals
 from rendering.render import srgb_to_linear
@@ -57,7 +57,7 @@ def _albedo_error(fitted_srgb, truth, topo):
 
 
 def _init_albedo_error(views, geometries, topo, truth):
-    from modeling.lighting import first_order_maps
+    from modeling.reconstruction.first_order import first_order_maps
     from rendering.render import rasterize_view
 
     errors = []

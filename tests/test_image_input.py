@@ -15,7 +15,7 @@ from modeling.errors import (
     ImageTooSmallError,
     NotAnImageError,
 )
-from modeling.image_input import BACKGROUND_GREY, load_image
+from modeling.inputs.photo import BACKGROUND_GREY, load_image
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from modeling.landmarks68 import (
+from bench.landmarks68 import (
     JAW_END_BELOW_EYE_CORNERS,
     ibug68_from_pixels,
     mesh_ibug68,
     outline_edges,
 )
-from modeling.synthetic import render_view, synthetic_albedo
-from modeling.topology import IBUG68_FROM_MEDIAPIPE, NUM_LANDMARKS, load_topology
+from bench.synthetic import render_view, synthetic_albedo
+from modeling.face_model.topology import IBUG68_FROM_MEDIAPIPE, NUM_LANDMARKS, load_topology
 
 SIZE = 256
 

@@ -131,14 +131,10 @@ def test_exports_round_trip_and_render_like_the_photo(out, photo, tmp_path):
     faces = np.asarray(mesh.faces)
     uvs = np.asarray(mesh.visual.uv, dtype=np.float64)
     albedo = np.asarray(material.baseColorTexture.convert("RGB"), dtype=np.float32) / 255
-    rast = rasterize_view(camera, verts, faces)
-    covered = rast[..., 3] > 0
-    fid = rast[..., 3][covered].astype(np.int64) - 1
-    w0, w1 = rast[..., 0][covered, None], rast[..., 1][covered, None]
-    tri = faces[fid]
-    uv = w0 * uvs[tri[:, 0]] + w1 * uvs[tri[:, 1]] + (1 - w0 - w1) * uvs[tri[:, 2]]
-    n = vertex_normals(verts, faces)
-    nrm = w0 * n[tri[:, 0]] + w1 * n[tri[:, 1]] + (1 - w0 - w1) * n[tri[:, 2]]
+    raster = rasterize_view(camera, verts, faces)
+    covered = raster.mask
+    uv = raster.interpolate(uvs, faces)
+    nrm = raster.interpolate(vertex_normals(verts, faces), faces)
     nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
     occlusion = np.asarray(material.occlusionTexture, dtype=np.float32)[..., :1] / 255
     shading = sh_shading(nrm, coeffs) * sample_uv_map(occlusion, uv)
@@ -266,11 +262,11 @@ def test_several_photos_of_one_person_give_one_avatar(pipe, photo):
     assert out.maps["diffuse_albedo"].shape == (256, 256, 3)
     assert out.mesh.vertices.shape == (7305, 3)
     # each photo has its own camera: the mirrored photo's face is on the other side
-    x0 = out.views[0]["landmarks"].points[:, 0].mean()
-    x1 = out.views[1]["landmarks"].points[:, 0].mean()
+    x0 = out.views[0].landmarks.points[:, 0].mean()
+    x1 = out.views[1].landmarks.points[:, 0].mean()
     assert x0 == pytest.approx(512 - x1, abs=2)
     for view, image in zip(out.views, (photo, mirrored), strict=True):
-        assert masked_psnr(view["render"], image / 255.0, view["render_mask"]) > 22
+        assert masked_psnr(view.render, image / 255.0, view.render_mask) > 22
     # both photos see the texels: combined visibility covers more than one photo alone
     single = pipe(photo, resolution=256, num_fit_steps=0)
     assert out.maps["visibility"].mean() > single.maps["visibility"].mean() + 0.02

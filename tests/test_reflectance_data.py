@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from modeling.texture import skin_mask
+from modeling.reconstruction.texture import skin_mask
+from rendering.mesh import decode_normals
 from training.face_layout import layout_masks, texel_size_mm, uv_scale_mm
 from training.reflectance_data import (
     FITZPATRICK_LOG_MELANIN,
-    decode_normals,
     height_to_normals,
     sample_face_maps,
     sample_parameters,
@@ -187,8 +187,8 @@ def test_splits_are_disjoint():
 
 
 def test_delighting_limits_oracles_reproduce_the_backbone():
+    from bench.delighting_limits import first_order, true_specular
     from rendering.render import srgb_to_linear
-    from training.delighting_limits import first_order, true_specular
     from training.render_pairs import uv_geometry
 
     seed = seeds("test", 1)[0]

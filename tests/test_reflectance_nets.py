@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from modeling.blocks import TinyUNet, uv_coordinates
-from modeling.delighting import NUM_STATS, DelightingNet
 from modeling.errors import WeightsError
-from modeling.normals import DetailNormalsNet
-from modeling.patches import blend_window, sliding_window, tile_starts
-from modeling.specular import SpecularAlbedoNet
+from modeling.networks.blocks import TinyUNet, uv_coordinates
+from modeling.networks.delighting import NUM_STATS, DelightingNet
+from modeling.networks.normals import DetailNormalsNet
+from modeling.networks.specular import SpecularAlbedoNet
+from modeling.networks.tiling import blend_window, sliding_window, tile_starts
 from pipelines import AvatarPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_delighting_stats_do_not_depend_on_the_map_resolution():
-    from modeling.delighting import NUM_STATS
+    from modeling.networks.delighting import NUM_STATS
 
     tex, delit, _, _ = _inputs(256)
     vis = torch.zeros(1, 1, 256, 256)
@@ -164,9 +164,9 @@ def _copy_weights(tmp_path, dummy=False) -> Path:
 def test_pipeline_saves_and_loads_its_components(tmp_path):
     folder = _copy_weights(tmp_path, dummy=True)
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["delighting"] == ["modeling.delighting", "DelightingNet"]
-    assert index["specular"] == ["modeling.specular", "SpecularAlbedoNet"]
-    assert index["normals"] == ["modeling.normals", "DetailNormalsNet"]
+    assert index["delighting"] == ["modeling.networks.delighting", "DelightingNet"]
+    assert index["specular"] == ["modeling.networks.specular", "SpecularAlbedoNet"]
+    assert index["normals"] == ["modeling.networks.normals", "DetailNormalsNet"]
     pipe = AvatarPipeline.from_pretrained(folder)
     assert isinstance(pipe.normals, DetailNormalsNet)
     assert pipe.specular.config.mean_specular == 0.25

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling.topology import load_topology
+from modeling.face_model.topology import load_topology
 from rendering.lights import (
     ENVIRONMENT_KINDS,
     DirectionalLight,

@@ -5,11 +5,16 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from modeling.face_tracker import FaceLandmarks
-from modeling.geometry import fit_camera_and_shape
-from modeling.lighting import delight, estimate_sh_lighting
-from modeling.texture import mirror_complete, pull_push_fill, unwrap_texture, uv_atlas
-from modeling.topology import NUM_LANDMARKS, load_topology
+from modeling.face_model.topology import NUM_LANDMARKS, load_topology
+from modeling.inputs.face_tracker import FaceLandmarks
+from modeling.reconstruction.first_order import delight, estimate_sh_lighting
+from modeling.reconstruction.geometry import fit_camera_and_shape
+from modeling.reconstruction.texture import (
+    mirror_complete,
+    pull_push_fill,
+    unwrap_texture,
+    uv_atlas,
+)
 from rendering.camera import PinholeCamera
 from rendering.render import rasterize_view
 from rendering.sh import sh_basis, sh_shading, uniform_white

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from modeling.errors import WeightsError
-from modeling.patches import sliding_window
-from modeling.superres import SuperResolutionNet
+from modeling.networks.superres import SuperResolutionNet
+from modeling.networks.tiling import sliding_window
 from pipelines import AvatarPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def _pipeline_folder(tmp_path) -> Path:
 def test_pipeline_loads_superres_and_refuses_bad_weights_by_name(tmp_path):
     folder = _pipeline_folder(tmp_path)
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["superres"] == ["modeling.superres", "SuperResolutionNet"]
+    assert index["superres"] == ["modeling.networks.superres", "SuperResolutionNet"]
     assert index["super_resolution"] == "auto"
     pipe = AvatarPipeline.from_pretrained(folder)
     assert isinstance(pipe.superres, SuperResolutionNet)

@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from modeling.topology import NUM_LANDMARKS, load_topology
+from modeling.face_model.topology import NUM_LANDMARKS, load_topology
 
 
 @pytest.fixture(scope="module")

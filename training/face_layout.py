@@ -14,8 +14,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from modeling.texture import uv_atlas
-from modeling.topology import NUM_LANDMARKS, Topology, load_topology
+from modeling.face_model.topology import NUM_LANDMARKS, Topology, load_topology
+from modeling.reconstruction.texture import uv_atlas
 from rendering.mesh import face_normals
 
 # Order of `Topology.skin_exclusion` (see scripts/build_topology.py).

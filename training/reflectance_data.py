@@ -35,6 +35,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from rendering.mesh import encode_normals
 from rendering.render import linear_to_srgb
 from training.face_layout import (
     ALA,
@@ -73,8 +74,6 @@ __all__ = [
     "sample_face_maps",
     "sample_parameters",
     "height_to_normals",
-    "encode_normals",
-    "decode_normals",
     "FITZPATRICK_LOG_MELANIN",
     "DIFFUSE_NORMAL_BLUR_MM",
 ]
@@ -250,17 +249,6 @@ def height_to_normals(height_mm: np.ndarray, texel_mm: float) -> np.ndarray:
     dh_dv = -(h[2:, 1:-1] - h[:-2, 1:-1]) / (2 * texel_mm)  # rows grow downwards, v upwards
     n = np.stack([-dh_du, -dh_dv, np.ones_like(dh_du)], -1)
     return (n / np.linalg.norm(n, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def encode_normals(normals: np.ndarray) -> np.ndarray:
-    """Unit normals -> (n + 1) / 2 float32."""
-    return ((normals + 1) * 0.5).astype(np.float32)
-
-
-def decode_normals(encoded: np.ndarray) -> np.ndarray:
-    """(n + 1) / 2 -> unit normals float32."""
-    n = encoded.astype(np.float32) * 2 - 1
-    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-8)
 
 
 # ---------------------------------------------------------------------------------------------

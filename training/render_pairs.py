@@ -13,9 +13,10 @@ a metre away sees it, and converts the result into what the backbone hands the n
 3. `render_uv`: detail normals composed with the shape's tangent frames, `shade_skin` diffuse
    shading (SH x AO) spread under the skin by `subsurface_scattering_uv`, times the albedo, plus
    Blinn-Phong specular from the lights; clipped and sRGB-encoded as a camera would store it;
-4. the backbone's completion (`modeling.texture.complete_uv_map` with the visibility) and its
-   first-order de-lighting (`modeling.lighting.estimate_sh_lighting` and `delight`, with the
-   baked AO divided out as `first_order_maps` does).
+4. the backbone's completion (`modeling.reconstruction.texture.complete_uv_map` with the
+   visibility) and its first-order de-lighting (`modeling.reconstruction.first_order`'s
+   `estimate_sh_lighting` and `delight`, with the baked AO divided out as `first_order_maps`
+   does).
 
 Splits are disjoint seed ranges (`SPLITS`, `seeds`).
 
@@ -34,9 +35,9 @@ import cv2
 import numpy as np
 import torch
 
-from modeling.lighting import delight, estimate_sh_lighting
-from modeling.texture import complete_uv_map, skin_mask, uv_atlas
-from modeling.topology import NUM_LANDMARKS, load_topology
+from modeling.face_model.topology import NUM_LANDMARKS, load_topology
+from modeling.reconstruction.first_order import delight, estimate_sh_lighting
+from modeling.reconstruction.texture import complete_uv_map, skin_mask, uv_atlas
 from rendering.lights import (
     ENVIRONMENT_KINDS,
     DirectionalLight,
@@ -46,11 +47,11 @@ from rendering.lights import (
     equirect_directions,
     procedural_environment,
 )
-from rendering.mesh import vertex_normals, vertex_tangents
+from rendering.mesh import decode_normals, encode_normals, vertex_normals, vertex_tangents
 from rendering.render import linear_to_srgb, srgb_to_linear
 from rendering.shading import bake_ambient_occlusion, shade_skin, subsurface_scattering_uv
 from training.face_layout import texel_size_mm
-from training.reflectance_data import decode_normals, encode_normals, sample_face_maps
+from training.reflectance_data import sample_face_maps
 
 __all__ = [
     "SPLITS",
@@ -295,9 +296,9 @@ def _scaled_lights(lights, gains: np.ndarray) -> list[DirectionalLight]:
 
 def first_order_albedo(colors_linear: np.ndarray, geometry: UVGeometry):
     """The backbone's first-order de-lighting of the chart's texels, as
-    `modeling.lighting.first_order_maps` does it with a baked AO: the SH light is estimated
-    from the colours with the occlusion divided out (weighted by the seen skin), then light
-    and occlusion are divided out.
+    `modeling.reconstruction.first_order.first_order_maps` does it with a baked AO: the SH light
+    is estimated from the colours with the occlusion divided out (weighted by the seen skin), then
+    light and occlusion are divided out.
 
     Args:
         colors_linear (`(N, 3)`): linear RGB of the `geometry.chart` texels, as recorded.
@@ -379,9 +380,10 @@ def make_training_pair(
     texture, _ = complete_uv_map(linear_to_srgb(recorded), visibility)
 
     # The backbone's first-order de-lighting on the chart's texels, as
-    # `modeling.lighting.first_order_maps` does it with a baked AO: the light is estimated from
-    # the colours with the occlusion divided out, then light and occlusion are divided out of
-    # what the camera saw, and the de-lit map is completed (mirror, pull-push) like the texture.
+    # `modeling.reconstruction.first_order.first_order_maps` does it with a baked AO: the light
+    # is estimated from the colours with the occlusion divided out, then light and occlusion are
+    # divided out of what the camera saw, and the de-lit map is completed (mirror, pull-push) like
+    # the texture.
     delit_lin, estimated = first_order_albedo(srgb_to_linear(linear_to_srgb(recorded)[chart]),
                                               geometry)  # fmt: skip
     delit = np.zeros_like(texture)

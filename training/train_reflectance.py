@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from modeling.blocks import srgb_to_linear_t, uv_coordinates
-from modeling.delighting import DelightingNet
-from modeling.normals import DetailNormalsNet
-from modeling.specular import SpecularAlbedoNet
+from modeling.networks.blocks import srgb_to_linear_t, uv_coordinates
+from modeling.networks.delighting import DelightingNet
+from modeling.networks.normals import DetailNormalsNet
+from modeling.networks.specular import SpecularAlbedoNet
 from rendering.render import srgb_to_linear
 from training.evaluate_reflectance import best_channel_gain
 from training.reflectance_cache import load_pairs, to_float
@@ -48,9 +48,9 @@ WEIGHTS = ROOT / "weights_config"
 RUNS = Path(__file__).resolve().parent / "runs"
 
 COMPONENTS = {
-    "delighting": ("modeling.delighting", "DelightingNet"),
-    "specular": ("modeling.specular", "SpecularAlbedoNet"),
-    "normals": ("modeling.normals", "DetailNormalsNet"),
+    "delighting": ("modeling.networks.delighting", "DelightingNet"),
+    "specular": ("modeling.networks.specular", "SpecularAlbedoNet"),
+    "normals": ("modeling.networks.normals", "DetailNormalsNet"),
 }
 # The step counts the shipped weights were trained with (5-10 minutes each on 2 shared cores).
 DEFAULT_STEPS = {"delighting": 8000, "specular": 4000, "normals": 3000}

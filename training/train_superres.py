@@ -1,4 +1,5 @@
-"""Train and evaluate the x4 super-resolution network (`modeling.superres.SuperResolutionNet`).
+"""Train and evaluate the x4 super-resolution network
+(`modeling.networks.superres.SuperResolutionNet`).
 
     python -m training.train_superres [--steps N] [--resume]   # train, save, register, evaluate
     python -m training.train_superres --evaluate                # only evaluate the saved weights
@@ -48,14 +49,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from modeling.superres import SuperResolutionNet
+from modeling.networks.superres import SuperResolutionNet
 from training.reflectance_cache import load_pairs, to_float
 from training.train_reflectance import _plot, optimizer_and_resume
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights_config"
 RUN_DIR = Path(__file__).resolve().parent / "runs" / "superres"
-COMPONENT, MODULE = "superres", ("modeling.superres", "SuperResolutionNet")
+COMPONENT, MODULE = "superres", ("modeling.networks.superres", "SuperResolutionNet")
 SCALE = 4
 KINDS = ("texture", "delit_albedo", "diffuse_albedo")
 KIND_ODDS = (0.5, 0.25, 0.25)

@@ -1,7 +1,7 @@
 """Photometric analysis-by-synthesis fitting (Photometric FLAME fitting, GANFIT, FitMe).
 
 Given one or several photos of a person, each with its detected landmarks and an initial camera
-from `modeling.geometry`, optimise
+from `modeling.reconstruction.geometry`, optimise
 
 - per photo: a rigid pose correction (rotation vector + translation) and SH lighting (a prior
   keeps its mean shading over the skin at 1, which fixes the albedo/light scale ambiguity);
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from modeling.face_tracker import FaceLandmarks
-from modeling.geometry import FaceGeometry
-from modeling.topology import NUM_LANDMARKS, Topology
+from modeling.face_model.topology import NUM_LANDMARKS, Topology
+from modeling.inputs.face_tracker import FaceLandmarks
+from modeling.reconstruction.geometry import FaceGeometry
 from rendering.camera import PinholeCamera
 from rendering.differentiable import interpolate, rasterize_any, texture
 from rendering.lights import DirectionalLight
@@ -468,16 +468,17 @@ def fit_photos(
 ) -> FitResult:
     """Initialise and run `fit` for one or more photos of one person.
 
-    Each photo's first-order light and albedo (`modeling.lighting.first_order_maps`) start the
-    fit; the photos' albedos are fused by visibility and their landmark shapes averaged in
-    object space.
+    Each photo's first-order light and albedo
+    (`modeling.reconstruction.first_order.first_order_maps`) start the fit; the photos' albedos are
+    fused by visibility and their landmark shapes averaged in object space.
 
     Args:
         images (`list` of `(H, W, 3)` float32 sRGB), landmarks (`list[FaceLandmarks]`),
-        geometries (`list[FaceGeometry]`, from `modeling.geometry.fit_camera_and_shape`).
+        geometries (`list[FaceGeometry]`, from
+        `modeling.reconstruction.geometry.fit_camera_and_shape`).
     """
-    from modeling.lighting import first_order_maps
-    from modeling.texture import skin_mask
+    from modeling.reconstruction.first_order import first_order_maps
+    from modeling.reconstruction.texture import skin_mask
     from rendering.render import rasterize_view
 
     shape = np.mean([g.vertices_object[:NUM_LANDMARKS] for g in geometries], axis=0)

@@ -1,5 +1,5 @@
-"""Small building blocks shared by the reflectance networks (`modeling.delighting`,
-`modeling.specular`, `modeling.normals`): a tiny U-Net and a few fixed image ops.
+"""Small building blocks shared by the reflectance networks (`modeling.networks.delighting`,
+`modeling.networks.specular`, `modeling.networks.normals`): a tiny U-Net and a few fixed image ops.
 
 Every network is fully convolutional, so it runs on any size; `TinyUNet` pads to a multiple of
 its total stride internally (replicate padding) and crops back.

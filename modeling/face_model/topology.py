@@ -119,7 +119,7 @@ def load_topology(path: str | Path = ASSET) -> Topology:
 # `landmark_points_68` of the face-mesh utilities) and many face-mesh projects on GitHub, except
 # the brows' outer ends (17, 26): 70 and 300, the outer ends of MediaPipe's upper brow contours
 # (70-63-105-66-107), not the list's 71 and 301, which lie off the brow, on the temple. The jaw
-# entries are face-oval vertices, not silhouette points: `modeling.landmarks68` places the jaw
+# entries are face-oval vertices, not silhouette points: `bench.landmarks68` places the jaw
 # on the projected mesh's outline instead.
 IBUG68_FROM_MEDIAPIPE = (
     162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # jaw

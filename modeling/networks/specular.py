@@ -8,7 +8,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from modeling.blocks import (  # noqa: F401 (uv_coordinates: doctest)
+from modeling.networks.blocks import (  # noqa: F401 (uv_coordinates: doctest)
     GlobalContext,
     TinyUNet,
     gaussian_blur,
@@ -106,9 +106,10 @@ class SpecularAlbedoNet(ModelMixin, ConfigMixin):
             diffuse_albedo (`torch.Tensor` of shape `(B, 3, H, W)`): sRGB in [0, 1].
             shape_normals (`(B, 3, H, W)`): object-space shape normals, (n + 1) / 2.
             texture (`(B, 3, H, W)`): the unwrapped photo, sRGB.
-            uv (`(B or 1, 2, H, W)`): the texels' UV coordinates (`modeling.blocks.uv_coordinates`
-                of the whole map, cropped like the other inputs).
-            context (`(B or 1, 10, 64, 64)`): `context_maps` of the whole maps (not of a tile).
+            uv (`(B or 1, 2, H, W)`): the texels' UV coordinates
+                (`modeling.networks.blocks.uv_coordinates` of the whole map, cropped like the other
+            inputs). context (`(B or 1, 10, 64, 64)`): `context_maps` of the whole maps (not of a
+            tile).
 
         Returns:
             `torch.Tensor` of shape `(B, 1, H, W)`: specular albedo (not clamped).

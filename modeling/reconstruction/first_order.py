@@ -12,10 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modeling.geometry import FaceGeometry
-from modeling.texture import UnwrappedTexture, complete_uv_map, skin_mask, unwrap_texture
-from modeling.topology import Topology
-from rendering.render import linear_to_srgb, srgb_to_linear
+from modeling.face_model.topology import Topology
+from modeling.reconstruction.geometry import FaceGeometry
+from modeling.reconstruction.texture import (
+    UnwrappedTexture,
+    complete_uv_map,
+    skin_mask,
+    unwrap_texture,
+)
+from rendering.render import ViewRaster, linear_to_srgb, srgb_to_linear
 from rendering.sh import sh_shading, shading_basis
 
 
@@ -107,7 +112,7 @@ class FirstOrderMaps:
 def first_order_maps(
     image: np.ndarray,
     geometry: FaceGeometry,
-    view_rast: np.ndarray,
+    view_raster: ViewRaster,
     resolution: int,
     topology: Topology,
     lighting: np.ndarray | None = None,
@@ -116,12 +121,12 @@ def first_order_maps(
     """Unwrap the photo, estimate (or take) the SH lighting, divide it out, complete the maps.
 
     Args:
-        image (`(H, W, 3)` float32 sRGB in [0, 1]), geometry, view_rast: as `unwrap_texture`.
+        image (`(H, W, 3)` float32 sRGB in [0, 1]), geometry, view_raster: as `unwrap_texture`.
         lighting (`(3, 9)`, *optional*): a known light (e.g. fitted); re-normalised on the skin.
         ao (`(V,)`, *optional*): per-vertex ambient occlusion of the dense mesh, divided out
             with the light (the photo's shading includes the face's self-occlusion).
     """
-    unwrapped = unwrap_texture(image, geometry, view_rast, resolution, topology)
+    unwrapped = unwrap_texture(image, geometry, view_raster, resolution, topology)
     atlas = unwrapped.atlas
     colors_lin = srgb_to_linear(unwrapped.colors)
     ao_texels = None if ao is None else atlas.interpolate(ao[:, None], topology.dense_faces)[:, 0]
@@ -159,3 +164,18 @@ def fuse_first_order_maps(maps: list[FirstOrderMaps]):
     texture, _ = complete_uv_map(texture, visibility)
     albedo, _ = complete_uv_map(albedo, visibility)
     return texture, albedo, visibility
+
+
+def albedo_light_gain(
+    first_order_albedo: np.ndarray, albedo: np.ndarray | None, visibility: np.ndarray
+) -> np.ndarray:
+    """`(3,)` per-channel gain g with lin(albedo) * g ~ lin(first_order_albedo) on the visible
+    texels (least squares weighted by `visibility` `(R, R)`), so that a light fitted with the
+    first-order albedo, times g, reproduces the photo with `albedo` `(R, R, 3)` sRGB (e.g. the
+    de-lighting network's); ones when `albedo` is `None`."""
+    if albedo is None:
+        return np.ones(3)
+    w = visibility.reshape(-1)
+    a = srgb_to_linear(np.clip(first_order_albedo, 0, 1)).reshape(-1, 3)
+    b = srgb_to_linear(np.clip(albedo, 0, 1)).reshape(-1, 3)
+    return (w @ (a * b)) / np.maximum(w @ (b * b), 1e-8)

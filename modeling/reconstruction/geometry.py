@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modeling.face_tracker import FaceLandmarks
-from modeling.topology import NUM_LANDMARKS, Topology
+from modeling.face_model.topology import NUM_LANDMARKS, Topology
+from modeling.inputs.face_tracker import FaceLandmarks
 from rendering.camera import PinholeCamera
 from rendering.mesh import vertex_normals
 

@@ -1,6 +1,6 @@
 """What limits the de-lit albedo on the texels the photo saw: oracles on the synthetic test faces.
 
-    python -m training.delighting_limits [--faces 20] [--resolution 256]
+    python -m bench.delighting_limits [--faces 20] [--resolution 256]
 
 On the seen texels (visibility > 0.5) of the test split, the albedo PSNR up to the best
 per-channel gain (`evaluate_reflectance.psnr_up_to_gain`: exposure and white balance given) of
@@ -24,9 +24,10 @@ import cv2
 import numpy as np
 import torch
 
+from rendering.mesh import decode_normals
 from rendering.render import linear_to_srgb, srgb_to_linear
 from training import evaluate_reflectance as ev
-from training.reflectance_data import decode_normals, sample_face_maps
+from training.reflectance_data import sample_face_maps
 from training.render_pairs import (
     first_order_albedo,
     make_training_pair,
@@ -70,7 +71,7 @@ def first_order(pair: dict, geometry, specular: np.ndarray | None) -> np.ndarray
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.delighting_limits")
+    parser = argparse.ArgumentParser(prog="python -m bench.delighting_limits")
     parser.add_argument("--faces", type=int, default=20)
     parser.add_argument("--resolution", type=int, default=256)
     args = parser.parse_args(argv)

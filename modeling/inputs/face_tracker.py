@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from modeling.errors import ImageTooSmallError, NoFaceFoundError, NotAnImageError
+from modeling.errors import FaceIndexError, ImageTooSmallError, NoFaceFoundError, NotAnImageError
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
@@ -135,6 +135,20 @@ class FaceTracker:
                 f"{self.min_face_size} are needed (use a closer or higher-resolution photo)"
             )
         return faces
+
+    def face(self, image: np.ndarray, index: int = 0) -> FaceLandmarks:
+        """Face number `index` of `image` (as `detect`, counting from the largest, 0).
+
+        Raises:
+            FaceIndexError: the image has fewer faces; and `detect`'s errors.
+        """
+        faces = self.detect(image)
+        if not 0 <= index < len(faces):
+            raise FaceIndexError(
+                f"face number {index} requested, but the image has {len(faces)} "
+                f"face{'s' if len(faces) != 1 else ''} (numbered from 0, largest first)"
+            )
+        return faces[index]
 
     def close(self) -> None:
         """Release the MediaPipe graphs (they are rebuilt if `detect` is called again)."""

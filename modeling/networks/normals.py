@@ -8,7 +8,12 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from modeling.blocks import TinyUNet, gaussian_blur, luminance, uv_coordinates  # noqa: F401 (doctest)
+from modeling.networks.blocks import (  # noqa: F401 (uv_coordinates: the doctest)
+    TinyUNet,
+    gaussian_blur,
+    luminance,
+    uv_coordinates,
+)
 
 __all__ = ["DetailNormalsNet"]
 
@@ -51,8 +56,9 @@ class DetailNormalsNet(ModelMixin, ConfigMixin):
             diffuse_albedo (`torch.Tensor` of shape `(B, 3, H, W)`): sRGB (used in grey).
             shape_normals (`(B, 3, H, W)`): object-space shape normals, (n + 1) / 2.
             texture (`(B, 3, H, W)`): the unwrapped photo, sRGB.
-            uv (`(B or 1, 2, H, W)`): the texels' UV coordinates (`modeling.blocks.uv_coordinates`
-                of the whole map, cropped like the other inputs).
+            uv (`(B or 1, 2, H, W)`): the texels' UV coordinates
+                (`modeling.networks.blocks.uv_coordinates` of the whole map, cropped like the other
+                inputs).
 
         Returns:
             `torch.Tensor` of shape `(B, 6, H, W)`: specular normals (channels 0-2) and diffuse

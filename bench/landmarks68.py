@@ -1,10 +1,10 @@
 """The 68 iBUG / 300-W landmarks of a face mesh seen in a photo, as a 2D detector places them.
 
 Points 17-67 (brows, nose, eyes, lips) are surface points: one MediaPipe landmark each
-(`modeling.topology.IBUG68_FROM_MEDIAPIPE`). The jaw (0-16) is not: a 2D annotator puts it on
-the face's *outline in the image*, which moves over the surface with the head pose (on the side
-turned away it is the cheek's silhouette, not any fixed vertex). So the jaw is found by landmark
-marching (as in 3DDFA / HPEN 3DMM fitting), here in polar form:
+(`modeling.face_model.topology.IBUG68_FROM_MEDIAPIPE`). The jaw (0-16) is not: a 2D
+annotator puts it on the face's *outline in the image*, which moves over the surface with the head
+pose (on the side turned away it is the cheek's silhouette, not any fixed vertex). So the jaw is
+found by landmark marching (as in 3DDFA / HPEN 3DMM fitting), here in polar form:
 
 1. the outline of the projected mesh: from the midpoint of the outer eye corners, rays every
    degree (below the eye line and up to 60 degrees above it) each meet the farthest of the
@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from modeling.topology import IBUG68_FROM_MEDIAPIPE, NUM_LANDMARKS, Topology
+from modeling.face_model.topology import IBUG68_FROM_MEDIAPIPE, NUM_LANDMARKS, Topology
 
 JAW = range(0, 17)
 CHIN = 8

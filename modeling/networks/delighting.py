@@ -10,7 +10,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from modeling.blocks import TinyUNet, luminance
+from modeling.networks.blocks import TinyUNet, luminance
 from rendering.render import linear_to_srgb, srgb_to_linear
 
 __all__ = ["DelightingNet", "WHITE_BALANCE_MODES", "check_white_balance"]
@@ -37,12 +37,12 @@ NUM_STATS = 12 + len(TEXTURE_QUANTILES) + len(ALBEDO_QUANTILES)
 class DelightingNet(ModelMixin, ConfigMixin):
     """Texture + first-order de-lit albedo + shape normals + ambient occlusion -> diffuse albedo.
 
-    The first-order de-lighting (`modeling.lighting.first_order_maps`) divides a 2nd-order SH
-    light (with AO) out of the texture. What it leaves follows the image formation model of
-    the skin shader: in linear RGB, `texture = gain * (albedo * shading + specular)`, where the
-    shading the SH light misses (directional light, occlusion, light bleeding under the skin)
-    is smooth and the specular highlights add to it. So the network predicts, per texel, a
-    log-shading correction `s` and a specular term `h` (both in the de-lit albedo's linear
+    The first-order de-lighting (`modeling.reconstruction.first_order.first_order_maps`)
+    divides a 2nd-order SH light (with AO) out of the texture. What it leaves follows the image
+    formation model of the skin shader: in linear RGB, `texture = gain * (albedo * shading +
+    specular)`, where the shading the SH light misses (directional light, occlusion, light bleeding
+    under the skin) is smooth and the specular highlights add to it. So the network predicts, per
+    texel, a log-shading correction `s` and a specular term `h` (both in the de-lit albedo's linear
     units) plus a small sRGB residual `r` (for texels the camera clipped):
 
         albedo = srgb((delit_linear - h) * exp(g - s)) + r

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from modeling.face_tracker import FaceLandmarks
-from modeling.fitting import FaceRenderer
-from modeling.topology import NUM_LANDMARKS, Topology
+from modeling.face_model.topology import NUM_LANDMARKS, Topology
+from modeling.inputs.face_tracker import FaceLandmarks
+from modeling.reconstruction.fitting import FaceRenderer
 from rendering.camera import PinholeCamera
 from rendering.mesh import vertex_normals
 from rendering.sh import sh_shading, uniform_white

@@ -16,11 +16,11 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from modeling.geometry import FaceGeometry
-from modeling.topology import Topology, load_topology
+from modeling.face_model.topology import Topology, load_topology
+from modeling.reconstruction.geometry import FaceGeometry
 from rendering.camera import uv_to_clip
 from rendering.rasterize import rasterize
-from rendering.render import barycentric_interpolate, sample_image
+from rendering.render import ViewRaster, barycentric_interpolate, sample_image
 
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 4096
 
@@ -111,7 +111,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 def unwrap_texture(
     image: np.ndarray,
     geometry: FaceGeometry,
-    view_rast: np.ndarray,
+    view_raster: ViewRaster,
     resolution: int,
     topology: Topology | None = None,
     depth_tolerance: float = 0.004,
@@ -122,7 +122,7 @@ def unwrap_texture(
     Args:
         image (`(H, W, 3)` float32 in [0, 1]): the photo.
         geometry (`FaceGeometry`): camera and mesh.
-        view_rast (`(H, W, 4)`): `rendering.render.rasterize_view` of the mesh (depth buffer).
+        view_raster (`ViewRaster`): `rendering.render.rasterize_view` of the mesh (depth buffer).
         resolution (`int`): R, 64..4096.
         depth_tolerance (`float`): metres a texel may lie behind the depth buffer and still count.
         grazing (`(float, float)`): cosines of the viewing angle between which visibility ramps
@@ -138,12 +138,12 @@ def unwrap_texture(
     pixels = cam.project(points.astype(np.float64))
     colors = sample_image(image, pixels)
 
-    h, w = view_rast.shape[:2]
+    h, w = view_raster.depth.shape
     col = np.clip(pixels[:, 0].astype(np.int64), 0, w - 1)
     row = np.clip(pixels[:, 1].astype(np.int64), 0, h - 1)
     # The farthest depth among the 3x3 nearest pixels: on steep slopes (the nose) a texel's
     # nearest pixel centre may show a point several millimetres nearer than the texel itself.
-    far_depth = cv2.dilate(view_rast[..., 2], np.ones((3, 3), np.uint8))
+    far_depth = cv2.dilate(view_raster.depth, np.ones((3, 3), np.uint8))
     buffer_depth = far_depth[row, col]
     depth = -points[:, 2]
     unoccluded = (buffer_depth == 0) | (depth <= buffer_depth + depth_tolerance)

@@ -1,0 +1,1 @@
+"""The face model: topology, UV layout, symmetry and landmark correspondence."""

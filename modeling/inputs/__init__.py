@@ -1,0 +1,1 @@
+"""The photo a user hands us, and the faces in it."""

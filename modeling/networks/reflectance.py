@@ -1,0 +1,157 @@
+"""AvatarMe's reflectance chain on whole UV maps: [x4 super-resolution of the texture and the
+first-order albedo] -> de-lighting (diffuse albedo) -> specular albedo and detail normals, each
+network run by sliding window (`modeling.networks.tiling`) on the caller's device and dtype.
+
+The maps come in and go out as `(R, R, C)` float32 numpy arrays on the CPU; only tiles visit the
+device, so 4K maps run in bounded memory.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from modeling.networks.blocks import uv_coordinates
+from modeling.networks.delighting import DelightingNet
+from modeling.networks.normals import DetailNormalsNet
+from modeling.networks.specular import SpecularAlbedoNet
+from modeling.networks.superres import SuperResolutionNet
+from modeling.networks.tiling import sliding_window
+
+# Tiles of 512 px overlapping by 64 px, two at a time, bound the memory at 4K (about 0.4 GB of
+# activations) and hide the tile borders.
+TILE_SIZE, TILE_OVERLAP, TILE_BATCH = 512, 64, 2
+# Super-resolution: 256 px input tiles (1024 px out) with the network's receptive field as
+# margin, so the tiles reproduce the whole-map output exactly; at and above SR_MIN_RESOLUTION
+# `super_resolution="auto"` super-resolves.
+SR_TILE_SIZE, SR_TILE_OVERLAP, SR_MIN_RESOLUTION = 256, 8, 2048
+SUPER_RESOLUTION_MODES = ("auto", "on", "off")
+
+
+def check_super_resolution_mode(mode: str) -> str:
+    if mode not in SUPER_RESOLUTION_MODES:
+        raise ValueError(f"super_resolution must be one of {SUPER_RESOLUTION_MODES}, got {mode!r}")
+    return mode
+
+
+def use_super_resolution(mode: str, net: SuperResolutionNet | None, resolution: int) -> bool:
+    """Whether maps of `resolution` px are unwrapped at a quarter of it and super-resolved x4
+    (`mode` "auto": with `net` loaded, from `SR_MIN_RESOLUTION` px; "on": always; "off")."""
+    mode = check_super_resolution_mode(mode)
+    if mode == "off" or (mode == "auto" and (net is None or resolution < SR_MIN_RESOLUTION)):
+        return False
+    if net is None:
+        raise ValueError('super_resolution="on" needs the `superres` component')
+    if resolution % 4 or resolution < 256:
+        raise ValueError(
+            f"super-resolution x4 needs a resolution that is a multiple of 4 and at least "
+            f"256, got {resolution}"
+        )
+    return True
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """`(R, R, C)` numpy -> `(1, C, R, R)` view; `sliding_window` copies it tile by tile."""
+    return torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None]
+
+
+def _numpy(out: torch.Tensor) -> np.ndarray:
+    """`(1, C, R, R)` -> `(R, R, C)` float32 in [0, 1]."""
+    return np.ascontiguousarray(out[0].clamp(0, 1).permute(1, 2, 0).numpy())
+
+
+@torch.no_grad()
+def super_resolve(
+    net: SuperResolutionNet,
+    texture: np.ndarray,
+    albedo: np.ndarray,
+    visibility: np.ndarray,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Texture and first-order albedo `(r, r, 3)` sRGB -> x`scale` by `net` (tiles on `device`
+    in `dtype`); visibility `(r, r)` -> x`scale` bilinear."""
+
+    def run(x):
+        out = sliding_window(net, [_tensor(x)], 3, SR_TILE_SIZE, SR_TILE_OVERLAP, TILE_BATCH,
+                             device=device, dtype=dtype,
+                             scale=net.config.scale, margin=net.receptive_field)  # fmt: skip
+        return _numpy(out)
+
+    size = visibility.shape[0] * net.config.scale
+    visibility = cv2.resize(visibility.astype(np.float32), (size, size),
+                            interpolation=cv2.INTER_LINEAR)  # fmt: skip
+    return run(texture), run(albedo), np.clip(visibility, 0, 1)
+
+
+@torch.no_grad()
+def reflectance_maps(
+    texture: np.ndarray,
+    albedo: np.ndarray,
+    shape_maps: dict[str, np.ndarray],
+    visibility: np.ndarray,
+    *,
+    delighting: DelightingNet | None = None,
+    specular: SpecularAlbedoNet | None = None,
+    normals: DetailNormalsNet | None = None,
+    chart: np.ndarray | None = None,
+    white_balance: str = "camera",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, np.ndarray]:
+    """The given networks over the first-order maps.
+
+    Args:
+        texture, albedo (`(R, R, 3)` float sRGB): the unwrapped photo and its first-order de-lit
+            albedo.
+        shape_maps (`dict`): `shape_normals` `(R, R, 3)` and `ambient_occlusion` `(R, R, 1)`.
+        visibility (`(R, R)` or `(R, R, 1)`): how well the photo saw each texel.
+        delighting, specular, normals: the networks (each optional).
+        chart (`(R, R)` bool, *optional*): the texels the mesh covers (the specular map's level
+            is set on them; `None`: all).
+        white_balance (`str`): the de-lighting network's mode
+            (`modeling.networks.delighting.WHITE_BALANCE_MODES`).
+        device, dtype: where the tiles run (the pipeline's).
+    Returns:
+        `dict` of `(R, R, C)` float32 maps: `diffuse_albedo_first_order`, and those of the given
+        networks (`diffuse_albedo`, `specular_albedo`, `specular_normals`, `diffuse_normals`);
+        empty without networks.
+    """
+    if delighting is None and specular is None and normals is None:
+        return {}
+
+    def run(net, inputs, channels):
+        return _numpy(sliding_window(net, inputs, channels, TILE_SIZE, TILE_OVERLAP, TILE_BATCH,
+                                     device=device, dtype=dtype))  # fmt: skip
+
+    def on_device(x: torch.Tensor) -> torch.Tensor:
+        return x.to(device, dtype)
+
+    tex, shape, delit = _tensor(texture), _tensor(shape_maps["shape_normals"]), _tensor(albedo)
+    vis = _tensor(visibility.reshape(*visibility.shape[:2], 1))
+    maps = {"diffuse_albedo_first_order": albedo}
+    if delighting is not None:
+        # whole-map statistics, computed once: the tiles then agree on the global correction
+        stats = on_device(delighting.global_stats(tex, delit, vis))
+
+        def delight(*tiles):
+            return delighting(*tiles, stats.expand(len(tiles[0]), -1), white_balance)
+
+        ao = _tensor(shape_maps["ambient_occlusion"])
+        maps["diffuse_albedo"] = run(delight, [tex, delit, shape, ao, vis], 3)
+    diffuse = _tensor(maps.get("diffuse_albedo", albedo))
+    uv = uv_coordinates(*diffuse.shape[-2:])
+    if specular is not None:
+        context = on_device(specular.context_maps(tex, delit, shape, vis))
+
+        def specular_tiles(*tiles):  # the whole-map context, pooled once, for every tile
+            return specular(*tiles, context.expand(len(tiles[0]), -1, -1, -1))
+
+        level_free = run(specular_tiles, [diffuse, shape, tex, uv], 1)
+        maps["specular_albedo"] = specular.with_prior_level(level_free, chart)
+    if normals is not None:
+        detail = run(normals, [diffuse, shape, tex, uv], 6)
+        maps["specular_normals"] = np.ascontiguousarray(detail[..., :3])
+        maps["diffuse_normals"] = np.ascontiguousarray(detail[..., 3:])
+    return maps

@@ -1,0 +1,105 @@
+"""What `AvatarPipeline` returns: the mesh, the UV maps, and one `ViewOutput` per photo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from diffusers.utils import BaseOutput
+
+from modeling.inputs.face_tracker import FaceLandmarks
+from modeling.reconstruction.fitting import FitResult
+from rendering.camera import PinholeCamera
+
+
+@dataclass
+class FaceMesh:
+    """Attributes:
+    vertices (`(V, 3)` float32): object (head) space, metres, +y up, face towards +z.
+    faces (`(F, 3)` int32): CCW seen from outside.
+    uvs (`(V, 2)` float32): texture coordinates, origin bottom-left.
+    normals (`(V, 3)` float32): unit vertex normals.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    normals: np.ndarray
+
+
+@dataclass
+class ViewOutput:
+    """One photo of the reconstruction.
+
+    Attributes:
+        camera (`PinholeCamera`): intrinsics of the photo and object-to-camera pose.
+        lighting (`np.ndarray` of shape `(3, 9)`): SH coefficients of the light in camera space
+            (linear RGB, see `rendering.sh`), white and averaging shading 1 on the skin; with the
+            de-lighting network, scaled per channel to its `diffuse_albedo` (least squares over
+            the visible texels), so that albedo x lighting still reproduces the photo.
+        render (`np.ndarray` `(H, W, 3)` float32 or PIL): albedo x lighting rendered over the
+            photo.
+        render_mask (`np.ndarray` `(H, W)` bool): pixels covered by the face.
+        image (`np.ndarray` `(H, W, 3)` uint8): the input photo, upright RGB.
+        landmarks (`FaceLandmarks`): the tracked face.
+    """
+
+    camera: PinholeCamera
+    lighting: np.ndarray
+    render: np.ndarray
+    render_mask: np.ndarray
+    image: np.ndarray
+    landmarks: FaceLandmarks
+
+
+@dataclass
+class AvatarPipelineOutput(BaseOutput):
+    """Output of `AvatarPipeline`.
+
+    Attributes:
+        mesh (`FaceMesh`): the dense face mesh (7,305 vertices) in object space.
+        maps (`dict[str, np.ndarray | PIL.Image.Image]`): UV maps `(R, R, C)` float32 in [0, 1]
+            (or PIL images with `output_type="pil"`): `texture` (the photo unwrapped and
+            completed, sRGB), `diffuse_albedo` (sRGB), `shape_normals` (object space, (n+1)/2),
+            `shape_normals_tangent` (tangent space, (n+1)/2), `ambient_occlusion` and
+            `visibility` (1 channel each); with the reflectance networks also
+            `diffuse_albedo_first_order` (the backbone's; `diffuse_albedo` is then the
+            network's), `specular_albedo` (1 channel), `specular_normals` and `diffuse_normals`
+            (tangent space on the mesh's smooth frame, (n+1)/2).
+        views (`list[ViewOutput]`): one per photo (several photos of one person share the mesh
+            and the maps); `camera`, `lighting`, `render`, `render_mask`, `image` and
+            `landmarks` read the first.
+        timings (`dict[str, float]`): seconds per stage.
+        fit (`FitResult` or `None`): the photometric fit (losses, masked PSNR before/after),
+            `None` with `num_fit_steps=0`.
+    """
+
+    mesh: FaceMesh
+    maps: dict
+    views: list[ViewOutput]
+    timings: dict
+    fit: FitResult | None = None
+
+    @property
+    def camera(self) -> PinholeCamera:
+        return self.views[0].camera
+
+    @property
+    def lighting(self) -> np.ndarray:
+        return self.views[0].lighting
+
+    @property
+    def render(self) -> np.ndarray:
+        return self.views[0].render
+
+    @property
+    def render_mask(self) -> np.ndarray:
+        return self.views[0].render_mask
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.views[0].image
+
+    @property
+    def landmarks(self) -> FaceLandmarks:
+        return self.views[0].landmarks
