@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 import torch
 
+from rendering.color import linear_to_srgb, srgb_to_linear
 from rendering.mesh import decode_normals
-from rendering.render import linear_to_srgb, srgb_to_linear
 from training import evaluate_reflectance as ev
 from training.reflectance_data import sample_face_maps
 from training.render_pairs import (

@@ -9,7 +9,7 @@ from skimage.metrics import structural_similarity
 
 from bench import landmarks68
 from modeling.face_model.topology import load_topology
-from rendering.render import linear_to_srgb, srgb_to_linear
+from rendering.color import linear_to_srgb, srgb_to_linear
 
 # iBUG-68 outer eye corners (subject's right eye outer corner, left eye outer corner).
 OUTER_EYE_CORNERS = (36, 45)

@@ -28,7 +28,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import torch
 from diffusers import DiffusionPipeline
 
 from modeling.export import to_pil

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from rendering.camera import PinholeCamera
+from rendering.color import linear_to_srgb, srgb_to_linear
 from rendering.lights import (
     ENVIRONMENT_KINDS,
     dominant_lights,
@@ -36,12 +37,7 @@ from rendering.lights import (
     procedural_environment,
 )
 from rendering.mesh import vertex_tangents
-from rendering.render import (
-    linear_to_srgb,
-    rasterize_view,
-    sample_uv_map,
-    srgb_to_linear,
-)
+from rendering.render import rasterize_view, sample_uv_map
 from rendering.shading import bake_ambient_occlusion, shade_skin
 
 __all__ = ["ENVIRONMENT_KINDS", "RelightScene", "prepare_scene", "relight", "relight_previews"]

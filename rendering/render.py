@@ -1,5 +1,5 @@
-"""Rendering helpers on top of `rasterize`: view rasterization, texture sampling, compositing,
-and the sRGB transfer curve (colour maps are stored sRGB-encoded; shading happens in linear)."""
+"""Rendering helpers on top of `rasterize`: view rasterization with metric depth, texture and
+image sampling, and the render of the face over its photo."""
 
 from __future__ import annotations
 
@@ -7,31 +7,13 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from rendering.camera import PinholeCamera
+from rendering.color import linear_to_srgb, srgb_to_linear
 from rendering.rasterize import rasterize
 from rendering.sh import sh_shading
 
 NEAR, FAR = 0.01, 10.0
-
-
-def srgb_to_linear(x):
-    """sRGB-encoded values in [0, 1] -> linear (numpy float32, or torch, differentiable)."""
-    if isinstance(x, torch.Tensor):
-        x = x.clamp(0, 1)
-        return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-    x = np.clip(x, 0, 1)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(x):
-    """Linear values -> sRGB-encoded in [0, 1] (numpy float32, or torch, differentiable)."""
-    if isinstance(x, torch.Tensor):
-        x = x.clamp(1e-8, 1)  # keeps the gradient of x ** (1 / 2.4) finite
-        return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
-    x = np.clip(x, 0, 1)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
 
 
 @dataclass(frozen=True)

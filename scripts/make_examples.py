@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 from bench.synthetic import render_view, synthetic_albedo  # noqa: E402
 from modeling.face_model.topology import load_topology  # noqa: E402
 from pipelines import AvatarPipeline  # noqa: E402
+from rendering.color import linear_to_srgb, srgb_to_linear  # noqa: E402
 from rendering.relight import relight  # noqa: E402
-from rendering.render import linear_to_srgb, srgb_to_linear  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 SIZE = 512

@@ -18,7 +18,7 @@ from bench.metrics import (
     rigid_align,
 )
 from modeling.face_model.topology import IBUG68_FROM_MEDIAPIPE, NUM_LANDMARKS, load_topology
-from rendering.render import linear_to_srgb, srgb_to_linear
+from rendering.color import linear_to_srgb, srgb_to_linear
 
 # iBUG-68 mirror partner of each point (the 300-W convention).
 IBUG68_MIRROR = (

@@ -10,8 +10,8 @@ from modeling.reconstruction.fitting import fit_photos
 from modeling.reconstruction.geometry import FaceGeometry, fit_camera_and_shape
 from modeling.reconstruction.texture import skin_mask
 from rendering.camera import PinholeCamera
+from rendering.color import srgb_to_linear
 from rendering.mesh import vertex_normals
-from rendering.render import srgb_to_linear
 from rendering.sh import sh_shading
 
 

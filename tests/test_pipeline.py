@@ -17,8 +17,9 @@ from pipelines import AvatarPipeline
 from pipelines.cli import main as cli_main
 from pipelines.outputs import save_outputs
 from rendering.camera import PinholeCamera
+from rendering.color import linear_to_srgb, srgb_to_linear
 from rendering.mesh import vertex_normals
-from rendering.render import linear_to_srgb, rasterize_view, sample_uv_map, srgb_to_linear
+from rendering.render import rasterize_view, sample_uv_map
 from rendering.sh import sh_shading
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -188,7 +188,7 @@ def test_splits_are_disjoint():
 
 def test_delighting_limits_oracles_reproduce_the_backbone():
     from bench.delighting_limits import first_order, true_specular
-    from rendering.render import srgb_to_linear
+    from rendering.color import srgb_to_linear
     from training.render_pairs import uv_geometry
 
     seed = seeds("test", 1)[0]

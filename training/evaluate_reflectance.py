@@ -28,8 +28,8 @@ from modeling.networks.blocks import uv_coordinates
 from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
 from modeling.networks.specular import SpecularAlbedoNet
+from rendering.color import linear_to_srgb, srgb_to_linear
 from rendering.mesh import decode_normals
-from rendering.render import linear_to_srgb, srgb_to_linear
 from training.render_pairs import make_training_pair, random_lighting, render_uv, seeds, uv_geometry
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights_config"

@@ -35,8 +35,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from rendering.color import linear_to_srgb
 from rendering.mesh import encode_normals
-from rendering.render import linear_to_srgb
 from training.face_layout import (
     ALA,
     CHEEK,

@@ -38,6 +38,7 @@ import torch
 from modeling.face_model.topology import NUM_LANDMARKS, load_topology
 from modeling.reconstruction.first_order import delight, estimate_sh_lighting
 from modeling.reconstruction.texture import complete_uv_map, skin_mask, uv_atlas
+from rendering.color import linear_to_srgb, srgb_to_linear
 from rendering.lights import (
     ENVIRONMENT_KINDS,
     DirectionalLight,
@@ -48,7 +49,6 @@ from rendering.lights import (
     procedural_environment,
 )
 from rendering.mesh import decode_normals, encode_normals, vertex_normals, vertex_tangents
-from rendering.render import linear_to_srgb, srgb_to_linear
 from rendering.shading import bake_ambient_occlusion, shade_skin, subsurface_scattering_uv
 from training.face_layout import texel_size_mm
 from training.reflectance_data import sample_face_maps

@@ -38,7 +38,7 @@ from modeling.networks.blocks import srgb_to_linear_t, uv_coordinates
 from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
 from modeling.networks.specular import SpecularAlbedoNet
-from rendering.render import srgb_to_linear
+from rendering.color import srgb_to_linear
 from training.evaluate_reflectance import best_channel_gain
 from training.reflectance_cache import load_pairs, to_float
 from training.render_pairs import uv_geometry

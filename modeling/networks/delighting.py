@@ -11,7 +11,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from modeling.networks.blocks import TinyUNet, luminance
-from rendering.render import linear_to_srgb, srgb_to_linear
+from rendering.color import linear_to_srgb, srgb_to_linear
 
 __all__ = ["DelightingNet", "WHITE_BALANCE_MODES", "check_white_balance"]
 

@@ -20,7 +20,8 @@ from modeling.reconstruction.texture import (
     skin_mask,
     unwrap_texture,
 )
-from rendering.render import ViewRaster, linear_to_srgb, srgb_to_linear
+from rendering.color import linear_to_srgb, srgb_to_linear
+from rendering.render import ViewRaster
 from rendering.sh import sh_shading, shading_basis
 
 

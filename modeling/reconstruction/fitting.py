@@ -27,10 +27,11 @@ from modeling.face_model.topology import NUM_LANDMARKS, Topology
 from modeling.inputs.face_tracker import FaceLandmarks
 from modeling.reconstruction.geometry import FaceGeometry
 from rendering.camera import PinholeCamera
+from rendering.color import linear_to_srgb, srgb_to_linear
 from rendering.differentiable import interpolate, rasterize_any, texture
 from rendering.lights import DirectionalLight
 from rendering.mesh import vertex_normals
-from rendering.render import FAR, NEAR, linear_to_srgb, srgb_to_linear
+from rendering.render import FAR, NEAR
 from rendering.sh import sh_shading
 from rendering.shading import (
     SKIN_SHININESS,
