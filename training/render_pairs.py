@@ -38,7 +38,7 @@ import torch
 from modeling.face_model.topology import NUM_LANDMARKS, load_topology
 from modeling.reconstruction.first_order import delight, estimate_sh_lighting
 from modeling.reconstruction.texture import complete_uv_map, skin_mask, uv_atlas
-from rendering.color import linear_to_srgb, srgb_to_linear
+from rendering.color import linear_to_srgb, luminance, srgb_to_linear
 from rendering.lights import (
     ENVIRONMENT_KINDS,
     DirectionalLight,
@@ -313,6 +313,120 @@ def first_order_albedo(colors_linear: np.ndarray, geometry: UVGeometry):
     return delight(colors_linear, normals, light, ao=ao), light
 
 
+@dataclass(frozen=True, eq=False)
+class _Exposure:
+    """How the pair's camera recorded the radiance.
+
+    Attributes:
+        exposure (`float`): the metered exposure times `jitter`.
+        jitter (`float`): the random factor around the metered exposure.
+        white_balance (`(3,)`): per-channel gains of the (partial) white balance.
+        gains (`(3,)` float32): exposure x white balance, what multiplies the radiance.
+    """
+
+    exposure: float
+    jitter: float
+    white_balance: np.ndarray
+    gains: np.ndarray
+
+
+def _render_maps(geometry: UVGeometry, maps: dict, light: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A face's maps (`sample_face_maps`) lit by `light` (`random_lighting`) in UV space.
+
+    Returns:
+        `(albedo_linear, radiance)`, both float32 `(R, R, 3)` linear RGB.
+    """
+    albedo_lin = srgb_to_linear(maps["diffuse_albedo"])
+    with torch.no_grad():
+        radiance = render_uv(
+            geometry,
+            torch.from_numpy(albedo_lin),
+            torch.from_numpy(maps["specular_albedo"]),
+            torch.from_numpy(decode_normals(maps["diffuse_normals"])),
+            torch.from_numpy(decode_normals(maps["specular_normals"])),
+            torch.as_tensor(light["sh"], dtype=torch.float32),
+            light["lights"],
+        ).numpy()
+    return albedo_lin, radiance
+
+
+def _draw_exposure(
+    radiance: np.ndarray, albedo_linear: np.ndarray, geometry: UVGeometry, rng: np.random.Generator
+) -> _Exposure:
+    """Camera exposure around "correct" (mean skin shading -> 1) and a partial white balance,
+    measured on the well-seen skin of `radiance` `(R, R, 3)` over `albedo_linear` `(R, R, 3)`.
+    Draws from `rng`, in this order: the white balance's strength, its per-channel error, the
+    exposure jitter."""
+    skin = geometry.skin & (geometry.visibility > 0.5)
+    shading = radiance[skin] / np.maximum(albedo_linear[skin], 1e-3)
+    mean_shading = np.median(shading, axis=0)
+    grey = float(luminance(mean_shading))
+    balance = (grey / np.maximum(mean_shading, 1e-6)) ** rng.uniform(0.3, 1.0)
+    balance = balance * np.exp(rng.normal(0, 0.04, 3))
+    # a little under "correct" (0.75), and highlight-protected: the brightest skin lands
+    # around 0.95 at most, as a camera's metering keeps a lit face from blowing out
+    skin_luminance = luminance(radiance[skin])
+    jitter = float(np.exp(rng.normal(0, 0.2)))
+    exposure = min(0.75 / max(grey, 1e-6), 0.95 / max(np.percentile(skin_luminance, 98), 1e-6))
+    exposure = float(exposure * jitter)
+    gains = (exposure * balance).astype(np.float32)
+    return _Exposure(exposure=exposure, jitter=jitter, white_balance=balance, gains=gains)
+
+
+def _backbone_textures(
+    recorded: np.ndarray, geometry: UVGeometry
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the backbone makes of the recorded UV radiance `recorded` `(R, R, 3)` (linear, in
+    [0, 1]): the completed sRGB texture and its completed first-order de-lighting.
+
+    The de-lighting runs on the chart's texels, as `first_order_albedo` (the backbone's
+    `first_order_maps` with a baked AO) does on what the camera saw, and the de-lit map is
+    completed (mirror, pull-push) like the texture.
+
+    Returns:
+        `(texture (R, R, 3) sRGB, delit_albedo (R, R, 3) sRGB, estimated SH light (3, 9))`.
+    """
+    chart, visibility = geometry.chart, geometry.visibility
+    recorded_srgb = linear_to_srgb(recorded)
+    texture, _ = complete_uv_map(recorded_srgb, visibility)
+    delit_lin, estimated = first_order_albedo(srgb_to_linear(recorded_srgb[chart]), geometry)
+    delit = np.zeros_like(texture)
+    delit[chart] = linear_to_srgb(delit_lin)
+    delit, _ = complete_uv_map(delit, visibility)
+    return texture, delit, estimated
+
+
+def _shape_normals_map(geometry: UVGeometry) -> np.ndarray:
+    """The shape's camera-space normals, (n + 1) / 2, completed beyond the chart without
+    mirroring (as the pipeline's `shape_normals`): float32 `(R, R, 3)`."""
+    r, chart = geometry.resolution, geometry.chart
+    shape = np.zeros((r, r, 3), np.float32)
+    shape[chart] = encode_normals(geometry.normals[chart])
+    shape, _ = complete_uv_map(shape, chart.astype(np.float32), use_mirror=False)
+    return shape
+
+
+def _recorded_lighting(light: dict, camera: _Exposure, estimated_sh: np.ndarray) -> dict:
+    """A pair's `lighting` entry: `light` (`random_lighting`) as the camera recorded it, with
+    the backbone's estimate `estimated_sh` `(3, 9)` and the camera's settings."""
+    return {
+        "kind": light["kind"],
+        "yaw_deg": light["yaw_deg"],
+        "pitch_deg": light["pitch_deg"],
+        "sh": light["sh"] * camera.gains[:, None],
+        "lights": _scaled_lights(light["lights"], camera.gains),
+        "estimated_sh": estimated_sh,
+        "exposure": camera.exposure,
+        "exposure_jitter": camera.jitter,
+        "white_balance": camera.white_balance.astype(np.float32),
+    }
+
+
+def _channel(x) -> np.ndarray:
+    """`(R, R)` -> float32 `(R, R, 1)`."""
+    return np.asarray(x, np.float32)[..., None]
+
+
 def make_training_pair(
     seed: int, resolution: int = 256, lighting: str = "random", ood: bool = False
 ) -> dict:
@@ -341,85 +455,26 @@ def make_training_pair(
         - `params` (`dict`): the face's parameters.
     """
     geometry = uv_geometry(int(resolution))
-    r = geometry.resolution
-    maps = sample_face_maps(seed, r, ood=ood)
+    maps = sample_face_maps(seed, geometry.resolution, ood=ood)
     light = random_lighting(seed, lighting)
     rng = np.random.default_rng([int(seed), 11])
-    dtype = torch.float32
-
-    albedo_lin = srgb_to_linear(maps["diffuse_albedo"])
-    with torch.no_grad():
-        radiance = render_uv(
-            geometry,
-            torch.from_numpy(albedo_lin),
-            torch.from_numpy(maps["specular_albedo"]),
-            torch.from_numpy(decode_normals(maps["diffuse_normals"])),
-            torch.from_numpy(decode_normals(maps["specular_normals"])),
-            torch.as_tensor(light["sh"], dtype=dtype),
-            light["lights"],
-        ).numpy()
-
-    # Camera: exposure around "correct" (mean skin shading -> 1) and a partial white balance.
-    skin = geometry.skin & (geometry.visibility > 0.5)
-    shading = radiance[skin] / np.maximum(albedo_lin[skin], 1e-3)
-    mean_shading = np.median(shading, axis=0)
-    grey = float(mean_shading @ np.array([0.2126, 0.7152, 0.0722]))
-    balance = (grey / np.maximum(mean_shading, 1e-6)) ** rng.uniform(0.3, 1.0)
-    balance = balance * np.exp(rng.normal(0, 0.04, 3))
-    # a little under "correct" (0.75), and highlight-protected: the brightest skin lands
-    # around 0.95 at most, as a camera's metering keeps a lit face from blowing out
-    luminance = radiance[skin] @ np.array([0.2126, 0.7152, 0.0722])
-    jitter = float(np.exp(rng.normal(0, 0.2)))
-    exposure = min(0.75 / max(grey, 1e-6), 0.95 / max(np.percentile(luminance, 98), 1e-6))
-    exposure = float(exposure * jitter)
-    gains = (exposure * balance).astype(np.float32)
-    recorded = np.clip(radiance * gains, 0, 1)
-
-    chart = geometry.chart
-    visibility = geometry.visibility
-    texture, _ = complete_uv_map(linear_to_srgb(recorded), visibility)
-
-    # The backbone's first-order de-lighting on the chart's texels, as
-    # `modeling.reconstruction.first_order.first_order_maps` does it with a baked AO: the light
-    # is estimated from the colours with the occlusion divided out, then light and occlusion are
-    # divided out of what the camera saw, and the de-lit map is completed (mirror, pull-push) like
-    # the texture.
-    delit_lin, estimated = first_order_albedo(srgb_to_linear(linear_to_srgb(recorded)[chart]),
-                                              geometry)  # fmt: skip
-    delit = np.zeros_like(texture)
-    delit[chart] = linear_to_srgb(delit_lin)
-    delit, _ = complete_uv_map(delit, visibility)
-
-    shape = np.zeros((r, r, 3), np.float32)
-    shape[chart] = encode_normals(geometry.normals[chart])
-    shape, _ = complete_uv_map(shape, chart.astype(np.float32), use_mirror=False)
-
-    def channel(x):
-        return np.asarray(x, np.float32)[..., None]
-
+    albedo_linear, radiance = _render_maps(geometry, maps, light)
+    camera = _draw_exposure(radiance, albedo_linear, geometry, rng)
+    recorded = np.clip(radiance * camera.gains, 0, 1)
+    texture, delit, estimated_sh = _backbone_textures(recorded, geometry)
     return {
         "texture": texture,
         "delit_albedo": delit,
-        "shape_normals": shape,
-        "ao": channel(geometry.ao),
-        "visibility": channel(visibility),
+        "shape_normals": _shape_normals_map(geometry),
+        "ao": _channel(geometry.ao),
+        "visibility": _channel(geometry.visibility),
         "diffuse_albedo": maps["diffuse_albedo"],
         "specular_albedo": maps["specular_albedo"],
         "diffuse_normals": maps["diffuse_normals"],
         "specular_normals": maps["specular_normals"],
-        "height": channel(maps["height"]),
-        "mask": channel(chart),
-        "skin": channel(geometry.skin),
-        "lighting": {
-            "kind": light["kind"],
-            "yaw_deg": light["yaw_deg"],
-            "pitch_deg": light["pitch_deg"],
-            "sh": light["sh"] * gains[:, None],
-            "lights": _scaled_lights(light["lights"], gains),
-            "estimated_sh": estimated,
-            "exposure": exposure,
-            "exposure_jitter": jitter,
-            "white_balance": balance.astype(np.float32),
-        },
+        "height": _channel(maps["height"]),
+        "mask": _channel(geometry.chart),
+        "skin": _channel(geometry.skin),
+        "lighting": _recorded_lighting(light, camera, estimated_sh),
         "params": maps["params"],
     }
