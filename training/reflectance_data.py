@@ -32,6 +32,8 @@ T-zone highest; the photometric fit measures 0.07-0.08 on real photos), hair and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -46,6 +48,7 @@ from training.face_layout import (
     NOSE_BASE,
     NOSE_TIP,
     OUTER_EYE_CORNER,
+    LayoutMasks,
     anchor,
     both_sides,
     gaussian_blur_mm,
@@ -255,6 +258,161 @@ def height_to_normals(height_mm: np.ndarray, texel_mm: float) -> np.ndarray:
 # The face
 
 
+@dataclass(frozen=True, eq=False)
+class _Hair:
+    """One face's hair, float32 `(R, R)` maps.
+
+    Attributes:
+        brows, grey_brows: cover of the dark and the grey eyebrow hairs.
+        beard: where beard hair grows, in [0, 1] (also for a face without stubble: its shadow).
+        stubble: cover of the stubble (0 without).
+        cover: all hair's cover, in [0, 1].
+    """
+
+    brows: np.ndarray
+    grey_brows: np.ndarray
+    beard: np.ndarray
+    stubble: np.ndarray
+    cover: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Overlays:
+    """What changes both the diffuse and the specular albedo of the bare skin, `(R, R)` in
+    [0, 1]: pore pits (`pore_pit`), shaved skin's beard shadow (`shadow`), the eyes with a soft
+    edge (`eyes`) and the lashes (`lash`)."""
+
+    pore_pit: np.ndarray
+    shadow: np.ndarray
+    eyes: np.ndarray
+    lash: np.ndarray
+
+
+def _skin_height(
+    params: dict,
+    seed: int,
+    ood: bool,
+    masks: LayoutMasks,
+    pores: np.ndarray,
+    mole_height: np.ndarray,
+) -> np.ndarray:
+    """Detail height (mm) `(R, R)` of the bare skin, eyes included: `pores` and `mole_height`
+    `(R, R)` plus micro-relief (shallower on the lips), wrinkles and the mid-scale relief the
+    mean mesh lacks."""
+    r = pores.shape[0]
+    return (
+        pores
+        + relief_height(params, seed, ood, r) * (1 - 0.6 * masks.lips)
+        + wrinkle_height(params, seed, ood, r)
+        + mole_height
+        + shape_residual_height(params, seed, ood, r)
+    )
+
+
+def _hair(params: dict, seed: int, ood: bool, resolution: int) -> _Hair:
+    """Eyebrow hairs, the beard area and (for faces with `params["stubble"]`) stubble."""
+    r = resolution
+    brow_cover, brow_grey = brow_hairs(params, seed, ood, r)
+    beard = beard_density(params, seed, ood, r)
+    beard = (
+        cv2.resize(beard, (r, r), interpolation=cv2.INTER_LINEAR) if beard.shape[0] != r else beard
+    )
+    if params["stubble"]:
+        beard_full = beard * params["stubble_density"]
+        stubble = stubble_cover(params, seed, ood, r, cv2.resize(beard_full, (64, 64)))
+    else:
+        stubble = np.zeros((r, r), np.float32)
+    cover = np.clip(brow_cover + brow_grey + stubble, 0, 1)
+    return _Hair(brows=brow_cover, grey_brows=brow_grey, beard=beard, stubble=stubble, cover=cover)
+
+
+def _zero_mean_on_skin(height: np.ndarray, masks: LayoutMasks, not_eye: np.ndarray) -> np.ndarray:
+    """`height` `(R, R)` less its mean over the skin (the chart less the eyes), the offset
+    faded out on the eyes as `not_eye` `(R, R)` does."""
+    skin_px = (masks.chart > 0) & (masks.eyes < 0.5)
+    return height - float(height[skin_px].mean()) * not_eye
+
+
+def _overlays(params: dict, pores: np.ndarray, hair: _Hair, masks: LayoutMasks) -> _Overlays:
+    """The `_Overlays` of a face with pore height `pores` `(R, R)` (mm, <= 0)."""
+    r = pores.shape[0]
+    return _Overlays(
+        pore_pit=np.clip(-pores / max(params["pore_depth_mm"], 1e-6), 0, 1),
+        shadow=(params["beard_shadow"] + 0.5 * params["stubble_density"]) * hair.beard,
+        eyes=gaussian_blur_mm(masks.eyes, 0.2, r),
+        lash=lash_cover(r),
+    )
+
+
+def _bare_skin_albedo(
+    params: dict, seed: int, ood: bool, tone: dict, spot_melanin: np.ndarray
+) -> np.ndarray:
+    """Linear diffuse albedo `(R, R, 3)` of the bare skin from its melanin (the face's, the
+    regions' `tone`, the pigment spots `spot_melanin` `(R, R)` and a fine grain) and blood."""
+    r = spot_melanin.shape[0]
+    grain = 0.05 * noise(stream(seed, ood, "grain"), r, 0.7)
+    log_mel = params["log_melanin"] + tone["log_melanin"] + spot_melanin + grain
+    log_blood = params["log_blood"] + tone["log_blood"]
+    return skin_albedo(log_mel, log_blood, tone["oxygenation"], params["eumelanin_ratio"])
+
+
+def _diffuse_albedo(
+    skin: np.ndarray,
+    params: dict,
+    seed: int,
+    ood: bool,
+    masks: LayoutMasks,
+    hair: _Hair,
+    over: _Overlays,
+) -> np.ndarray:
+    """Linear diffuse albedo `(R, R, 3)`: the bare `skin` `(R, R, 3)` darkened in the pores,
+    the beard shadow and the mouth, under the hairs, the eyes and the lashes."""
+    r = skin.shape[0]
+    albedo = skin * (1 - 0.15 * over.pore_pit)[..., None]
+    albedo = albedo * (1 - over.shadow[..., None] * np.array([0.45, 0.38, 0.25], np.float32))
+    albedo = albedo * (1 - 0.45 * masks.mouth)[..., None]
+    hair_rgb = HAIR_COLORS[params["hair_color"]].astype(np.float32)
+    grey_rgb = HAIR_COLORS[7].astype(np.float32)
+    albedo = (
+        albedo * (1 - hair.cover[..., None]) + (hair.brows + hair.stubble)[..., None] * hair_rgb
+    )
+    albedo = albedo + hair.grey_brows[..., None] * grey_rgb
+    eyes = over.eyes[..., None]
+    albedo = albedo * (1 - eyes) + eye_albedo(params, seed, ood, r) * eyes
+    lash_rgb = np.sqrt(hair_rgb * HAIR_COLORS[1].astype(np.float32))  # lashes run darker
+    return albedo * (1 - over.lash[..., None]) + over.lash[..., None] * lash_rgb
+
+
+def _specular_albedo(
+    params: dict, seed: int, ood: bool, tone: dict, masks: LayoutMasks, hair: _Hair, over: _Overlays
+) -> np.ndarray:
+    """Specular albedo `(R, R)` (shader units): the skin's, higher on the oily T-zone and the
+    lips, lower in the pores, on shaved skin and in the mouth, and the hair's and the eyes'."""
+    r = over.pore_pit.shape[0]
+    rng = stream(seed, ood, "specular")
+    spec = params["specular"] * (1 + params["oiliness"] * tone["tzone"])
+    spec = (
+        spec
+        * (1 + 0.05 * noise(rng, r, 8.0) + 0.08 * noise(rng, r, 1.5))
+        * (1 - 0.55 * over.pore_pit)
+    )
+    lips_soft = gaussian_blur_mm(masks.lips, 0.5, r)
+    # shaved skin is rougher (a lower, broader lobe: with one shininess, a lower albedo)
+    rough = 0.25 * over.shadow + 0.4 * params["stubble_density"] * hair.beard
+    spec = spec * (1 + (params["lip_shine"] - 1) * lips_soft) * (1 - rough)
+    spec = spec * (1 - 0.6 * masks.mouth)  # the dark gap between the lips
+    spec = spec * (1 - hair.cover) + params["hair_specular"] * hair.cover
+    spec = spec * (1 - over.lash) + params["hair_specular"] * over.lash
+    return spec * (1 - over.eyes) + params["eye_specular"] * over.eyes
+
+
+def _normal_maps(height: np.ndarray, texel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """`(specular, diffuse)` tangent-space unit normals `(R, R, 3)` of the detail `height`
+    `(R, R)` (mm); the diffuse ones from the height blurred by `DIFFUSE_NORMAL_BLUR_MM`."""
+    blurred = gaussian_blur_mm(height.astype(np.float32), DIFFUSE_NORMAL_BLUR_MM, height.shape[0])
+    return height_to_normals(height, texel_mm), height_to_normals(blurred, texel_mm)
+
+
 def sample_face_maps(seed: int, resolution: int = 256, ood: bool = False) -> dict:
     """Paint one synthetic face's reflectance maps in our UV layout.
 
@@ -288,79 +446,22 @@ def sample_face_maps(seed: int, resolution: int = 256, ood: bool = False) -> dic
     coarse = {
         k: cv2.resize(tone[k], (64, 64), interpolation=cv2.INTER_AREA) for k in ("cheeks", "nose")
     }
-
-    # --- height (mm) -----------------------------------------------------------------------
     pores = pore_height(params, seed, ood, r, coarse)
-    spots_mel, mole_height = pigment_spots(params, seed, ood, r, coarse)
+    spot_melanin, mole_height = pigment_spots(params, seed, ood, r, coarse)
     not_eye = 1 - gaussian_blur_mm(masks.eyes, 0.3, r)
-    skin_height = (
-        pores
-        + relief_height(params, seed, ood, r) * (1 - 0.6 * masks.lips)
-        + wrinkle_height(params, seed, ood, r)
-        + mole_height
-        + shape_residual_height(params, seed, ood, r)
-    ) * not_eye
-
-    # --- hair --------------------------------------------------------------------------------
-    brow_cover, brow_grey = brow_hairs(params, seed, ood, r)
-    beard = beard_density(params, seed, ood, r)
-    beard = (
-        cv2.resize(beard, (r, r), interpolation=cv2.INTER_LINEAR) if beard.shape[0] != r else beard
-    )
-    if params["stubble"]:
-        beard_full = beard * params["stubble_density"]
-        stubble = stubble_cover(params, seed, ood, r, cv2.resize(beard_full, (64, 64)))
-    else:
-        stubble = np.zeros((r, r), np.float32)
-    hair_cover = np.clip(brow_cover + brow_grey + stubble, 0, 1)
-    height = skin_height + 0.05 * hair_cover
-    skin_px = (masks.chart > 0) & (masks.eyes < 0.5)
-    height = height - float(height[skin_px].mean()) * not_eye
-
-    # --- diffuse albedo (linear) ----------------------------------------------------------------
-    grain = 0.05 * noise(stream(seed, ood, "grain"), r, 0.7)
-    log_mel = params["log_melanin"] + tone["log_melanin"] + spots_mel + grain
-    log_blood = params["log_blood"] + tone["log_blood"]
-    albedo = skin_albedo(log_mel, log_blood, tone["oxygenation"], params["eumelanin_ratio"])
-    pore_pit = np.clip(-pores / max(params["pore_depth_mm"], 1e-6), 0, 1)
-    albedo = albedo * (1 - 0.15 * pore_pit)[..., None]
-    shadow = (params["beard_shadow"] + 0.5 * params["stubble_density"]) * beard
-    albedo = albedo * (1 - shadow[..., None] * np.array([0.45, 0.38, 0.25], np.float32))
-    albedo = albedo * (1 - 0.45 * masks.mouth)[..., None]
-    hair_rgb = HAIR_COLORS[params["hair_color"]].astype(np.float32)
-    grey_rgb = HAIR_COLORS[7].astype(np.float32)
-    albedo = albedo * (1 - hair_cover[..., None]) + (brow_cover + stubble)[..., None] * hair_rgb
-    albedo = albedo + brow_grey[..., None] * grey_rgb
-    eyes = gaussian_blur_mm(masks.eyes, 0.2, r)[..., None]
-    albedo = albedo * (1 - eyes) + eye_albedo(params, seed, ood, r) * eyes
-    lash = lash_cover(r)
-    lash_rgb = np.sqrt(hair_rgb * HAIR_COLORS[1].astype(np.float32))  # lashes run darker
-    albedo = albedo * (1 - lash[..., None]) + lash[..., None] * lash_rgb
-
-    # --- specular albedo -------------------------------------------------------------------------
-    rng = stream(seed, ood, "specular")
-    spec = params["specular"] * (1 + params["oiliness"] * tone["tzone"])
-    spec = (
-        spec * (1 + 0.05 * noise(rng, r, 8.0) + 0.08 * noise(rng, r, 1.5)) * (1 - 0.55 * pore_pit)
-    )
-    lips_soft = gaussian_blur_mm(masks.lips, 0.5, r)
-    # shaved skin is rougher (a lower, broader lobe: with one shininess, a lower albedo)
-    rough = 0.25 * shadow + 0.4 * params["stubble_density"] * beard
-    spec = spec * (1 + (params["lip_shine"] - 1) * lips_soft) * (1 - rough)
-    spec = spec * (1 - 0.6 * masks.mouth)  # the dark gap between the lips
-    spec = spec * (1 - hair_cover) + params["hair_specular"] * hair_cover
-    spec = spec * (1 - lash) + params["hair_specular"] * lash
-    spec = spec * (1 - eyes[..., 0]) + params["eye_specular"] * eyes[..., 0]
-
-    specular_normals = height_to_normals(height, texel)
-    blurred = gaussian_blur_mm(height.astype(np.float32), DIFFUSE_NORMAL_BLUR_MM, r)
-    diffuse_normals = height_to_normals(blurred, texel)
-    params = dict(params, texel_size_mm=texel)
+    skin_height = _skin_height(params, seed, ood, masks, pores, mole_height) * not_eye
+    hair = _hair(params, seed, ood, r)
+    height = _zero_mean_on_skin(skin_height + 0.05 * hair.cover, masks, not_eye)
+    over = _overlays(params, pores, hair, masks)
+    skin = _bare_skin_albedo(params, seed, ood, tone, spot_melanin)
+    albedo = _diffuse_albedo(skin, params, seed, ood, masks, hair, over)
+    spec = _specular_albedo(params, seed, ood, tone, masks, hair, over)
+    specular_normals, diffuse_normals = _normal_maps(height, texel)
     return {
         "diffuse_albedo": linear_to_srgb(np.clip(albedo, 0, 1)),
         "specular_albedo": np.clip(spec, 0, 1).astype(np.float32)[..., None],
         "height": height.astype(np.float32),
         "specular_normals": encode_normals(specular_normals),
         "diffuse_normals": encode_normals(diffuse_normals),
-        "params": params,
+        "params": dict(params, texel_size_mm=texel),
     }
