@@ -83,7 +83,7 @@ def render_view(
     sh = sh / sh_shading(normals[facing], sh).mean(0)[:, None]
     renderer = FaceRenderer(topology, size)
     with torch.no_grad():
-        color, covered, _ = renderer(
+        render = renderer(
             torch.tensor(verts_cam, dtype=torch.float32),
             torch.tensor(camera.projection_matrix(), dtype=torch.float32),
             torch.tensor(sh, dtype=torch.float32),
@@ -96,7 +96,8 @@ def render_view(
             ),
         )
     image = np.full((size, size, 3), background, np.float32)
-    image[covered.numpy()] = color.numpy()[covered.numpy()]
+    covered = render.covered.numpy()
+    image[covered] = render.color.numpy()[covered]
     pts = verts_cam[:NUM_LANDMARKS]
     pixels = camera.project(pts)
     pixels += np.random.default_rng(seed).normal(0, landmark_noise_px, pixels.shape)

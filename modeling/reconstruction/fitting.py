@@ -27,7 +27,7 @@ from modeling.face_model.topology import NUM_LANDMARKS, Topology
 from modeling.inputs.face_tracker import FaceLandmarks
 from modeling.reconstruction.geometry import FaceGeometry
 from rendering.camera import PinholeCamera
-from rendering.color import linear_to_srgb, srgb_to_linear
+from rendering.color import linear_to_srgb, masked_psnr, srgb_to_linear
 from rendering.differentiable import interpolate, rasterize_any, texture
 from rendering.lights import DirectionalLight
 from rendering.mesh import vertex_normals
@@ -157,6 +157,31 @@ def _uniform_laplacian(faces: np.ndarray, n: int) -> torch.Tensor:
     ).coalesce()
 
 
+@dataclass(frozen=True)
+class ViewRender:
+    """One view rendered by `FaceRenderer` (S x S pixels; tensors on the fit's device).
+
+    Attributes:
+        color (`(S, S, 3)`): sRGB render.
+        covered (`(S, S)` bool): pixels the mesh covers.
+        skin (`(S, S)` bool): covered pixels on skin texels.
+        skin_shading (`(N, 3)`): SH shading of the N skin pixels (for the light's scale prior).
+        facing (`(S, S)`): cos of the viewing angle, detached, in [0, 1].
+        uv (`(S, S, 2)`), shading (`(S, S, 3)`), specular (`(S, S, 3)`): per-pixel texture
+            coordinates, diffuse shading and specular radiance, detached (for
+            `_reestimate_albedo`).
+    """
+
+    color: torch.Tensor
+    covered: torch.Tensor
+    skin: torch.Tensor
+    skin_shading: torch.Tensor
+    facing: torch.Tensor
+    uv: torch.Tensor
+    shading: torch.Tensor
+    specular: torch.Tensor
+
+
 class FaceRenderer:
     """Differentiable render of the dense face mesh with the project's skin shader
     (`rendering.shading`): albedo x SH shading x ambient occlusion, plus normalised Blinn-Phong
@@ -176,17 +201,14 @@ class FaceRenderer:
         self.uvs = torch.from_numpy(topology.dense_uvs.astype(np.float32)).to(device)
         skin = np.ones((8, 8), bool) if skin_mask_uv is None else skin_mask_uv
         self.skin_uv = torch.from_numpy(skin.astype(np.float32))[..., None].to(device)
-        self.facing = None
 
-    def __call__(self, verts_cam, projection, sh, albedo, specular, ao=None):
+    def __call__(self, verts_cam, projection, sh, albedo, specular, ao=None) -> ViewRender:
         """Render one view.
 
         Args:
             verts_cam (`(V, 3)`): camera space; projection (`(4, 4)`):
                 `PinholeCamera.projection_matrix`; sh (`(3, 9)`); albedo (`(R, R, 3)` linear);
                 specular (scalar tensor): specular albedo; ao (`(V,)`, *optional*).
-        Returns:
-            `(S, S, 3)` sRGB render, `(S, S)` coverage, `(S, S)` skin mask.
         """
         ones = torch.ones_like(verts_cam[:, :1])
         clip = torch.cat([verts_cam, ones], 1) @ projection.T
@@ -208,16 +230,16 @@ class FaceRenderer:
         color = linear_to_srgb(alb * shading + spec)[0]
         covered = rast[0, ..., 3] > 0
         skin = (texture(self.skin_uv[None], uv)[0, ..., 0] > 0.5) & covered
-        self.skin_shading = sh_shading(normals[0][skin], sh)  # (N, 3), for the scale prior
-        self.facing = (normals * view).sum(-1)[0].detach().clamp(0, 1)  # cos(view angle)
-        self.last = {  # what `_reestimate_albedo` needs
-            "uv": uv[0].detach(),
-            "shading": shading[0].detach(),
-            "spec": spec[0].detach(),
-            "skin": skin,
-            "facing": self.facing,
-        }
-        return color, covered, skin
+        return ViewRender(
+            color=color,
+            covered=covered,
+            skin=skin,
+            skin_shading=sh_shading(normals[0][skin], sh),
+            facing=(normals * view).sum(-1)[0].detach().clamp(0, 1),
+            uv=uv[0].detach(),
+            shading=shading[0].detach(),
+            specular=spec[0].detach(),
+        )
 
 
 def dominant_sh_light(sh: np.ndarray) -> DirectionalLight | None:
@@ -232,7 +254,9 @@ def dominant_sh_light(sh: np.ndarray) -> DirectionalLight | None:
     return DirectionalLight(band1 / strength, color)
 
 
-def _reestimate_albedo(renders, photos, albedo_logit) -> torch.Tensor:
+def _reestimate_albedo(
+    renders: list[ViewRender], photos: list[torch.Tensor], albedo_logit: torch.Tensor
+) -> torch.Tensor:
     """Albedo logits re-estimated from the photos under the current pose and light: every skin
     pixel's (colour - specular) / shading is splatted to its nearest texel, weighted by how
     squarely it is seen; texels no photo sees take their mirror partner's value, or keep their
@@ -240,11 +264,12 @@ def _reestimate_albedo(renders, photos, albedo_logit) -> torch.Tensor:
     res = albedo_logit.shape[0]
     num = albedo_logit.new_zeros(res * res, 3)
     den = albedo_logit.new_zeros(res * res)
-    for (_, skin, last), photo in zip(renders, photos, strict=True):
-        uv = last["uv"][skin]
-        shading = last["shading"][skin].clamp_min(0.05)
-        observed = (srgb_to_linear(photo[skin]) - last["spec"][skin]) / shading
-        weight = last["facing"][skin] ** 2
+    for render, photo in zip(renders, photos, strict=True):
+        skin = render.skin
+        uv = render.uv[skin]
+        shading = render.shading[skin].clamp_min(0.05)
+        observed = (srgb_to_linear(photo[skin]) - render.specular[skin]) / shading
+        weight = render.facing[skin] ** 2
         col = (uv[:, 0] * res).long().clamp(0, res - 1)
         row = ((1 - uv[:, 1]) * res).long().clamp(0, res - 1)
         idx = row * res + col
@@ -262,11 +287,6 @@ def _reestimate_albedo(renders, photos, albedo_logit) -> torch.Tensor:
 
 def _charbonnier(x: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
     return torch.sqrt(x * x + eps * eps) - eps
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
-    mse = ((a - b) ** 2)[mask].mean().item()
-    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
 
 
 def fit(
@@ -318,109 +338,197 @@ def fit(
         torch.set_num_threads(threads)
 
 
-def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps, weights,
-         tolerance, seed, callback, ambient_occlusion, device) -> FitResult:  # fmt: skip
-    torch.manual_seed(seed)
-    w = {
-        "landmarks": 10.0,
-        "photo": 1.0,
-        "shape_laplacian": 0.3,
-        "shape_l2": 0.03,
-        "albedo_symmetry": 3.0,
-        "albedo_smooth": 0.5,
-        "light": 1e-3,
-        "light_scale": 1.0,
-    }
-    w.update(weights or {})
-    n_views = len(views)
-    size = views[0].image.shape[0]
-    init_sh = np.broadcast_to(np.asarray(init_sh, np.float32), (n_views, 3, 9))
-    renderer = FaceRenderer(topology, size, skin_mask_uv, device)
+DEFAULT_WEIGHTS = {
+    "landmarks": 10.0,
+    "photo": 1.0,
+    "shape_laplacian": 0.3,
+    "shape_l2": 0.03,
+    "albedo_symmetry": 3.0,
+    "albedo_smooth": 0.5,
+    "light": 1e-3,
+    "light_scale": 1.0,
+}
 
-    def t(x, dtype=torch.float32):  # the fit's device and dtype
-        return torch.tensor(np.asarray(x), dtype=dtype, device=device)
 
-    lift = t(topology.dense_from_landmarks)
-    ao = None if ambient_occlusion is None else t(ambient_occlusion)
-    base = t(shape_object)
-    laplacian = _uniform_laplacian(topology.landmark_faces, NUM_LANDMARKS).to(device)
-    rot0 = t(np.stack([v.camera.rotation for v in views]))
-    trans0 = t(np.stack([v.camera.translation for v in views]))
-    projections = [t(v.camera.projection_matrix(NEAR, FAR)) for v in views]
-    intrinsics = [t([v.camera.fx, v.camera.fy, v.camera.cx, v.camera.cy]) for v in views]
+def _tensor(x, device, dtype=torch.float32) -> torch.Tensor:
+    return torch.tensor(np.asarray(x), dtype=dtype, device=device)
 
-    # Parameters.
-    omega = t(np.zeros((n_views, 3))).requires_grad_()
-    tau = t(np.zeros((n_views, 3))).requires_grad_()
-    offsets = t(np.zeros((NUM_LANDMARKS, 3))).requires_grad_()
-    sh_all = t(init_sh).requires_grad_()
-    albedo_lin0 = srgb_to_linear(np.asarray(init_albedo, np.float32)).clip(0.02, 0.98)
-    albedo_logit = t(np.log(albedo_lin0 / (1 - albedo_lin0))).requires_grad_()
-    spec_raw = t(-2.0).requires_grad_()
-    # Two stages: pose, light and shape first against a fixed albedo (otherwise the albedo,
-    # the most flexible parameter, soaks up misalignment and shading), then everything.
+
+@dataclass(frozen=True)
+class _Problem:
+    """What the fit matches, on its device; fixed during the optimisation (P photos).
+
+    Attributes:
+        renderer (`FaceRenderer`), weights (`dict`): the loss weights (`DEFAULT_WEIGHTS` keys).
+        lift (`(V, 468)`): dense vertices from landmark vertices; base (`(468, 3)`): the initial
+            landmark shape, object space; laplacian (sparse `(468, 468)`): of the landmark mesh.
+        rot0 (`(P, 3, 3)`), trans0 (`(P, 3)`): initial poses; projections (`P x (4, 4)`),
+            intrinsics (`P x (4,)`: fx, fy, cx, cy): the crops' cameras.
+        photos (`P x (S, S, 3)`), targets (`P x (468, 2)`), face_sizes (`P x float`): the crops,
+            their landmarks and landmark box diagonals (see `FitView`).
+        ao (`(V,)` or `None`): per-vertex ambient occlusion.
+    """
+
+    renderer: FaceRenderer
+    weights: dict
+    lift: torch.Tensor
+    base: torch.Tensor
+    laplacian: torch.Tensor
+    rot0: torch.Tensor
+    trans0: torch.Tensor
+    projections: list
+    intrinsics: list
+    photos: list
+    targets: list
+    face_sizes: list
+    ao: torch.Tensor | None
+
+
+def _problem(views, shape_object, topology, skin_mask_uv, weights, ambient_occlusion, device):
+    """The `_Problem` of `views` (`list[FitView]`), on `device`."""
+    cams = [v.camera for v in views]
+    return _Problem(
+        renderer=FaceRenderer(topology, views[0].image.shape[0], skin_mask_uv, device),
+        weights={**DEFAULT_WEIGHTS, **(weights or {})},
+        lift=_tensor(topology.dense_from_landmarks, device),
+        base=_tensor(shape_object, device),
+        laplacian=_uniform_laplacian(topology.landmark_faces, NUM_LANDMARKS).to(device),
+        rot0=_tensor(np.stack([c.rotation for c in cams]), device),
+        trans0=_tensor(np.stack([c.translation for c in cams]), device),
+        projections=[_tensor(c.projection_matrix(NEAR, FAR), device) for c in cams],
+        intrinsics=[_tensor([c.fx, c.fy, c.cx, c.cy], device) for c in cams],
+        photos=[v.image.to(device) for v in views],
+        targets=[v.landmarks.to(device) for v in views],
+        face_sizes=[v.face_size for v in views],
+        ao=None if ambient_occlusion is None else _tensor(ambient_occlusion, device),
+    )
+
+
+@dataclass(frozen=True)
+class _Parameters:
+    """The optimised tensors (P photos, albedo R x R): per photo a rotation vector `omega`
+    `(P, 3)` and translation `tau` `(P, 3)` correcting the initial pose, and SH light `sh`
+    `(P, 3, 9)`; shared landmark `offsets` `(468, 3)` (metres), `albedo_logit` `(R, R, 3)`
+    (linear albedo = sigmoid) and `specular_raw` (scalar, specular albedo = softplus)."""
+
+    omega: torch.Tensor
+    tau: torch.Tensor
+    offsets: torch.Tensor
+    sh: torch.Tensor
+    albedo_logit: torch.Tensor
+    specular_raw: torch.Tensor
+
+    @classmethod
+    def initial(cls, n_views: int, init_sh, init_albedo, device) -> _Parameters:
+        """Zero pose and shape corrections, `init_sh` `(P, 3, 9)` and `init_albedo` (sRGB)."""
+        albedo_lin0 = srgb_to_linear(np.asarray(init_albedo, np.float32)).clip(0.02, 0.98)
+        return cls(
+            omega=_tensor(np.zeros((n_views, 3)), device).requires_grad_(),
+            tau=_tensor(np.zeros((n_views, 3)), device).requires_grad_(),
+            offsets=_tensor(np.zeros((NUM_LANDMARKS, 3)), device).requires_grad_(),
+            sh=_tensor(init_sh, device).requires_grad_(),
+            albedo_logit=_tensor(np.log(albedo_lin0 / (1 - albedo_lin0)), device).requires_grad_(),
+            specular_raw=_tensor(-2.0, device).requires_grad_(),
+        )
+
+    def rotation(self, problem: _Problem, p: int) -> torch.Tensor:
+        """`(3, 3)` object-to-camera rotation of photo `p`."""
+        return torch.linalg.matrix_exp(_skew(self.omega[p])) @ problem.rot0[p]
+
+    def dense_vertices(self, problem: _Problem) -> torch.Tensor:
+        """`(V, 3)` dense mesh of the identity, object space."""
+        return problem.lift @ (problem.base + self.offsets)
+
+
+def _view_terms(problem: _Problem, p: int, verts_cam, sh, render: ViewRender):
+    """Photo `p`'s loss terms, each divided by the number of photos: photometric, landmarks,
+    light prior. A generator: each term is built when the caller adds it, which keeps the
+    autograd graph, and so the gradients' summation order, as the loss is written."""
+    w, n_views = problem.weights, len(problem.photos)
+    # Grazing pixels mix skin with what lies behind it: trust them less.
+    residual = _charbonnier(render.color - problem.photos[p]).sum(-1) * render.facing
+    yield w["photo"] * residual[render.skin].mean() / n_views
+    fx, fy, cx, cy = problem.intrinsics[p]
+    lm = verts_cam[:NUM_LANDMARKS]
+    px = torch.stack([fx * lm[:, 0] / -lm[:, 2] + cx, -fy * lm[:, 1] / -lm[:, 2] + cy], 1)
+    lm_err = ((px - problem.targets[p]) ** 2).sum(1).mean() / problem.face_sizes[p] ** 2
+    yield w["landmarks"] * 100 * lm_err / n_views
+    yield w["light"] * (sh[:, 1:] ** 2).sum() / n_views
+
+
+def _prior_terms(problem: _Problem, params: _Parameters, albedo, mean_shadings: list):
+    """The shared priors (a generator, as `_view_terms`): light scale (from each photo's mean
+    skin shading `(3,)`), shape smoothness and size, albedo symmetry and smoothness."""
+    w = problem.weights
+    # The shared albedo and the lights have one per-channel scale in common: pin it by our
+    # convention (the light averages shading 1 over the visible skin, over all photos).
+    mean_shading = torch.stack(mean_shadings).mean(0)
+    yield w["light_scale"] * ((mean_shading - 1) ** 2).sum()
+    mm = params.offsets * 1000  # millimetres
+    yield w["shape_laplacian"] * (torch.sparse.mm(problem.laplacian, mm) ** 2).mean()
+    yield w["shape_l2"] * (mm**2).mean()
+    yield w["albedo_symmetry"] * ((albedo - albedo.flip(1)) ** 2).mean()
+    dx = albedo[:, 1:] - albedo[:, :-1]
+    dy = albedo[1:] - albedo[:-1]
+    yield w["albedo_smooth"] * ((dx**2).mean() + (dy**2).mean())
+
+
+def _loss(problem: _Problem, params: _Parameters) -> tuple[torch.Tensor, list[ViewRender]]:
+    """The total loss (scalar) and each photo's `ViewRender`."""
+    dense = params.dense_vertices(problem)
+    albedo = torch.sigmoid(params.albedo_logit)
+    specular = F.softplus(params.specular_raw)
+    loss = problem.lift.new_zeros(())
+    renders, mean_shadings = [], []
+    for p in range(len(problem.photos)):
+        verts_cam = dense @ params.rotation(problem, p).T + problem.trans0[p] + params.tau[p]
+        sh = params.sh[p]
+        render = problem.renderer(verts_cam, problem.projections[p], sh, albedo, specular,
+                                  problem.ao)  # fmt: skip
+        for term in _view_terms(problem, p, verts_cam, sh, render):
+            loss = loss + term
+        mean_shadings.append(render.skin_shading.mean(0))
+        renders.append(render)
+    for term in _prior_terms(problem, params, albedo, mean_shadings):
+        loss = loss + term
+    return loss, renders
+
+
+def _psnr(problem: _Problem, renders: list[ViewRender]) -> list[float]:
+    """Masked (skin) PSNR of each photo's render."""
+    pairs = zip(renders, problem.photos, strict=True)
+    return [masked_psnr(r.color, photo, r.skin) for r, photo in pairs]
+
+
+def _optimize(problem: _Problem, params: _Parameters, num_steps: int, tolerance: float,
+              callback) -> list[float]:  # fmt: skip
+    """Adam in two stages: pose, light and shape first against a fixed albedo (otherwise the
+    albedo, the most flexible parameter, soaks up misalignment and shading), then the albedo,
+    re-estimated from the photos under the new poses, and the specular join. Stops early when
+    the loss changes by less than `tolerance` (relative) over 10 steps. Returns the losses."""
     stage1_steps = max(1, int(0.4 * num_steps))
     optimizer = torch.optim.Adam(
         [
-            {"params": [omega], "lr": 1e-2},
-            {"params": [tau], "lr": 2e-3},
-            {"params": [offsets], "lr": 3e-4},
-            {"params": [sh_all], "lr": 3e-2},
+            {"params": [params.omega], "lr": 1e-2},
+            {"params": [params.tau], "lr": 2e-3},
+            {"params": [params.offsets], "lr": 3e-4},
+            {"params": [params.sh], "lr": 3e-2},
         ]
     )
-    photos = [v.image.to(device) for v in views]
-    targets = [v.landmarks.to(device) for v in views]
-
-    def evaluate():
-        dense = lift @ (base + offsets)
-        albedo = torch.sigmoid(albedo_logit)
-        spec = F.softplus(spec_raw)
-        loss = lift.new_zeros(())
-        renders, mean_shadings = [], []
-        for p in range(n_views):
-            rot = torch.linalg.matrix_exp(_skew(omega[p])) @ rot0[p]
-            verts_cam = dense @ rot.T + trans0[p] + tau[p]
-            sh = sh_all[p]
-            color, covered, skin = renderer(verts_cam, projections[p], sh, albedo, spec, ao)
-            # Grazing pixels mix skin with what lies behind it: trust them less.
-            residual = _charbonnier(color - photos[p]).sum(-1) * renderer.facing
-            loss = loss + w["photo"] * residual[skin].mean() / n_views
-            fx, fy, cx, cy = intrinsics[p]
-            lm = verts_cam[:NUM_LANDMARKS]
-            px = torch.stack([fx * lm[:, 0] / -lm[:, 2] + cx, -fy * lm[:, 1] / -lm[:, 2] + cy], 1)
-            lm_err = ((px - targets[p]) ** 2).sum(1).mean() / views[p].face_size ** 2
-            loss = loss + w["landmarks"] * 100 * lm_err / n_views
-            loss = loss + w["light"] * (sh[:, 1:] ** 2).sum() / n_views
-            mean_shadings.append(renderer.skin_shading.mean(0))
-            renders.append((color, skin, renderer.last))
-        # The shared albedo and the lights have one per-channel scale in common: pin it by our
-        # convention (the light averages shading 1 over the visible skin, over all photos).
-        mean_shading = torch.stack(mean_shadings).mean(0)
-        loss = loss + w["light_scale"] * ((mean_shading - 1) ** 2).sum()
-        mm = offsets * 1000  # millimetres
-        loss = loss + w["shape_laplacian"] * (torch.sparse.mm(laplacian, mm) ** 2).mean()
-        loss = loss + w["shape_l2"] * (mm**2).mean()
-        loss = loss + w["albedo_symmetry"] * ((albedo - albedo.flip(1)) ** 2).mean()
-        dx = albedo[:, 1:] - albedo[:, :-1]
-        dy = albedo[1:] - albedo[:-1]
-        loss = loss + w["albedo_smooth"] * ((dx**2).mean() + (dy**2).mean())
-        return loss, renders
-
-    with torch.no_grad():
-        _, renders = evaluate()
-    psnr_before = [_psnr(c, photos[p], s) for p, (c, s, _) in enumerate(renders)]
     losses: list[float] = []
     for step in range(num_steps):
         if step == stage1_steps:
             with torch.no_grad():  # restart the albedo from the photos seen with the new poses
-                _, renders = evaluate()
-                albedo_logit.copy_(_reestimate_albedo(renders, photos, albedo_logit))
-            optimizer.add_param_group({"params": [albedo_logit], "lr": 1e-2})
-            optimizer.add_param_group({"params": [spec_raw], "lr": 3e-2})
+                _, renders = _loss(problem, params)
+                params.albedo_logit.copy_(
+                    _reestimate_albedo(renders, problem.photos, params.albedo_logit)
+                )
+            optimizer.add_param_group({"params": [params.albedo_logit], "lr": 1e-2})
+            optimizer.add_param_group({"params": [params.specular_raw], "lr": 3e-2})
             for group in optimizer.param_groups[:2]:
                 group["lr"] *= 0.3
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = evaluate()
+        loss, _ = _loss(problem, params)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
@@ -429,31 +537,40 @@ def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_
         converging = step >= stage1_steps + 20
         if converging and losses[-11] - losses[-1] < tolerance * abs(losses[-11]):
             break
-    with torch.no_grad():
-        _, renders = evaluate()
-        psnr_after = [_psnr(c, photos[p], s) for p, (c, s, _) in enumerate(renders)]
-        dense = (lift @ (base + offsets)).cpu().numpy().astype(np.float64)
-        rotations = np.stack(
-            [
-                (torch.linalg.matrix_exp(_skew(omega[p])) @ rot0[p]).cpu().numpy()
-                for p in range(n_views)
-            ]
-        ).astype(np.float64)
-        translations = (trans0 + tau).cpu().numpy().astype(np.float64)
-        sh = sh_all.cpu().numpy().astype(np.float64)
-        albedo = linear_to_srgb(torch.sigmoid(albedo_logit)).cpu().numpy()
+    return losses
+
+
+@torch.no_grad()
+def _result(problem: _Problem, params: _Parameters, losses, psnr_before) -> FitResult:
+    """The fitted parameters as a `FitResult` (numpy, float64 geometry)."""
+    _, renders = _loss(problem, params)
+    n_views = len(problem.photos)
+    rotations = np.stack([params.rotation(problem, p).cpu().numpy() for p in range(n_views)])
     return FitResult(
-        rotations,
-        translations,
-        dense,
-        sh,
-        albedo,
-        F.softplus(spec_raw).item(),
-        losses,
-        len(losses),
-        psnr_before,
-        psnr_after,
+        rotations=rotations.astype(np.float64),
+        translations=(problem.trans0 + params.tau).cpu().numpy().astype(np.float64),
+        vertices_object=params.dense_vertices(problem).cpu().numpy().astype(np.float64),
+        sh=params.sh.cpu().numpy().astype(np.float64),
+        albedo=linear_to_srgb(torch.sigmoid(params.albedo_logit)).cpu().numpy(),
+        specular=F.softplus(params.specular_raw).item(),
+        losses=losses,
+        steps=len(losses),
+        psnr_before=psnr_before,
+        psnr_after=_psnr(problem, renders),
     )
+
+
+def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps, weights,
+         tolerance, seed, callback, ambient_occlusion, device) -> FitResult:  # fmt: skip
+    torch.manual_seed(seed)
+    problem = _problem(views, shape_object, topology, skin_mask_uv, weights, ambient_occlusion,
+                       device)  # fmt: skip
+    init_sh = np.broadcast_to(np.asarray(init_sh, np.float32), (len(views), 3, 9))
+    params = _Parameters.initial(len(views), init_sh, init_albedo, device)
+    with torch.no_grad():
+        psnr_before = _psnr(problem, _loss(problem, params)[1])
+    losses = _optimize(problem, params, num_steps, tolerance, callback)
+    return _result(problem, params, losses, psnr_before)
 
 
 def fit_photos(
