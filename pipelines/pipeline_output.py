@@ -52,6 +52,11 @@ class ViewOutput:
     landmarks: FaceLandmarks
 
 
+def _first_view(name: str) -> property:
+    """A read-only attribute that reads the first view's `name` (one photo: the only one)."""
+    return property(lambda self: getattr(self.views[0], name), doc=f"`views[0].{name}`")
+
+
 @dataclass
 class AvatarPipelineOutput(BaseOutput):
     """Output of `AvatarPipeline`.
@@ -80,26 +85,9 @@ class AvatarPipelineOutput(BaseOutput):
     timings: dict
     fit: FitResult | None = None
 
-    @property
-    def camera(self) -> PinholeCamera:
-        return self.views[0].camera
-
-    @property
-    def lighting(self) -> np.ndarray:
-        return self.views[0].lighting
-
-    @property
-    def render(self) -> np.ndarray:
-        return self.views[0].render
-
-    @property
-    def render_mask(self) -> np.ndarray:
-        return self.views[0].render_mask
-
-    @property
-    def image(self) -> np.ndarray:
-        return self.views[0].image
-
-    @property
-    def landmarks(self) -> FaceLandmarks:
-        return self.views[0].landmarks
+    camera = _first_view("camera")
+    lighting = _first_view("lighting")
+    render = _first_view("render")
+    render_mask = _first_view("render_mask")
+    image = _first_view("image")
+    landmarks = _first_view("landmarks")
