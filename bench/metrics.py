@@ -1,5 +1,6 @@
 """Pure metric functions of the public benchmark (no downloads, no dlib): landmark NME, masked
-PSNR / SSIM, rigid alignment of meshes, the fitted mesh's iBUG-68 points in the photo."""
+PSNR (`rendering.color.masked_psnr`, re-exported) / SSIM, rigid alignment of meshes, the fitted
+mesh's iBUG-68 points in the photo."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from skimage.metrics import structural_similarity
 
 from bench import landmarks68
 from modeling.face_model.topology import load_topology
-from rendering.color import linear_to_srgb, srgb_to_linear
+from rendering.color import (
+    linear_to_srgb,
+    luminance,
+    masked_psnr,  # noqa: F401 (re-exported for bench and its tests)
+    srgb_to_linear,
+)
 
 # iBUG-68 outer eye corners (subject's right eye outer corner, left eye outer corner).
 OUTER_EYE_CORNERS = (36, 45)
@@ -66,12 +72,6 @@ def _crop(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice]:
     )
 
 
-def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB) of two images in [0, 1] over the pixels where `mask` is true."""
-    mse = float(np.mean((np.asarray(a, float)[mask] - np.asarray(b, float)[mask]) ** 2))
-    return float(10 * np.log10(1 / max(mse, 1e-12)))
-
-
 def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """Mean of the SSIM map (7x7 windows, per channel) over the pixels where `mask` is true."""
     if not mask.any():
@@ -122,6 +122,5 @@ def colour_shift(albedo: np.ndarray, first_order: np.ndarray, where: np.ndarray)
     mean linear colours over `where` after scaling the albedo's to the first-order one's
     luminance. A white-balanced photo should keep it small."""
     a, b = mean_linear(albedo, where), mean_linear(first_order, where)
-    luma = np.array([0.2126, 0.7152, 0.0722])
-    a = a * (b @ luma) / max(float(a @ luma), 1e-12)
+    a = a * luminance(b) / max(float(luminance(a)), 1e-12)
     return float(np.linalg.norm(lab(a)[1:] - lab(b)[1:]))

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 
+from rendering.color import luminance
 from rendering.sh import sh_basis, sh_shading
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
 ]
 
 ENVIRONMENT_KINDS = ("studio", "overcast", "sunny", "window")
-_LUMA = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709 / linear sRGB luminance weights
 
 
 def _vector3(name: str, value) -> np.ndarray:
@@ -249,7 +249,7 @@ def color_temperature_rgb(kelvin: float) -> np.ndarray:
         [[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]]
     )
     rgb = np.maximum(xyz_to_srgb @ xyz, 0.0)
-    return rgb / (rgb @ _LUMA)
+    return rgb / luminance(rgb)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def _sunny(c: _Canvas, rng: np.random.Generator):
     glow = 1 + 2.0 * np.exp(-angle / 0.3)
     sky = up[..., None] * glow[..., None] * (zenith_color + horizon[..., None] * horizon_color)
     sky_strength = rng.uniform(0.12, 0.3)  # the sky's shading next to the sun's 1.0
-    horizontal = np.sum(sky @ _LUMA * np.clip(c.dirs[..., 1], 0, None) * c.solid_angle) / np.pi
+    horizontal = np.sum(luminance(sky) * np.clip(c.dirs[..., 1], 0, None) * c.solid_angle) / np.pi
     sky = sky * (sky_strength / horizontal)
     c.radiance += sky
     sun_color = color_temperature_rgb(rng.uniform(4800, 5800))
@@ -434,7 +434,7 @@ def procedural_environment(
     canvas = _Canvas(height, width, rotation_deg)
     _GENERATORS[kind](canvas, np.random.default_rng(seed))
     env = canvas.radiance
-    brightest = sh_shading(fibonacci_sphere(2048), environment_to_sh(env)) @ _LUMA
+    brightest = luminance(sh_shading(fibonacci_sphere(2048), environment_to_sh(env)))
     return (env / brightest.max()).astype(np.float32)
 
 
@@ -475,8 +475,7 @@ def dominant_lights(
     height, width = env.shape[:2]
     dirs = equirect_directions(height, width)
     solid_angle = equirect_solid_angles(height, width)
-    luminance = env @ _LUMA
-    work = np.maximum(luminance, 0.0)
+    work = np.maximum(luminance(env), 0.0)
     eight = np.ones((3, 3), bool)
     cos_merge = np.cos(np.radians(merge_angle_deg))
     found = []  # per light: (3, 3) irradiance vector of each colour channel
@@ -494,9 +493,10 @@ def dominant_lights(
         # per-channel irradiance vectors (Arvo): E_c(n) = n . vector_c for any normal that sees
         # the whole region
         vectors = np.einsum("hwc,hwk->ck", env * weights[..., None], dirs)
-        if np.linalg.norm(_LUMA @ vectors) <= 1e-12:  # spread evenly over the whole sphere
+        lum_vector = luminance(vectors, axis=0)  # (3,): the luminance's irradiance vector
+        if np.linalg.norm(lum_vector) <= 1e-12:  # spread evenly over the whole sphere
             continue
-        cosines = [_cosine(_LUMA @ v, _LUMA @ vectors) for v in found]
+        cosines = [_cosine(luminance(v, axis=0), lum_vector) for v in found]
         if cosines and max(cosines) >= cos_merge:
             best = int(np.argmax(cosines))
             found[best] = found[best] + vectors
@@ -506,8 +506,8 @@ def dominant_lights(
             break
     lights = []
     for vectors in found:
-        direction = _LUMA @ vectors
+        direction = luminance(vectors, axis=0)
         direction = direction / np.linalg.norm(direction)
         lights.append(DirectionalLight(direction, np.maximum(vectors @ direction, 0) / np.pi))
-    lights.sort(key=lambda light: -(light.color @ _LUMA))
+    lights.sort(key=lambda light: -luminance(light.color))
     return lights

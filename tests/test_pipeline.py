@@ -17,18 +17,13 @@ from pipelines import AvatarPipeline
 from pipelines.cli import main as cli_main
 from pipelines.outputs import save_outputs
 from rendering.camera import PinholeCamera
-from rendering.color import linear_to_srgb, srgb_to_linear
+from rendering.color import linear_to_srgb, masked_psnr, srgb_to_linear
 from rendering.mesh import vertex_normals
 from rendering.render import rasterize_view, sample_uv_map
 from rendering.sh import sh_shading
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = 512
-
-
-def masked_psnr(a, b, mask):
-    err = np.mean((a[mask].astype(np.float64) - b[mask].astype(np.float64)) ** 2)
-    return 10 * np.log10(1.0 / max(err, 1e-12))
 
 
 @pytest.fixture(scope="module")

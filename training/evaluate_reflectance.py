@@ -28,7 +28,7 @@ from modeling.networks.blocks import uv_coordinates
 from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
 from modeling.networks.specular import SpecularAlbedoNet
-from rendering.color import linear_to_srgb, srgb_to_linear
+from rendering.color import linear_to_srgb, luminance, masked_psnr, srgb_to_linear
 from rendering.mesh import decode_normals
 from training.render_pairs import make_training_pair, random_lighting, render_uv, seeds, uv_geometry
 
@@ -86,8 +86,8 @@ def baseline_maps(pair: dict, mean_specular: float) -> dict:
 
 
 def psnr(a, b, mask) -> float:
-    mse = float(np.mean((np.clip(a, 0, 1)[mask] - b[mask]) ** 2))
-    return 10 * np.log10(1 / max(mse, 1e-12))
+    """`masked_psnr` of a prediction `a` clipped to [0, 1] against the truth `b`."""
+    return masked_psnr(np.clip(a, 0, 1), b, mask)
 
 
 def best_channel_gain(lin_a: np.ndarray, lin_b: np.ndarray) -> np.ndarray:
@@ -142,7 +142,7 @@ def evaluate(nets: dict, num_faces: int = 30, resolution: int = 256) -> dict:
         mask = pair["mask"][..., 0] > 0.5
         light = random_lighting(UNSEEN_LIGHT_OFFSET + i)
         truth_render = rerender(pair, geometry, light)
-        lum = truth_render[geometry.skin] @ np.array([0.2126, 0.7152, 0.0722])
+        lum = luminance(truth_render[geometry.skin])
         exposure = 0.9 / max(float(np.percentile(lum, 98)), 1e-6)
 
         def shown(radiance, exposure=exposure):

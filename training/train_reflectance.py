@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from modeling.networks.blocks import srgb_to_linear_t, uv_coordinates
+from modeling.networks.blocks import uv_coordinates
 from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
 from modeling.networks.specular import SpecularAlbedoNet
-from rendering.color import srgb_to_linear
+from rendering.color import masked_psnr, srgb_to_linear
 from training.evaluate_reflectance import best_channel_gain
 from training.reflectance_cache import load_pairs, to_float
 from training.render_pairs import uv_geometry
@@ -232,8 +232,8 @@ def loss_fn(component, pred, x, generator, model) -> torch.Tensor:
         # the global log-gain, supervised by the face's best one
         loss = loss + GAIN_WEIGHT * (model.global_gain(x["stats"]) - x["gain"]).abs().mean()
         shading = _random_shading(x["shape_normals"], generator)
-        rendered = srgb_to_linear_t(pred) * shading
-        loss = loss + _masked_l1(rendered, srgb_to_linear_t(gt) * shading, mask)
+        rendered = srgb_to_linear(pred) * shading
+        loss = loss + _masked_l1(rendered, srgb_to_linear(gt) * shading, mask)
         loss = loss + _gradient_l1(pred, gt, mask)
     elif component == "normals":
         for s in (slice(0, 3), slice(3, 6)):
@@ -258,8 +258,7 @@ def validate(model, component: str, val: dict) -> float:
             cos = F.cosine_similarity(pred[:, :3] * 2 - 1, gt[:, :3] * 2 - 1, dim=1)[0]
             scores.append(torch.rad2deg(torch.acos(cos[m].clamp(-1, 1))).mean().item())
         else:
-            mse = ((pred.clamp(0, 1) - gt) ** 2)[0][:, m].mean().item()
-            scores.append(10 * np.log10(1 / max(mse, 1e-12)))
+            scores.append(masked_psnr(pred.clamp(0, 1)[0], gt[0], m.expand_as(gt[0])))
     return float(np.mean(scores))
 
 

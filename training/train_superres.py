@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from modeling.networks.superres import SuperResolutionNet
+from rendering.color import masked_psnr
 from training.reflectance_cache import load_pairs, to_float
 from training.train_reflectance import _plot, optimizer_and_resume
 
@@ -164,11 +165,6 @@ def loss_fn(pred: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor, hf_weight:
     return l1 + hf_weight * hf
 
 
-def _psnr(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
-    mse = float(((a - b) ** 2)[m].mean())
-    return 10 * np.log10(1 / max(mse, 1e-12))
-
-
 def _ssim(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
@@ -200,7 +196,7 @@ def evaluate(model: SuperResolutionNet, data: dict, degradations=None) -> dict:
                 lr = degrade(hr, rng=np.random.default_rng(i), **deg)
                 sr, bicubic = super_resolve(model, lr)
                 for name, pred in (("sr", sr), ("bicubic", bicubic)):
-                    scores[f"{name}_psnr"].append(_psnr(pred, hr, chart))
+                    scores[f"{name}_psnr"].append(masked_psnr(pred, hr, chart))
                     scores[f"{name}_ssim"].append(_ssim(pred, hr, chart))
             results[f"{kind}/{deg_name}"] = {k: float(np.mean(v)) for k, v in scores.items()}
     return results

@@ -10,8 +10,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from modeling.networks.blocks import TinyUNet, luminance
-from rendering.color import linear_to_srgb, srgb_to_linear
+from modeling.networks.blocks import TinyUNet
+from rendering.color import linear_to_srgb, luminance, srgb_to_linear
 
 __all__ = ["DelightingNet", "WHITE_BALANCE_MODES", "check_white_balance"]
 
@@ -105,7 +105,7 @@ class DelightingNet(ModelMixin, ConfigMixin):
                 seen = torch.ones_like(seen)
             row = []
             for x, q in ((tex, TEXTURE_QUANTILES), (delit, ALBEDO_QUANTILES)):
-                lum = luminance(x[None])[0, 0][seen]
+                lum = luminance(x, axis=0)[0][seen]
                 row.append(torch.quantile(lum, torch.tensor(q, dtype=lum.dtype, device=lum.device)))
             quantiles.append(torch.cat(row))
         stats.append(torch.stack(quantiles).to(texture.dtype))
@@ -127,7 +127,7 @@ class DelightingNet(ModelMixin, ConfigMixin):
         """
         gain = self.global_head(stats * 2 - 1)
         if check_white_balance(white_balance) == "camera":
-            gain = luminance(gain[:, :, None, None])[:, :, 0, 0].expand_as(gain)
+            gain = luminance(gain, axis=1).expand_as(gain)
         return gain
 
     def forward(

@@ -11,9 +11,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from modeling.networks.blocks import (  # noqa: F401 (uv_coordinates: the doctest)
     TinyUNet,
     gaussian_blur,
-    luminance,
     uv_coordinates,
 )
+from rendering.color import luminance
 
 __all__ = ["DetailNormalsNet"]
 
@@ -65,8 +65,8 @@ class DetailNormalsNet(ModelMixin, ConfigMixin):
             normals (3-5), tangent space, each encoded (n + 1) / 2 with `n` unit length.
         """
         sigma = self.config.highpass_sigma
-        grey = luminance(diffuse_albedo)
-        lum = luminance(texture)
+        grey = luminance(diffuse_albedo, axis=1)
+        lum = luminance(texture, axis=1)
         x = torch.cat(
             [
                 grey * 2 - 1,

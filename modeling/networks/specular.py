@@ -12,9 +12,9 @@ from modeling.networks.blocks import (  # noqa: F401 (uv_coordinates: doctest)
     GlobalContext,
     TinyUNet,
     gaussian_blur,
-    luminance,
     uv_coordinates,
 )
+from rendering.color import luminance
 
 __all__ = ["SpecularAlbedoNet"]
 
@@ -115,7 +115,7 @@ class SpecularAlbedoNet(ModelMixin, ConfigMixin):
             `torch.Tensor` of shape `(B, 1, H, W)`: specular albedo (not clamped).
         """
         b, _, h, w = texture.shape
-        lum = luminance(texture)
+        lum = luminance(texture, axis=1)
         highpass = (lum - gaussian_blur(lum, self.config.highpass_sigma)) * 8
         uv = uv.expand(b, -1, -1, -1) * 2 - 1
         vector = self.context(context).expand(b, -1)
