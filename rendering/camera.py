@@ -2,13 +2,17 @@
 
 - Camera space: right-handed, +x right, +y up, the camera looks down -z (OpenGL / glTF).
 - Pixel coordinates: continuous, origin at the top-left corner of the top-left pixel, +x right,
-  +y down; the centre of pixel (row i, column j) is at (j + 0.5, i + 0.5).
+  +y down; the centre of pixel (row i, column j) is at (j + 0.5, i + 0.5) (`pixel_centers`).
+  OpenCV's `remap` / `warpAffine` take array-index coordinates instead, in which pixel centres
+  are integers: index = pixel - 0.5 (`pixels_to_index`, `affine_to_index`).
 - Clip space / NDC as in OpenGL: NDC x = -1 is the left image edge, NDC y = +1 the top edge.
-  Rasterized images are stored top row first (row 0 = NDC y = +1).
+  Rasterized images are stored top row first (row 0 = NDC y = +1): `ndc_to_pixels`,
+  `clip_to_pixels`, `pixels_to_ndc`.
 - UV: origin bottom-left (glTF / OBJ texture coordinates). A UV image stores v = 1 in its top
   row, so the texel centre of (row i, column j) in an R x R map is u = (j + 0.5) / R,
-  v = 1 - (i + 0.5) / R. ``uv_to_clip`` maps UVs to clip space so that rasterizing in UV space
-  produces such images directly.
+  v = 1 - (i + 0.5) / R (`uv_texel_centers`). `uv_to_clip` maps UVs to clip space so that
+  rasterizing in UV space produces such images directly; `uv_to_pixels` and `uv_to_grid` locate
+  UVs in such an image for sampling (OpenCV, `torch.nn.functional.grid_sample`).
 - Object (head) space: metres, same axes as camera space for a frontal face: +x to the
   subject's left (the viewer's right), +y up, +z out of the face towards the viewer.
   ``x_cam = R @ x_obj + t``.
@@ -132,10 +136,50 @@ class PinholeCamera:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def clip_to_pixels(pos_clip: np.ndarray, width: int, height: int) -> np.ndarray:
-    """`pos_clip`: `(N, 4)` -> `(N, 2)` continuous pixel coordinates (top-left origin)."""
-    ndc = pos_clip[:, :2] / pos_clip[:, 3:4]
-    return np.stack([(ndc[:, 0] + 1) * 0.5 * width, (1 - ndc[:, 1]) * 0.5 * height], axis=-1)
+def _pair(x, y):
+    """Stack two coordinate arrays of the same shape `(...)` -> `(..., 2)` (numpy or torch)."""
+    return torch.stack([x, y], dim=-1) if isinstance(x, torch.Tensor) else np.stack([x, y], -1)
+
+
+def ndc_to_pixels(ndc, width: int, height: int):
+    """NDC `(..., 2)` (x, y in [-1, 1], +y up) -> `(..., 2)` continuous pixel coordinates
+    (top-left origin, +y down) of a `width` x `height` image; numpy or torch."""
+    return _pair((ndc[..., 0] + 1) * (0.5 * width), (1 - ndc[..., 1]) * (0.5 * height))
+
+
+def pixels_to_ndc(pixels, width: int, height: int):
+    """Continuous pixel coordinates `(..., 2)` -> NDC `(..., 2)`: the inverse of
+    `ndc_to_pixels`; numpy or torch."""
+    return _pair(pixels[..., 0] * (2.0 / width) - 1, 1 - pixels[..., 1] * (2.0 / height))
+
+
+def clip_to_pixels(pos, width: int, height: int):
+    """Clip-space positions `(..., 4)` -> `(..., 2)` continuous pixel coordinates (after the
+    division by w; numpy or torch, differentiable)."""
+    return ndc_to_pixels(pos[..., :2] / pos[..., 3:4], width, height)
+
+
+def pixel_centers(rows, cols):
+    """Integer row and column indices `(...)` -> `(..., 2)` float64 (x, y) pixel coordinates
+    of those pixels' centres, `(col + 0.5, row + 0.5)`; numpy or torch."""
+    if isinstance(rows, torch.Tensor):
+        return torch.stack([cols, rows], dim=-1).double() + 0.5
+    return np.stack([cols, rows], -1).astype(np.float64) + 0.5
+
+
+def pixels_to_index(pixels):
+    """Continuous pixel coordinates `(..., 2)` -> array-index coordinates `(..., 2)`, in which
+    pixel centres are integers (as OpenCV's `remap` and `warpAffine` sample): `pixels - 0.5`."""
+    return pixels - 0.5
+
+
+def affine_to_index(affine: np.ndarray) -> np.ndarray:
+    """`(2, 3)` affine map of pixel coordinates -> `(2, 3)` the same map between array-index
+    coordinates (`pixels_to_index`), as `cv2.warpAffine` takes it."""
+    affine = np.asarray(affine, np.float64)
+    linear, offset = affine[:, :2], affine[:, 2]
+    # x_idx' = A (x_idx + 0.5) + t - 0.5
+    return np.concatenate([linear, (offset + linear @ [0.5, 0.5] - 0.5)[:, None]], axis=1)
 
 
 def uv_to_clip(uv: np.ndarray | torch.Tensor):
@@ -148,15 +192,22 @@ def uv_to_clip(uv: np.ndarray | torch.Tensor):
     return np.concatenate([uv * 2 - 1, np.zeros((n, 1)), np.ones((n, 1))], axis=1)
 
 
-def uv_texel_centers(resolution: int) -> np.ndarray:
-    """`(R, R, 2)` UV coordinates of the texel centres of an R x R map (row 0 = top = v ~ 1)."""
-    c = (np.arange(resolution) + 0.5) / resolution
-    u, v = np.meshgrid(c, 1 - c)
-    return np.stack([u, v], axis=-1)
+def uv_to_pixels(uv, width: int, height: int):
+    """Texture coordinates `(..., 2)` -> `(..., 2)` continuous pixel coordinates in a `width` x
+    `height` UV image (top row = v = 1): `(u W, (1 - v) H)`; numpy or torch."""
+    return _pair(uv[..., 0] * width, (1 - uv[..., 1]) * height)
 
 
-def pixels_to_grid(pixels: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Pixel coordinates `(..., 2)` -> `torch.nn.functional.grid_sample` coordinates in [-1, 1]
-    (with `align_corners=False`)."""
-    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=pixels.dtype, device=pixels.device)
-    return pixels * scale - 1
+def uv_to_grid(uv: torch.Tensor) -> torch.Tensor:
+    """Texture coordinates `(..., 2)` -> `torch.nn.functional.grid_sample` coordinates
+    `(..., 2)` into the UV image (`align_corners=False`: -1 / +1 are the outer edges of the
+    left / right and top / bottom texels; the top row is v = 1)."""
+    return torch.stack([uv[..., 0] * 2 - 1, 1 - uv[..., 1] * 2], dim=-1)
+
+
+def uv_texel_centers(height: int, width: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`(H, W, 2)` UV coordinates of the texel centres of an H x W UV map: texel (row i,
+    column j) at u = (j + 0.5) / W, v = 1 - (i + 0.5) / H (row 0 = top = v ~ 1)."""
+    u = (torch.arange(width, dtype=dtype) + 0.5) / width
+    v = 1 - (torch.arange(height, dtype=dtype) + 0.5) / height
+    return torch.stack([u[None, :].expand(height, width), v[:, None].expand(height, width)], -1)

@@ -17,6 +17,8 @@ import numba
 import numpy as np
 import torch
 
+from rendering.camera import ndc_to_pixels
+
 __all__ = ["rasterize", "interpolate", "coverage_mask"]
 
 # Rows per parallel work item. Each band re-runs the set-up of the triangles that overlap it,
@@ -73,8 +75,8 @@ def rasterize(
         # Vertices with w <= 0 get inv_w <= 0, which the kernel reads as "skip the triangle".
         with np.errstate(divide="ignore", invalid="ignore"):
             inv_w = np.where(w > 0, 1.0 / w, 0.0)
-        sx = (clip[:, 0] * inv_w + 1.0) * (0.5 * width)
-        sy = (1.0 - clip[:, 1] * inv_w) * (0.5 * height)
+        pixels = ndc_to_pixels(clip[:, :2] * inv_w[:, None], width, height)  # [V, 2]
+        sx, sy = np.ascontiguousarray(pixels.T)
         zw = clip[:, 2] * inv_w
         _rasterize_kernel(sx, sy, zw, inv_w, tri_np, _BAND_ROWS, out[b])
     return torch.from_numpy(out).to(device)
@@ -165,9 +167,12 @@ def _edge_setup(px, py, qx, qy, orient):
 
 @numba.njit(cache=True, parallel=True)
 def _rasterize_kernel(sx, sy, zw, inv_w, tri, band_rows, out):
-    """Rasterize one image. `sx`, `sy`: `[V]` float64 pixel coordinates of the vertices (top-left
-    origin), `zw`: `[V]` NDC depth, `inv_w`: `[V]` 1/w (<= 0 marks an unusable vertex), `tri`:
-    `[F, 3]` int64, `out`: `[H, W, 4]` float32 (overwritten)."""
+    """Rasterize one image. `sx`, `sy`: `[V]` float64 pixel coordinates of the vertices
+    (`rendering.camera.ndc_to_pixels`), `zw`: `[V]` NDC depth, `inv_w`: `[V]` 1/w (<= 0 marks an
+    unusable vertex), `tri`: `[F, 3]` int64, `out`: `[H, W, 4]` float32 (overwritten).
+
+    Pixel (row i, column j) is sampled at its centre (j + 0.5, i + 0.5), as
+    `rendering.camera.pixel_centers` defines it; that arithmetic is inlined here for speed."""
     height, width = out.shape[0], out.shape[1]
     n_tri = tri.shape[0]
     row0 = np.zeros(n_tri, np.int64)

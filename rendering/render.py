@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rendering.camera import PinholeCamera
+from rendering.camera import PinholeCamera, pixels_to_index, uv_to_pixels
 from rendering.color import linear_to_srgb, srgb_to_linear
 from rendering.rasterize import rasterize
 from rendering.sh import sh_shading
@@ -84,13 +84,13 @@ def _remap_points(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np
 
 def sample_uv_map(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Bilinear lookup of an `(R, R, C)` UV image (top row = v = 1) at `uv` `(N, 2)` -> `(N, C)`."""
-    size = texture.shape[0]
-    return _remap_points(texture, uv[:, 0] * size - 0.5, (1 - uv[:, 1]) * size - 0.5)
+    return sample_image(texture, uv_to_pixels(uv, texture.shape[1], texture.shape[0]))
 
 
 def sample_image(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """Bilinear lookup of an `(H, W, C)` image at continuous pixel coordinates `(N, 2)`."""
-    return _remap_points(image, pixels[:, 0] - 0.5, pixels[:, 1] - 0.5)
+    index = pixels_to_index(pixels)
+    return _remap_points(image, index[:, 0], index[:, 1])
 
 
 def render_over_photo(

@@ -2,7 +2,8 @@
 `modeling.networks.specular`, `modeling.networks.normals`): a tiny U-Net and a few fixed image ops.
 
 Every network is fully convolutional, so it runs on any size; `TinyUNet` pads to a multiple of
-its total stride internally (replicate padding) and crops back.
+its total stride internally (replicate padding) and crops back. Colour and coordinate
+conventions come from `rendering.color` (e.g. `luminance(rgb, axis=1)`) and `rendering.camera`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "ConvBlock",
-    "GlobalContext",
-    "TinyUNet",
-    "luminance",
-    "gaussian_blur",
-    "srgb_to_linear_t",
-    "uv_coordinates",
-]
+from rendering.camera import uv_texel_centers
 
-_LUMA = (0.2126, 0.7152, 0.0722)
+__all__ = ["ConvBlock", "GlobalContext", "TinyUNet", "gaussian_blur", "uv_coordinates"]
 
 
 def _groups(channels: int) -> int:
@@ -127,12 +120,6 @@ class GlobalContext(nn.Module):
         return self.head(self.body(pooled * 2 - 1).mean(dim=(2, 3)))
 
 
-def luminance(rgb: torch.Tensor) -> torch.Tensor:
-    """`(B, 3, H, W)` -> `(B, 1, H, W)` Rec. 709 luma (of whatever encoding `rgb` is in)."""
-    w = torch.tensor(_LUMA, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    return (rgb * w).sum(1, keepdim=True)
-
-
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of every channel (replicate borders)."""
     radius = max(1, int(round(3 * sigma)))
@@ -148,13 +135,6 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def uv_coordinates(height: int, width: int, dtype=torch.float32) -> torch.Tensor:
     """`(1, 2, H, W)` texture coordinates of a UV map's texel centres: u left to right, v
     bottom to top (row 0 is v ~ 1, the project's convention). The networks take them as input so
-    they can learn regional priors of the fixed UV layout (T-zone, lips, brows)."""
-    v = 1 - (torch.arange(height, dtype=dtype) + 0.5) / height
-    u = (torch.arange(width, dtype=dtype) + 0.5) / width
-    return torch.stack([u[None, :].expand(height, width), v[:, None].expand(height, width)])[None]
-
-
-def srgb_to_linear_t(x: torch.Tensor) -> torch.Tensor:
-    """sRGB -> linear for tensors (differentiable; clamps to [0, 1] first)."""
-    x = x.clamp(0, 1)
-    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    they can learn regional priors of the fixed UV layout (T-zone, lips, brows)
+    (`rendering.camera.uv_texel_centers`, channels first)."""
+    return uv_texel_centers(height, width, dtype).permute(2, 0, 1).contiguous()[None]
