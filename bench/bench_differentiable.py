@@ -20,14 +20,9 @@ import numpy as np
 import torch
 
 from modeling.face_model.topology import load_topology
+from rendering.antialias import antialias, antialias_construct_topology_hash
 from rendering.camera import PinholeCamera
-from rendering.differentiable import (
-    antialias,
-    antialias_construct_topology_hash,
-    barycentrics,
-    interpolate,
-    texture,
-)
+from rendering.differentiable import barycentrics, interpolate, texture
 from rendering.rasterize import rasterize
 
 

@@ -3,15 +3,9 @@ import pytest
 import torch
 
 from modeling.face_model.topology import load_topology
+from rendering.antialias import antialias, antialias_construct_topology_hash
 from rendering.camera import uv_to_clip
-from rendering.differentiable import (
-    antialias,
-    antialias_construct_topology_hash,
-    barycentrics,
-    interpolate,
-    rasterize_any,
-    texture,
-)
+from rendering.differentiable import barycentrics, interpolate, rasterize_any, texture
 from rendering.rasterize import coverage_mask, rasterize
 from rendering.rasterize import interpolate as interpolate_fixed
 
