@@ -61,17 +61,38 @@ def vertex_tangents(
     return np.concatenate([tan, w[:, None]], axis=1)
 
 
+def tangent_frames(tangents: np.ndarray, frame_normals: np.ndarray):
+    """Orthonormal tangent frames from interpolated `tangents` `(N, 4)` (xyz + bitangent sign,
+    as `vertex_tangents` gives them) and `frame_normals` `(N, 3)`.
+
+    Returns `(t, b, n)`, each `(N, 3)` float64: the unit normal `n`, the tangent made orthogonal
+    to it `t` (along +u), and `b = sign * cross(n, t)` (along +v)."""
+    n = _normalize(frame_normals)
+    t = _normalize(tangents[:, :3] - n * np.sum(tangents[:, :3] * n, axis=1, keepdims=True))
+    b = np.cross(n, t) * np.where(tangents[:, 3:] < 0, -1.0, 1.0)
+    return t, b, n
+
+
 def to_tangent_space(normals: np.ndarray, tangents: np.ndarray, frame_normals: np.ndarray):
     """Express unit `normals` `(N, 3)` (object space) in the tangent frames given by
     interpolated `tangents` `(N, 4)` (xyz + bitangent sign) and `frame_normals` `(N, 3)`.
-    Returns `(N, 3)`: (+u, +v, out of the surface) components, as glTF normal maps store them."""
-    n_frame = _normalize(frame_normals)
-    t = tangents[:, :3] - n_frame * np.sum(tangents[:, :3] * n_frame, axis=1, keepdims=True)
-    t = _normalize(t)
-    b = np.cross(n_frame, t) * np.where(tangents[:, 3:] < 0, -1.0, 1.0)
+    Returns `(N, 3)` float32: (+u, +v, out of the surface) components, as glTF normal maps
+    store them. `from_tangent_space` is its inverse."""
+    t, b, n = tangent_frames(tangents, frame_normals)
     return np.stack(
-        [np.sum(normals * t, 1), np.sum(normals * b, 1), np.sum(normals * n_frame, 1)], 1
+        [np.sum(normals * t, 1), np.sum(normals * b, 1), np.sum(normals * n, 1)], 1
     ).astype(np.float32)
+
+
+def from_tangent_space(
+    normals_tangent: np.ndarray, tangents: np.ndarray, frame_normals: np.ndarray
+) -> np.ndarray:
+    """Tangent-space normals `(N, 3)` ((+u, +v, out of the surface) components, e.g. a decoded
+    normal map sampled at N points) -> unit normals `(N, 3)` float64 in the space of
+    `tangents` `(N, 4)` and `frame_normals` `(N, 3)` (the inverse of `to_tangent_space`)."""
+    t, b, n = tangent_frames(tangents, frame_normals)
+    x, y, z = normals_tangent[:, 0:1], normals_tangent[:, 1:2], normals_tangent[:, 2:3]
+    return _normalize(t * x + b * y + n * z)
 
 
 def encode_normals(normals: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ from rendering.lights import (
     environment_to_sh,
     procedural_environment,
 )
-from rendering.mesh import vertex_tangents
+from rendering.mesh import from_tangent_space, vertex_tangents
 from rendering.render import rasterize_view, sample_uv_map
 from rendering.shading import bake_ambient_occlusion, shade_skin
 
@@ -161,16 +161,6 @@ def _environment(environment) -> np.ndarray:
     return env
 
 
-def _perturb(normals, tangents, tangent_map, uv):
-    """Smooth normals bent by a tangent-space normal map sampled at `uv`."""
-    n_t = sample_uv_map(tangent_map, uv)
-    t = tangents[:, :3] - normals * np.sum(tangents[:, :3] * normals, 1, keepdims=True)
-    t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-    b = np.cross(normals, t) * np.sign(tangents[:, 3:] + 1e-12)
-    bent = t * n_t[:, 0:1] + b * n_t[:, 1:2] + normals * n_t[:, 2:3]
-    return bent / np.maximum(np.linalg.norm(bent, axis=1, keepdims=True), 1e-12)
-
-
 def relight(
     output, environment_kind="studio", yaw_degrees: float = 0.0, size: int = 512
 ) -> np.ndarray:
@@ -210,11 +200,13 @@ def relight(
     ao = interpolate(scene.ao[:, None])[:, 0]
     view_dirs = position - positions
     view_dirs /= np.linalg.norm(view_dirs, axis=1, keepdims=True)
-    n_diffuse, n_specular = normals, normals
-    if scene.diffuse_normals is not None:
-        n_diffuse = _perturb(normals, tangents, scene.diffuse_normals, uv)
-    if scene.specular_normals is not None:
-        n_specular = _perturb(normals, tangents, scene.specular_normals, uv)
+
+    def bent(normal_map):  # the smooth normals bent by a tangent-space normal map
+        if normal_map is None:
+            return normals
+        return from_tangent_space(sample_uv_map(normal_map, uv), tangents, normals)
+
+    n_diffuse, n_specular = bent(scene.diffuse_normals), bent(scene.specular_normals)
     albedo = sample_uv_map(scene.albedo, uv)
     specular = scene.specular
     if isinstance(specular, np.ndarray):
