@@ -7,11 +7,131 @@ openavatar photos/ -o outputs/ --resolution 2048 --max-faces 3
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import tempfile
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights_config"
+FALLBACK_NAME = "photo"
+# Room under the usual 255-byte limit on one path component for "_face<i>" and "-<k>".
+MAX_NAME_BYTES = 100
+# Characters that are not allowed (or mean something else) in a file name on Windows or POSIX.
+_UNSAFE_CHARACTERS = re.compile(r'[/\\<>:"|?*]')
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)
+}
+
+
+def safe_name(text: str) -> str:
+    """`text` as one harmless path component: never empty, `.` or `..`, nothing hidden.
+
+    Path separators, characters Windows forbids (`<>:"|?*`) and control characters become `_`;
+    leading and trailing dots and white space go (a leading dot hides a file, a trailing one is
+    dropped by Windows); a name Windows reserves (`CON`, `nul.x`, `COM1`) gets a `_` after its
+    first part; the result is cut to `MAX_NAME_BYTES` bytes of UTF-8; an empty result is
+    `FALLBACK_NAME`. Letters of any script, digits, spaces inside and other punctuation stay.
+
+    >>> safe_name("astronaut"), safe_name(".."), safe_name("a/b"), safe_name("con")
+    ('astronaut', 'photo', 'a_b', 'con_')
+    """
+    name = unicodedata.normalize("NFC", text)
+    name = "".join(
+        "_" if unicodedata.category(c) in ("Cc", "Cs") else c
+        for c in _UNSAFE_CHARACTERS.sub("_", name)
+    )
+    name = _strip_dots_and_spaces(name)
+    name = name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", errors="ignore")
+    name = _strip_dots_and_spaces(name)  # the cut may have ended on one
+    head, dot, rest = name.partition(".")
+    if head.rstrip().upper() in _WINDOWS_RESERVED:
+        name = f"{head}_{dot}{rest}"
+    return name or FALLBACK_NAME
+
+
+def _strip_dots_and_spaces(name: str) -> str:
+    return re.sub(r"^[\s.]+|[\s.]+$", "", name)
+
+
+def face_folder_name(name: str, face: int, n_faces: int) -> str:
+    """The folder of face number `face` of a photo named `name` with `n_faces` faces done."""
+    return name if n_faces == 1 else f"{name}_face{face}"
+
+
+def output_names(photos: Sequence[Path], max_faces: int = 1) -> list[str]:
+    """One output name per photo: safe, and unique within the run whatever faces are found.
+
+    A photo's name is `safe_name` of its stem (`astronaut.jpg` -> `astronaut`, `...jpg` ->
+    `photo`). Photos whose names clash (`x.jpg`, `x.png`) get their extension added (`x_jpg`,
+    `x_png`). A photo's faces go to `face_folder_name(name, face, n_faces)`: `name` for one face,
+    else `name_face0`, `name_face1`, ... (up to `max_faces`). When a folder could still be one of
+    an earlier photo's in `photos` (`g.png` with two faces and `g_face0.png`; `X.jpg` and
+    `x.jpg`), the later photo is named `name-2` (or `-3`, ...). Names are compared ignoring
+    case, so the folders are distinct on any file system.
+
+    >>> output_names([Path("x.jpg"), Path("x.png"), Path("y.jpg")])
+    ['x_jpg', 'x_png', 'y']
+    """
+    names = [safe_name(Path(p).stem) for p in photos]
+    counts = Counter(n.casefold() for n in names)
+    names = [
+        safe_name(f"{n}_{Path(p).suffix.lstrip('.')}")
+        if counts[n.casefold()] > 1 and Path(p).suffix
+        else n
+        for p, n in zip(photos, names, strict=True)
+    ]
+    taken: set[str] = set()  # earlier photos' names, case-folded
+    face_of: set[str] = set()  # names whose face folders an earlier photo's name is
+    unique = []
+    for name in names:
+        candidate, k = name, 2
+        while _clashes(candidate.casefold(), taken, face_of, max_faces):
+            candidate, k = f"{name}-{k}", k + 1
+        taken.add(candidate.casefold())
+        face = _FACE_FOLDER.fullmatch(candidate.casefold())
+        if face and int(face[2]) < max_faces:
+            face_of.add(face[1])
+        unique.append(candidate)
+    return unique
+
+
+_FACE_FOLDER = re.compile(r"(.*)_face(0|[1-9][0-9]*)")
+
+
+def _clashes(name: str, taken: set[str], face_of: set[str], max_faces: int) -> bool:
+    """Whether a folder of a photo named `name` (`name`, `name_face<i>`) may be one of an
+    earlier photo's: the same name, `name` is a face folder of one, or one is of `name`."""
+    if name in taken:
+        return True
+    if max_faces == 1:
+        return False
+    face = _FACE_FOLDER.fullmatch(name)
+    return bool(face and int(face[2]) < max_faces and face[1] in taken) or name in face_of
+
+
+def folder_inside(output: Path, name: str) -> Path:
+    """`output / name`, refusing a folder that resolves outside `output` (e.g. a symlink)."""
+    folder = output / name
+    if not folder.resolve().is_relative_to(output.resolve()):
+        raise OSError(f"refusing to write {folder}: it leads outside {output}")
+    return folder
+
+
+def check_writable(output: Path) -> None:
+    """Create `output` and write and delete a file in it, or raise `OSError` saying why not."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".openavatar-probe-", dir=output)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        why = "it is not a folder" if output.exists() and not output.is_dir() else e.strerror or e
+        raise OSError(f"cannot write to {output}: {why}") from e
 
 
 def _photos(source: Path) -> list[Path]:
@@ -79,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--max-faces must be at least 1")
         if args.fit_steps is not None and args.fit_steps < 0:
             raise ValueError("--fit-steps must be 0 or more")
+        check_writable(args.output)  # before any slow work
         pipe = AvatarPipeline.from_pretrained(args.weights).to(args.device)
         pipe.set_progress_bar_config(disable=True)
     except (OSError, ValueError, WeightsError) as e:
@@ -86,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.same_person:
         try:
+            # abspath, so that "." and ".." name the folder they mean
+            name = output_names([Path(os.path.abspath(args.source))])[0]
+            folder = folder_inside(args.output, name)
             out = pipe(
                 photos,
                 resolution=args.resolution,
@@ -93,14 +217,14 @@ def main(argv: list[str] | None = None) -> int:
                 super_resolution=args.super_resolution,
                 white_balance=args.white_balance,
             )
-            paths = save_outputs(out, args.output / args.source.stem)
+            paths = save_outputs(out, folder)
             print(f"{len(photos)} photos of one person -> {paths['glb']}")
             return 0
         except (AvatarInputError, OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
     failures = 0
-    for photo in photos:
+    for photo, name in zip(photos, output_names(photos, args.max_faces), strict=True):
         try:
             n_faces = min(args.max_faces, len(pipe.detect_faces(photo)))
             for face in range(n_faces):
@@ -112,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     super_resolution=args.super_resolution,
                     white_balance=args.white_balance,
                 )
-                folder = args.output / (photo.stem if n_faces == 1 else f"{photo.stem}_face{face}")
+                folder = folder_inside(args.output, face_folder_name(name, face, n_faces))
                 paths = save_outputs(out, folder)
                 total = sum(out.timings.values())
                 print(f"{photo}: face {face} -> {paths['glb']} ({total:.2f} s)")
