@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from modeling.errors import WeightsError
+from modeling.networks.reflectance import use_super_resolution
 from modeling.networks.superres import SuperResolutionNet
 from modeling.networks.tiling import sliding_window
 from pipelines import AvatarPipeline
@@ -93,16 +94,18 @@ def test_pipeline_loads_superres_and_refuses_bad_weights_by_name(tmp_path):
 def test_super_resolution_mode_is_checked():
     with pytest.raises(ValueError, match="super_resolution must be one of"):
         AvatarPipeline(super_resolution="yes")
-    pipe = AvatarPipeline(superres=_dummy_net())
-    assert pipe._use_super_resolution(2048, None)
-    assert not pipe._use_super_resolution(1024, None)  # "auto": from 2048 px
-    assert pipe._use_super_resolution(1024, "on")
-    assert not pipe._use_super_resolution(4096, "off")
+    net = _dummy_net()
+    assert use_super_resolution("auto", net, 2048)
+    assert not use_super_resolution("auto", net, 1024)  # "auto": from 2048 px
+    assert use_super_resolution("on", net, 1024)
+    assert not use_super_resolution("off", net, 4096)
     with pytest.raises(ValueError, match="multiple of 4"):
-        pipe._use_super_resolution(1022, "on")
-    assert not AvatarPipeline()._use_super_resolution(4096, None)
+        use_super_resolution("on", net, 1022)
+    assert not use_super_resolution("auto", None, 4096)
     with pytest.raises(ValueError, match="needs the `superres` component"):
-        AvatarPipeline()._use_super_resolution(2048, "on")
+        use_super_resolution("on", None, 2048)
+    with pytest.raises(ValueError, match="needs the `superres` component"):
+        AvatarPipeline()("examples/astronaut.jpg", resolution=2048, super_resolution="on")
 
 
 def test_shipped_weights_beat_bicubic_on_a_held_out_face():

@@ -48,7 +48,13 @@ from rendering.lights import (
     equirect_directions,
     procedural_environment,
 )
-from rendering.mesh import decode_normals, encode_normals, vertex_normals, vertex_tangents
+from rendering.mesh import (
+    decode_normals,
+    encode_normals,
+    tangent_frames,
+    vertex_normals,
+    vertex_tangents,
+)
 from rendering.shading import bake_ambient_occlusion, shade_skin, subsurface_scattering_uv
 from training.face_layout import texel_size_mm
 from training.reflectance_data import sample_face_maps
@@ -157,10 +163,7 @@ def uv_geometry(resolution: int) -> UVGeometry:
         return out.reshape(r, r, -1)
 
     pos = atlas.interpolate(verts, faces)
-    n = _unit(atlas.interpolate(normals, faces))
-    t4 = atlas.interpolate(tangents, faces)
-    t = _unit(t4[:, :3] - n * np.sum(t4[:, :3] * n, 1, keepdims=True))
-    b = np.cross(n, t) * np.where(t4[:, 3:] < 0, -1.0, 1.0)
+    t, b, n = tangent_frames(atlas.interpolate(tangents, faces), atlas.interpolate(normals, faces))
     view = _unit(-pos)
     cos_view = np.sum(n * view, 1)
     lo, hi = _GRAZING

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from modeling.face_model.topology import NUM_LANDMARKS, Topology
 from modeling.inputs.face_tracker import FaceLandmarks
 from modeling.reconstruction.geometry import FaceGeometry
-from rendering.camera import PinholeCamera
+from rendering.camera import PinholeCamera, affine_to_index
 from rendering.color import linear_to_srgb, masked_psnr, srgb_to_linear
 from rendering.differentiable import interpolate, rasterize_any, texture
 from rendering.lights import DirectionalLight
@@ -67,10 +67,7 @@ def prepare_view(
     left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
     scale = size / side
     affine = np.array([[scale, 0, -left * scale], [0, scale, -top * scale]], dtype=np.float64)
-    # warpAffine maps pixel centres (index space); our pixel coordinates are index + 0.5.
-    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
-    to_index = np.linalg.inv(shift)
-    affine_idx = (to_index @ np.vstack([affine, [0, 0, 1]]) @ shift)[:2]
+    affine_idx = affine_to_index(affine)  # warpAffine works in array indices
     crop = cv2.warpAffine(
         image.astype(np.float32), affine_idx, (size, size), flags=cv2.INTER_AREA,
         borderMode=cv2.BORDER_REPLICATE,
