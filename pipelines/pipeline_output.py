@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from diffusers.utils import BaseOutput
 
 from modeling.inputs.face_tracker import FaceLandmarks
 from modeling.reconstruction.fitting import FitResult
+from modeling.reconstruction.quality import ViewQuality
 from rendering.camera import PinholeCamera
 
 
@@ -42,6 +43,11 @@ class ViewOutput:
         render_mask (`np.ndarray` `(H, W)` bool): pixels covered by the face.
         image (`np.ndarray` `(H, W, 3)` uint8): the input photo, upright RGB.
         landmarks (`FaceLandmarks`): the tracked face.
+        quality (`ViewQuality`): how far this photo's reconstruction can be trusted (fit PSNR,
+            landmark residual, exposure, face size, skin seen).
+        quarter_turns (`int`): counter-clockwise quarter turns that made the face upright for
+            the reconstruction (`modeling.inputs.orientation`); every field above is for the
+            photo as given.
     """
 
     camera: PinholeCamera
@@ -50,6 +56,8 @@ class ViewOutput:
     render_mask: np.ndarray
     image: np.ndarray
     landmarks: FaceLandmarks
+    quality: ViewQuality | None = None
+    quarter_turns: int = 0
 
 
 def _first_view(name: str) -> property:
@@ -77,6 +85,9 @@ class AvatarPipelineOutput(BaseOutput):
         timings (`dict[str, float]`): seconds per stage.
         fit (`FitResult` or `None`): the photometric fit (losses, masked PSNR before/after),
             `None` with `num_fit_steps=0`.
+        warnings (`list[str]`): what makes this reconstruction doubtful (poor fit, dark or
+            blown-out photo, small face, little skin seen; `modeling.reconstruction.quality`);
+            empty when nothing does. The CLI prints them, the demo shows them.
     """
 
     mesh: FaceMesh
@@ -84,6 +95,7 @@ class AvatarPipelineOutput(BaseOutput):
     views: list[ViewOutput]
     timings: dict
     fit: FitResult | None = None
+    warnings: list[str] = field(default_factory=list)
 
     camera = _first_view("camera")
     lighting = _first_view("lighting")

@@ -33,7 +33,7 @@ import scipy.ndimage as ndi
 import torch
 
 from rendering.color import luminance
-from rendering.sh import sh_basis, sh_shading
+from rendering.sh import fibonacci_sphere, sh_basis, sh_shading
 
 __all__ = [
     "DirectionalLight",
@@ -440,15 +440,6 @@ def procedural_environment(
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300))
-
-
-def fibonacci_sphere(n: int) -> np.ndarray:
-    """`(n, 3)` nearly uniform unit vectors (a Fibonacci lattice)."""
-    i = np.arange(n) + 0.5
-    y = 1 - 2 * i / n
-    r = np.sqrt(1 - y * y)
-    phi = np.pi * (3 - np.sqrt(5)) * i
-    return np.stack([r * np.cos(phi), y, r * np.sin(phi)], axis=-1)
 
 
 def dominant_lights(

@@ -56,3 +56,22 @@ def uniform_white() -> np.ndarray:
     c = np.zeros((3, 9))
     c[:, 0] = 2 * np.sqrt(np.pi)
     return c
+
+
+def fibonacci_sphere(n: int) -> np.ndarray:
+    """`(n, 3)` nearly uniform unit vectors (a Fibonacci lattice)."""
+    i = np.arange(n) + 0.5
+    y = 1 - 2 * i / n
+    r = np.sqrt(1 - y * y)
+    phi = np.pi * (3 - np.sqrt(5)) * i
+    return np.stack([r * np.cos(phi), y, r * np.sin(phi)], axis=-1)
+
+
+def rotate_sh(coeffs: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """The coefficients `(3, 9)` of the same light expressed in a frame rotated by `rotation`
+    `(3, 3)` (a direction `d` of the old frame is `rotation @ d` in the new one). Second-order
+    SH are closed under rotation, so a least-squares fit on 64 directions is exact."""
+    new_dirs = fibonacci_sphere(64)
+    old_values = sh_basis(new_dirs @ np.asarray(rotation)) @ np.asarray(coeffs).T  # (64, 3)
+    solution, *_ = np.linalg.lstsq(sh_basis(new_dirs), old_values, rcond=None)
+    return solution.T.astype(np.asarray(coeffs).dtype)

@@ -142,13 +142,7 @@ class FaceTracker:
         Raises:
             FaceIndexError: the image has fewer faces; and `detect`'s errors.
         """
-        faces = self.detect(image)
-        if not 0 <= index < len(faces):
-            raise FaceIndexError(
-                f"face number {index} requested, but the image has {len(faces)} "
-                f"face{'s' if len(faces) != 1 else ''} (numbered from 0, largest first)"
-            )
-        return faces[index]
+        return select_face(self.detect(image), index)
 
     def close(self) -> None:
         """Release the MediaPipe graphs (they are rebuilt if `detect` is called again)."""
@@ -244,6 +238,16 @@ class FaceTracker:
             self.close()
         except Exception:  # interpreter shutdown
             pass
+
+
+def select_face(faces: list[FaceLandmarks], index: int) -> FaceLandmarks:
+    """`faces[index]` (largest first), or `FaceIndexError` saying how many there are."""
+    if not 0 <= index < len(faces):
+        raise FaceIndexError(
+            f"face number {index} requested, but the image has {len(faces)} "
+            f"face{'s' if len(faces) != 1 else ''} (numbered from 0, largest first)"
+        )
+    return faces[index]
 
 
 def largest_face(image: np.ndarray, tracker: FaceTracker | None = None) -> FaceLandmarks:
