@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             paths = save_outputs(out, folder)
             print(f"{len(photos)} photos of one person -> {paths['glb']}")
+            _print_warnings(str(args.source), out.warnings)
             return 0
         except (AvatarInputError, OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
@@ -240,11 +241,19 @@ def main(argv: list[str] | None = None) -> int:
                 paths = save_outputs(out, folder)
                 total = sum(out.timings.values())
                 print(f"{photo}: face {face} -> {paths['glb']} ({total:.2f} s)")
+                _print_warnings(f"{photo}: face {face}", out.warnings)
         except (AvatarInputError, OSError, ValueError) as e:
             failures += 1
             message = str(e) if str(photo) in str(e) else f"{photo}: {e}"
             print(f"error: {message}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _print_warnings(label: str, warnings: list[str]) -> None:
+    """One line per warning of a reconstruction (`AvatarPipelineOutput.warnings`), on stderr;
+    the files are written and the exit code stays 0: the result is doubtful, not failed."""
+    for warning in warnings:
+        print(f"warning: {label}: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":
