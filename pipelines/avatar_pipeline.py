@@ -52,7 +52,14 @@ from modeling.reconstruction.geometry import FaceGeometry, fit_camera_and_shape
 from modeling.reconstruction.shape_maps import shape_maps
 from modeling.reconstruction.texture import check_resolution, uv_atlas
 from pipelines.pipeline_output import AvatarPipelineOutput, FaceMesh, ViewOutput
-from pipelines.weights import check_component_weights, upgrade_model_index
+from pipelines.weights import (
+    HUB_UPLOAD_ARGS,
+    check_component_weights,
+    pretrained_folder,
+    upgrade_model_index,
+    upload_to_hub,
+    write_manifest,
+)
 from rendering.render import ViewRaster, rasterize_view, render_over_photo
 
 __all__ = ["AvatarPipeline", "CallSettings", "StageTimer", "View"]
@@ -171,22 +178,31 @@ class AvatarPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs):
-        """Load from a local folder, or from a Hub repo id through
-        `huggingface_hub.snapshot_download` (respects `HF_HUB_OFFLINE` and `cache_dir`)."""
-        path = Path(pretrained_model_name_or_path)
-        if not path.is_dir():
-            from huggingface_hub import snapshot_download
-
-            path = Path(
-                snapshot_download(
-                    str(pretrained_model_name_or_path),
-                    cache_dir=kwargs.pop("cache_dir", None),
-                    revision=kwargs.pop("revision", None),
-                    token=kwargs.pop("token", None),
-                )
-            )
+        """Load from a local folder, or from a Hub repo id (`owner/name`) through
+        `huggingface_hub.snapshot_download` (respects `HF_HUB_OFFLINE` and `cache_dir`). A path
+        that is not a folder is never tried as a repo id (`pipelines.weights.local_folder`).
+        The files are verified against the folder's `weights_manifest.json` first; a missing,
+        changed or unreadable file raises `WeightsError` naming the component and the file."""
+        path = pretrained_folder(
+            pretrained_model_name_or_path,
+            cache_dir=kwargs.pop("cache_dir", None),
+            revision=kwargs.pop("revision", None),
+            token=kwargs.pop("token", None),
+        )
         check_component_weights(path)
         return super().from_pretrained(str(path), **kwargs)
+
+    def save_pretrained(self, save_directory: str | Path, *, push_to_hub: bool = False, **kwargs):
+        """diffusers' `save_pretrained`, then `weights_manifest.json` (size and SHA-256 of every
+        component file, verified by `from_pretrained`). With `push_to_hub=True` the folder is
+        uploaded after the manifest is written (`repo_id`, `token`, `private`,
+        `commit_message`, `create_pr` as in diffusers); diffusers' own upload would run before
+        it and replace the folder's model card."""
+        hub = {k: kwargs.pop(k) for k in HUB_UPLOAD_ARGS if k in kwargs}
+        super().save_pretrained(save_directory, **kwargs)
+        write_manifest(save_directory)
+        if push_to_hub:
+            upload_to_hub(save_directory, **hub)
 
     @classmethod
     def load_config(cls, *args, **kwargs):
