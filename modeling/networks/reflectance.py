@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import torch
 
+from modeling.errors import WeightsError
 from modeling.networks.blocks import uv_coordinates
 from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
@@ -56,6 +57,21 @@ def _tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None]
 
 
+def _finite(out: torch.Tensor, name: str, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """`out`, the output of component `name` on `inputs`, if it is finite. Otherwise a
+    `WeightsError` naming the component (finite inputs: the weights are to blame), or a
+    `ValueError` when the inputs were not finite either. One pass over the map: cheap next to
+    the network."""
+    if bool(torch.isfinite(out).all()):
+        return out
+    if not all(bool(torch.isfinite(x).all()) for x in inputs):
+        raise ValueError(f"the input maps of component {name!r} contain NaN or infinite values")
+    raise WeightsError(
+        f"component {name!r} produced non-finite values (NaN or infinity) from finite input "
+        f"maps: its weights may be corrupt"
+    )
+
+
 def _numpy(out: torch.Tensor) -> np.ndarray:
     """`(1, C, R, R)` -> `(R, R, C)` float32 in [0, 1]."""
     return np.ascontiguousarray(out[0].clamp(0, 1).permute(1, 2, 0).numpy())
@@ -71,13 +87,14 @@ def super_resolve(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Texture and first-order albedo `(r, r, 3)` sRGB -> x`scale` by `net` (tiles on `device`
-    in `dtype`); visibility `(r, r)` -> x`scale` bilinear."""
+    in `dtype`); visibility `(r, r)` -> x`scale` bilinear. A non-finite output from finite
+    input raises `WeightsError` naming the `superres` component."""
 
     def run(x):
         out = sliding_window(net, [_tensor(x)], 3, SR_TILE_SIZE, SR_TILE_OVERLAP, TILE_BATCH,
                              device=device, dtype=dtype,
                              scale=net.config.scale, margin=net.receptive_field)  # fmt: skip
-        return _numpy(out)
+        return _numpy(_finite(out, "superres", [_tensor(x)]))
 
     size = visibility.shape[0] * net.config.scale
     visibility = cv2.resize(visibility.astype(np.float32), (size, size),
@@ -117,13 +134,17 @@ def reflectance_maps(
         `dict` of `(R, R, C)` float32 maps: `diffuse_albedo_first_order`, and those of the given
         networks (`diffuse_albedo`, `specular_albedo`, `specular_normals`, `diffuse_normals`);
         empty without networks.
+    Raises:
+        `WeightsError` naming the component when a network's output is not finite while its
+        inputs are (its weights are corrupt); `ValueError` when the inputs are not finite.
     """
     if delighting is None and specular is None and normals is None:
         return {}
 
-    def run(net, inputs, channels):
-        return _numpy(sliding_window(net, inputs, channels, TILE_SIZE, TILE_OVERLAP, TILE_BATCH,
-                                     device=device, dtype=dtype))  # fmt: skip
+    def run(net, name, inputs, channels):
+        out = sliding_window(net, inputs, channels, TILE_SIZE, TILE_OVERLAP, TILE_BATCH,
+                             device=device, dtype=dtype)  # fmt: skip
+        return _numpy(_finite(out, name, inputs))
 
     def on_device(x: torch.Tensor) -> torch.Tensor:
         return x.to(device, dtype)
@@ -139,7 +160,7 @@ def reflectance_maps(
             return delighting(*tiles, stats.expand(len(tiles[0]), -1), white_balance)
 
         ao = _tensor(shape_maps["ambient_occlusion"])
-        maps["diffuse_albedo"] = run(delight, [tex, delit, shape, ao, vis], 3)
+        maps["diffuse_albedo"] = run(delight, "delighting", [tex, delit, shape, ao, vis], 3)
     diffuse = _tensor(maps.get("diffuse_albedo", albedo))
     uv = uv_coordinates(*diffuse.shape[-2:])
     if specular is not None:
@@ -148,10 +169,10 @@ def reflectance_maps(
         def specular_tiles(*tiles):  # the whole-map context, pooled once, for every tile
             return specular(*tiles, context.expand(len(tiles[0]), -1, -1, -1))
 
-        level_free = run(specular_tiles, [diffuse, shape, tex, uv], 1)
+        level_free = run(specular_tiles, "specular", [diffuse, shape, tex, uv], 1)
         maps["specular_albedo"] = specular.with_prior_level(level_free, chart)
     if normals is not None:
-        detail = run(normals, [diffuse, shape, tex, uv], 6)
+        detail = run(normals, "normals", [diffuse, shape, tex, uv], 6)
         maps["specular_normals"] = np.ascontiguousarray(detail[..., :3])
         maps["diffuse_normals"] = np.ascontiguousarray(detail[..., 3:])
     return maps
