@@ -32,7 +32,8 @@ from diffusers import DiffusionPipeline
 
 from modeling.export import to_pil
 from modeling.face_model.topology import Topology, load_topology
-from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker
+from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker, select_face
+from modeling.inputs.orientation import detect_upright, turn_axes, turn_camera, turn_landmarks
 from modeling.inputs.photo import load_image
 from modeling.networks.delighting import check_white_balance
 from modeling.networks.reflectance import (
@@ -47,10 +48,11 @@ from modeling.reconstruction.first_order import (
     first_order_maps,
     fuse_first_order_maps,
 )
-from modeling.reconstruction.fitting import face_ambient_occlusion, fit_photos
+from modeling.reconstruction.fitting import FitResult, face_ambient_occlusion, fit_photos
 from modeling.reconstruction.geometry import FaceGeometry, fit_camera_and_shape
+from modeling.reconstruction.quality import ViewQuality, measure_view, warnings_for
 from modeling.reconstruction.shape_maps import shape_maps
-from modeling.reconstruction.texture import check_resolution, uv_atlas
+from modeling.reconstruction.texture import check_resolution, skin_mask, uv_atlas
 from pipelines.pipeline_output import AvatarPipelineOutput, FaceMesh, ViewOutput
 from pipelines.weights import (
     HUB_UPLOAD_ARGS,
@@ -61,6 +63,7 @@ from pipelines.weights import (
     write_manifest,
 )
 from rendering.render import ViewRaster, rasterize_view, render_over_photo
+from rendering.sh import rotate_sh
 
 __all__ = ["AvatarPipeline", "CallSettings", "StageTimer", "View"]
 
@@ -70,12 +73,14 @@ class View:
     """One photo on its way through the stages (the pipeline's working state).
 
     Attributes:
-        photo (`(H, W, 3)` uint8): the upright RGB photo.
+        photo (`(H, W, 3)` uint8): the RGB photo, turned so that the face is upright.
         landmarks (`FaceLandmarks`): the tracked face.
         geometry (`FaceGeometry`): camera and mesh (from the landmarks, then fitted).
         lighting (`(3, 9)` or `None`): the fit's SH light; `None`: estimated when unwrapping.
         raster (`ViewRaster` or `None`): the mesh rasterized into the photo (unwrapping).
         first_order (`FirstOrderMaps` or `None`): the photo unwrapped and first-order de-lit.
+        quarter_turns (`int`): counter-clockwise quarter turns that made the photo as given
+            upright (`modeling.inputs.orientation`); outputs are turned back.
     """
 
     photo: np.ndarray
@@ -84,6 +89,7 @@ class View:
     lighting: np.ndarray | None = None
     raster: ViewRaster | None = None
     first_order: FirstOrderMaps | None = None
+    quarter_turns: int = 0
 
     @cached_property
     def image(self) -> np.ndarray:
@@ -222,8 +228,10 @@ class AvatarPipeline(DiffusionPipeline):
         return self._tracker
 
     def detect_faces(self, image) -> list[FaceLandmarks]:
-        """All faces in a photo (path, PIL, array), largest first."""
-        return self.tracker.detect(load_image(image))
+        """All faces in a photo (path, PIL, array), largest first, found with the photo turned
+        so that the largest is upright (`modeling.inputs.orientation`)."""
+        turns, faces = detect_upright(self.tracker, load_image(image))
+        return [turn_landmarks(face, -turns) for face in faces]
 
     def check_inputs(self, image, resolution, num_fit_steps, super_resolution, white_balance,
                      output_type) -> CallSettings:  # fmt: skip
@@ -280,12 +288,13 @@ class AvatarPipeline(DiffusionPipeline):
             with timer("input"):
                 photos = [load_image(im) for im in run.images]
             with timer("face_tracking"):
-                landmarks = [self.tracker.face(photo, face_index) for photo in photos]
+                tracked = [_track_upright(self.tracker, photo, face_index) for photo in photos]
             progress.update()
             with timer("camera_and_shape"):
+                fov = self.config.fov_degrees
                 views = [
-                    View(photo, lm, fit_camera_and_shape(lm, topology, self.config.fov_degrees))
-                    for photo, lm in zip(photos, landmarks, strict=True)
+                    View(photo, lm, fit_camera_and_shape(lm, topology, fov), quarter_turns=k)
+                    for k, photo, lm in tracked
                 ]
             progress.update()
             views, ao, fit = self._fit(views, topology, run.num_fit_steps, timer)
@@ -310,7 +319,11 @@ class AvatarPipeline(DiffusionPipeline):
                 # the light, re-expressed for the exported albedo (albedo x light ~ the photo)
                 gain = albedo_light_gain(albedo, reflectance.get("diffuse_albedo"), visibility)
             with timer("render"):
-                outputs = [_view_output(v, topology, albedo, ao, gain) for v in views]
+                qualities = [_measure(v, i, fit, topology) for i, v in enumerate(views)]
+                outputs = [
+                    _view_output(v, q, topology, albedo, ao, gain)
+                    for v, q in zip(views, qualities, strict=True)
+                ]
             progress.update()
         maps = {
             "texture": texture,
@@ -320,8 +333,9 @@ class AvatarPipeline(DiffusionPipeline):
             **reflectance,  # replaces diffuse_albedo with the network's
         }
         out = AvatarPipelineOutput(
-            _face_mesh(views[0].geometry, topology), maps, outputs, timer.timings, fit
-        )
+            _face_mesh(views[0].geometry, topology), maps, outputs, timer.timings, fit,
+            warnings=_warnings(qualities),
+        )  # fmt: skip
         out = _as_pil(out) if output_type == "pil" else out
         return out if return_dict else tuple(out.values())
 
@@ -377,6 +391,32 @@ class AvatarPipeline(DiffusionPipeline):
         )
 
 
+def _track_upright(tracker: FaceTracker, photo: np.ndarray, face_index: int):
+    """Face number `face_index` of the photo turned upright -> (quarter turns, the turned photo
+    `(H', W', 3)` uint8, its `FaceLandmarks`)."""
+    turns, faces = detect_upright(tracker, photo)
+    return turns, np.ascontiguousarray(np.rot90(photo, turns)), select_face(faces, face_index)
+
+
+def _measure(view: View, index: int, fit: FitResult | None, topology: Topology) -> ViewQuality:
+    """How far photo `index`'s reconstruction can be trusted (`modeling.reconstruction.quality`)."""
+    first = view.first_order
+    return measure_view(
+        view.landmarks,
+        view.geometry,
+        first.texture_seen,
+        first.visibility,
+        skin_mask(first.visibility.shape[0], topology),
+        None if fit is None else float(fit.psnr_after[index]),
+    )
+
+
+def _warnings(qualities: list[ViewQuality]) -> list[str]:
+    count = len(qualities)
+    names = ["the photo"] if count == 1 else [f"photo {i + 1}" for i in range(count)]
+    return [w for q, name in zip(qualities, names, strict=True) for w in warnings_for(q, name)]
+
+
 def _unwrap(view: View, resolution: int, topology: Topology, ao: np.ndarray) -> View:
     """The view with its photo unwrapped into R x R UV maps and first-order de-lit."""
     g = view.geometry
@@ -385,17 +425,26 @@ def _unwrap(view: View, resolution: int, topology: Topology, ao: np.ndarray) -> 
     return replace(view, raster=raster, first_order=maps)
 
 
-def _view_output(view: View, topology: Topology, albedo: np.ndarray, ao: np.ndarray,
-                 light_gain: np.ndarray) -> ViewOutput:  # fmt: skip
+def _view_output(view: View, quality: ViewQuality, topology: Topology, albedo: np.ndarray,
+                 ao: np.ndarray, light_gain: np.ndarray) -> ViewOutput:  # fmt: skip
     """The render over the photo with the first-order albedo and the photo's own light, and the
-    light re-expressed for the exported albedo."""
+    light re-expressed for the exported albedo; all turned back to the photo as given."""
     lighting = view.first_order.lighting
     render, mask = render_over_photo(
         view.image, view.raster, topology.dense_faces, topology.dense_uvs,
         view.geometry.normals_camera, ao, albedo, lighting,
     )  # fmt: skip
-    lighting = (lighting * light_gain[:, None]).astype(np.float32)
-    return ViewOutput(view.geometry.camera, lighting, render, mask, view.photo, view.landmarks)
+    k = view.quarter_turns
+    return ViewOutput(
+        camera=turn_camera(view.geometry.camera, k),
+        lighting=rotate_sh(lighting * light_gain[:, None], turn_axes(k)).astype(np.float32),
+        render=np.ascontiguousarray(np.rot90(render, -k)),
+        render_mask=np.ascontiguousarray(np.rot90(mask, -k)),
+        image=np.ascontiguousarray(np.rot90(view.photo, -k)),
+        landmarks=turn_landmarks(view.landmarks, -k),
+        quality=quality,
+        quarter_turns=k,
+    )
 
 
 def _face_mesh(geometry: FaceGeometry, topology: Topology) -> FaceMesh:
@@ -411,4 +460,4 @@ def _as_pil(out: AvatarPipelineOutput) -> AvatarPipelineOutput:
     """Maps and renders as PIL images (`output_type="pil"`)."""
     maps = {k: to_pil(v) for k, v in out.maps.items()}
     views = [replace(v, render=to_pil(v.render)) for v in out.views]
-    return AvatarPipelineOutput(out.mesh, maps, views, out.timings, out.fit)
+    return replace(out, maps=maps, views=views)
