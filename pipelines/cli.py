@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(photos)} photos of one person -> {paths['glb']}")
             _print_warnings(str(args.source), out.warnings)
             return 0
+        except WeightsError as e:  # a network gave NaN: the weights, not the photos
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         except (AvatarInputError, OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -242,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                 total = sum(out.timings.values())
                 print(f"{photo}: face {face} -> {paths['glb']} ({total:.2f} s)")
                 _print_warnings(f"{photo}: face {face}", out.warnings)
+        except WeightsError as e:  # every photo would fail the same way: stop
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         except (AvatarInputError, OSError, ValueError) as e:
             failures += 1
             message = str(e) if str(photo) in str(e) else f"{photo}: {e}"

@@ -239,3 +239,20 @@ def test_push_to_hub_uploads_the_folder_with_its_manifest(tmp_path, monkeypatch)
     pipe = AvatarPipeline(normals=DetailNormalsNet(channels=(4, 8)))
     pipe.save_pretrained(tmp_path / "avatar", push_to_hub=True, repo_id="me/avatar")
     assert uploaded == {"repo_id": "me/avatar", "files": ["model_index.json", "normals", MANIFEST]}
+
+
+@pytest.mark.slow
+def test_cli_stops_on_nan_weights_and_names_the_component(folder, tmp_path, capsys):
+    from pipelines.cli import main
+
+    _rewrite_tensor(folder / "normals" / WEIGHTS, lambda t: t.fill_(float("nan")))
+    write_manifest(folder)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(ROOT / "examples" / "astronaut.jpg", photos / name)
+    args = [str(photos), "-o", str(tmp_path / "out"), "--weights", str(folder),
+            "--resolution", "64", "--fit-steps", "0"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "component 'normals' produced non-finite values" in err[0], err

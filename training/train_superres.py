@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from modeling.networks.superres import SuperResolutionNet
+from pipelines.weights import write_manifest
 from rendering.color import masked_psnr
 from training.reflectance_cache import load_pairs, to_float
 from training.train_reflectance import _plot, optimizer_and_resume
@@ -304,6 +305,7 @@ def main(argv=None) -> None:
     model.eval()
     model.save_pretrained(WEIGHTS / COMPONENT)
     _register()
+    write_manifest(WEIGHTS)  # from_pretrained verifies the files against it
     _plot(history, WEIGHTS / "training_curves" / f"{COMPONENT}.png", COMPONENT)
     (RUN_DIR / "history.json").write_text(json.dumps(history))
     print(f"{COMPONENT}: trained {args.steps} steps in {history['seconds'] / 60:.1f} min; "
