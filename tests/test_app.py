@@ -52,6 +52,7 @@ def test_import_is_light():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # a reconstruction at 512 px plus the relit previews
 def test_reconstruct_astronaut(output_root):
     stale = output_root / "stale"
     stale.mkdir(parents=True)

@@ -64,6 +64,7 @@ def test_same_face_across_resolutions():
     assert np.abs(hi_down - lo).mean() < 0.02
 
 
+@pytest.mark.slow  # samples the maps of 40 training faces
 def test_skin_tones_span_light_to_dark_and_types_are_balanced():
     skin = skin_mask(64)
     medians = [

@@ -201,6 +201,7 @@ def test_pipeline_runs_the_components_on_its_maps():
     assert AvatarPipeline().reflectance_maps(texture, albedo, shape, visibility) == {}
 
 
+@pytest.mark.slow  # renders and evaluates 30 synthetic faces
 def test_shipped_weights_load_and_beat_the_baselines():
     from training.evaluate_reflectance import evaluate, load_networks
 

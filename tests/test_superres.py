@@ -108,6 +108,7 @@ def test_super_resolution_mode_is_checked():
         AvatarPipeline()("examples/astronaut.jpg", resolution=2048, super_resolution="on")
 
 
+@pytest.mark.slow  # renders a 1024 px training face and runs the shipped network on it
 def test_shipped_weights_beat_bicubic_on_a_held_out_face():
     from training.render_pairs import make_training_pair, seeds
     from training.train_superres import EVAL_DEGRADATION, degrade, evaluate
@@ -124,6 +125,7 @@ def test_shipped_weights_beat_bicubic_on_a_held_out_face():
     assert degrade(pair["texture"]).shape == (256, 256, 3)
 
 
+@pytest.mark.slow  # a full reconstruction at 2048 px
 def test_pipeline_super_resolves_at_2048(tmp_path):
     folder = tmp_path / "weights"
     shutil.copytree(WEIGHTS / "superres", folder / "superres")
