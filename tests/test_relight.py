@@ -10,6 +10,7 @@ from rendering.lights import equirect_directions
 from rendering.relight import BACKGROUND, prepare_scene, relight, relight_previews
 
 
+# The tests on the 512 px reconstruction are marked slow; the fast loop relights a 128 px one.
 @pytest.fixture(scope="module")
 def output():
     pipe = AvatarPipeline.from_pretrained("weights_config")
@@ -19,6 +20,12 @@ def output():
 @pytest.fixture(scope="module")
 def scene(output):
     return prepare_scene(output)
+
+
+@pytest.fixture(scope="module")
+def tiny_scene():
+    pipe = AvatarPipeline.from_pretrained("weights_config")
+    return prepare_scene(pipe("examples/astronaut.jpg", resolution=128, num_fit_steps=0))
 
 
 def _face(image):
@@ -34,6 +41,7 @@ def _lamp(azimuth_deg, elevation_deg=10.0, radius_deg=20.0, strength=3.0):
     return (0.05 + strength * inside[..., None] * np.ones(3)).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["studio", "overcast", "sunny", "window"])
 @pytest.mark.parametrize("yaw", [0.0, 35.0])
 def test_shapes_and_range(scene, kind, yaw):
@@ -45,11 +53,13 @@ def test_shapes_and_range(scene, kind, yaw):
     assert image[face].mean() > 0.15, "the face is lit"
 
 
+@pytest.mark.slow
 def test_accepts_the_pipeline_output_directly(output):
     image = relight(output, "studio", size=64)
     assert image.shape == (64, 64, 3)
 
 
+@pytest.mark.slow
 def test_brighter_environment_gives_brighter_render(scene):
     env = _lamp(0.0)
     dim, bright = relight(scene, env * 0.5, size=128), relight(scene, env, size=128)
@@ -58,6 +68,7 @@ def test_brighter_environment_gives_brighter_render(scene):
     assert np.all(bright[face] >= dim[face] - 1e-6)
 
 
+@pytest.mark.slow
 def test_light_from_the_left_brightens_the_left(scene):
     size = 128
     for azimuth, brighter in ((-80.0, "left"), (80.0, "right")):
@@ -69,6 +80,7 @@ def test_light_from_the_left_brightens_the_left(scene):
         assert (left > right + 0.1) if brighter == "left" else (right > left + 0.1)
 
 
+@pytest.mark.slow
 def test_specular_map_is_used_when_present(output):
     shiny = dict(output.maps)
     shiny["specular_albedo"] = np.ones((64, 64, 1), np.float32)
@@ -81,6 +93,7 @@ def test_specular_map_is_used_when_present(output):
     assert images[0][face].mean() > images[1][face].mean() + 0.02
 
 
+@pytest.mark.slow
 def test_flat_reflectance_maps_match_the_defaults(output):
     """The reflectance networks' maps, at their neutral values (linear specular 0.3, flat
     tangent-space normals encoded (n+1)/2), render as the defaults do."""
@@ -100,16 +113,34 @@ def test_flat_reflectance_maps_match_the_defaults(output):
         assert np.abs(default - with_maps).max() < 2e-3
 
 
+@pytest.mark.slow
 def test_three_quarter_view_differs_from_the_photo_view(scene):
     front, turned = relight(scene, "studio", 0.0, 96), relight(scene, "studio", 35.0, 96)
     assert np.abs(front - turned).mean() > 0.02
 
 
-def test_unknown_environment_is_refused(scene):
+def test_unknown_environment_is_refused(tiny_scene):
     with pytest.raises(ValueError, match="unknown environment"):
-        relight(scene, "disco")
+        relight(tiny_scene, "disco")
 
 
+def test_tiny_reconstruction_is_lit_by_its_environment(tiny_scene):
+    """The fast loop's relighting check, on 128 px maps: twice the light is brighter
+    everywhere, and a lamp on the left lights the left of the face more."""
+    size = 64
+    lamp = _lamp(-80.0)
+    dim, bright = relight(tiny_scene, lamp * 0.5, size=size), relight(tiny_scene, lamp, size=size)
+    face = _face(bright)
+    assert 0.25 < face.mean() < 0.9, "the head fills a good part of the frame"
+    assert bright[face].mean() > dim[face].mean() + 0.05
+    assert np.all(bright[face] >= dim[face] - 1e-6)
+    luma = bright.mean(-1)
+    left = luma[:, : size // 2][face[:, : size // 2]].mean()
+    right = luma[:, size // 2 :][face[:, size // 2 :]].mean()
+    assert left > right + 0.1
+
+
+@pytest.mark.slow
 def test_previews_cover_every_environment_and_view(output):
     previews = relight_previews(output, size=64)
     assert len(previews) == 8
