@@ -58,6 +58,8 @@ _HINTS = {
 
 
 def _config() -> dict:
+    """The pipeline's settings (`model_index.json`), read without loading the networks: the UI's
+    defaults are the pipeline's."""
     return json.loads((WEIGHTS / "model_index.json").read_text())
 
 
@@ -156,7 +158,7 @@ def _summary(out, face_index: int, num_fit_steps: int, seconds: float) -> str:
 
 def reconstruct(
     image,
-    resolution=1024,
+    resolution=None,
     face_index=0,
     num_fit_steps=None,
     white_balance=None,
@@ -165,9 +167,9 @@ def reconstruct(
     """Photo -> (GLB path, [(map path, caption)], render path, [(relit path, caption)],
     [GLB, zip of everything (OBJ, maps, camera), zip of the maps], summary markdown).
 
-    `image`: a file path (as the UI sends it) or an RGB array; `num_fit_steps`: photometric
-    fitting steps (None: the pipeline's default); `white_balance`: "camera" or "skin_prior"
-    (None: the pipeline's default).
+    `image`: a file path (as the UI sends it) or an RGB array; `resolution`: UV map size in
+    pixels; `num_fit_steps`: photometric fitting steps (at most `MAX_FIT_STEPS`);
+    `white_balance`: "camera" or "skin_prior" (each None: the pipeline's default).
     """
     check_input(image)  # also reached directly through the API
     from modeling.export import write_zip
@@ -176,17 +178,17 @@ def reconstruct(
 
     start = time.perf_counter()
     face_index = int(face_index or 0)
-    if num_fit_steps is None:
-        num_fit_steps = _config().get("num_fit_steps", 80)
-    num_fit_steps = max(0, min(int(num_fit_steps), MAX_FIT_STEPS))
     progress(0, desc="Loading the pipeline")
     pipe = get_pipeline()
+    if num_fit_steps is None:
+        num_fit_steps = pipe.config.num_fit_steps
+    num_fit_steps = max(0, min(int(num_fit_steps), MAX_FIT_STEPS))
     progress(0, desc="Waiting for the previous reconstruction")
     with _run_lock:
         try:
             out = pipe(
                 image,
-                resolution=int(resolution),
+                resolution=int(resolution) if resolution else None,
                 face_index=face_index,
                 num_fit_steps=num_fit_steps,
                 white_balance=white_balance or None,
@@ -221,17 +223,14 @@ def _reconstruct_example(image, progress=gr.Progress(track_tqdm=True)):  # noqa:
 
 
 def build_demo() -> gr.Blocks:
-    config = _config()
-    max_faces = config.get("max_num_faces", 5)
-    default_steps = config.get("num_fit_steps", 80)
-    default_resolution = config.get("resolution", 1024)
+    config = _config()  # the defaults shown are the pipeline's
     with gr.Blocks(title="OpenAvatar", delete_cache=(MAX_AGE_S, MAX_AGE_S)) as demo:
         gr.Markdown(
             "# OpenAvatar\nOne photo of a face → a textured 3D face: mesh (GLB, OBJ), UV maps "
             "(texture, diffuse and specular albedo, diffuse and specular normals, shape normals, "
             "occlusion, visibility), a render over the photo and "
-            "previews relit under new light. Runs on a CPU: on two cores about 12 s for 1024 px "
-            "maps, 26 s for 2048 px, over a minute for 4096 px."
+            "previews relit under new light. Runs on a CPU; larger maps and more fitting steps "
+            "take longer."
         )
         with gr.Row():
             with gr.Column():
@@ -244,22 +243,22 @@ def build_demo() -> gr.Blocks:
                 )
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
                     resolution = gr.Radio(
-                        RESOLUTIONS,
-                        value=default_resolution,
+                        sorted({*RESOLUTIONS, config["resolution"]}),
+                        value=config["resolution"],
                         label="UV map resolution (pixels)",
                         elem_id="resolution",
                     )
                     num_fit_steps = gr.Slider(
                         0,
                         MAX_FIT_STEPS,
-                        value=default_steps,
+                        value=config["num_fit_steps"],
                         step=1,
                         label="Photometric fitting steps (0 = landmarks only, fastest)",
                         elem_id="fit-steps",
                     )
                     face_index = gr.Slider(
                         0,
-                        max_faces - 1,
+                        config["max_num_faces"] - 1,
                         value=0,
                         step=1,
                         label="Face (0 = largest, when the photo has several)",
@@ -270,7 +269,7 @@ def build_demo() -> gr.Blocks:
                             ("The photo's", "camera"),
                             ("Re-balanced by the skin prior", "skin_prior"),
                         ],
-                        value=config.get("white_balance", "camera"),
+                        value=config["white_balance"],
                         label="Albedo white balance",
                         elem_id="white-balance",
                     )

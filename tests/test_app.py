@@ -1,6 +1,7 @@
 """The Gradio demo: builds, reconstructs the astronaut, reports the user's mistakes readably."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from skimage import data
 
 import app
 from app import build_demo, check_input, reconstruct
+from pipelines import AvatarPipeline
 
 
 @pytest.fixture(autouse=True)
@@ -25,14 +27,23 @@ def output_root(tmp_path, monkeypatch):
 def test_build_demo():
     demo = build_demo()
     assert isinstance(demo, gr.Blocks)
-    image = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "photo")
-    assert image.sources == ["upload", "webcam", "clipboard"]
-    steps = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "fit-steps")
-    assert (steps.minimum, steps.maximum, steps.value) == (0, 150, app._config()["num_fit_steps"])
-    balance = next(
-        b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "white-balance"
-    )
-    assert balance.value == "camera" and [v for _, v in balance.choices] == ["camera", "skin_prior"]
+
+    def block(elem_id):
+        return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+
+    assert block("photo").sources == ["upload", "webcam", "clipboard"]
+    # the defaults shown are the pipeline's own (its model_index.json), not copies
+    config = AvatarPipeline.load_config(app.WEIGHTS)
+    steps = block("fit-steps")
+    assert (steps.minimum, steps.maximum, steps.value) == (0, 150, config["num_fit_steps"])
+    assert block("resolution").value == config["resolution"]
+    assert block("face-index").maximum == config["max_num_faces"] - 1
+    balance = block("white-balance")
+    assert balance.value == config["white_balance"]
+    assert [v for _, v in balance.choices] == ["camera", "skin_prior"]
+    # and the text states no measured times (they go stale: bench/ measures them)
+    text = " ".join(b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.value)
+    assert "OpenAvatar" in text and not re.search(r"\d\s*(s|seconds?|min|minutes?)\b", text)
 
 
 def test_examples_exist_and_are_small():
