@@ -104,7 +104,8 @@ def test_dense_mesh_interpolates_landmarks_smoothly(topo):
     np.testing.assert_allclose(dense[:NUM_LANDMARKS], landmarks, atol=1e-6)
     # Rows are affine combinations: translating the landmarks translates the mesh.
     np.testing.assert_allclose(topo.dense_from_landmarks.sum(1), 1.0, atol=1e-4)
-    # Dense vertices stay close to the surface spanned by their neighbours (no spikes).
+    # No vertex flies away from its neighbours: every edge is short (measured: at most 7.8 mm,
+    # mean 2.4 mm). Not a smoothness check: a few adjacent triangles fold sharply (up to 177°).
     faces = topo.dense_faces
     edge = np.linalg.norm(dense[faces[:, 0]] - dense[faces[:, 1]], axis=1)
-    assert edge.max() < 0.02  # metres: no vertex flies away
+    assert edge.max() < 0.02  # metres
