@@ -205,7 +205,6 @@ def test_bad_input_is_refused_clearly(pipe, tmp_path):
         pipe(data.astronaut(), face_index=3)
 
 
-@pytest.mark.slow  # a 256 px reconstruction with the default fit
 def test_cli_tiny_run_writes_a_loadable_asset_and_reports_errors(tmp_path, capsys):
     """The fast loop's end-to-end run: 128 px maps, landmarks only (no photometric fit)."""
     photo = data.astronaut()
@@ -230,6 +229,7 @@ def test_cli_tiny_run_writes_a_loadable_asset_and_reports_errors(tmp_path, capsy
     assert cli_main([str(tmp_path / "missing.jpg")]) == 2
 
 
+@pytest.mark.slow  # a 256 px reconstruction with the default fit
 def test_pil_output_type(pipe, photo):
     out = pipe(Image.fromarray(photo), resolution=256, output_type="pil")
     assert out.maps["diffuse_albedo"].size == (256, 256)
