@@ -54,6 +54,7 @@ def test_examples_exist_and_are_small():
         assert min(Image.open(file).size) >= 256
 
 
+@pytest.mark.slow  # a fresh interpreter imports gradio (about 5 s)
 def test_import_is_light():
     heavy = ("diffusers", "mediapipe", "numba", "torch")
     code = f"import app, sys; print([m for m in {heavy} if m in sys.modules])"

@@ -29,7 +29,7 @@ ARTIFACTS = BROWSER_DIR / "artifacts"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 NODE = shutil.which("node")
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a server, a browser and a reconstruction
 
 
 def _missing() -> str | None:

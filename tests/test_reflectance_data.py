@@ -140,6 +140,7 @@ def test_texel_scale_is_physical():
     assert texel_size_mm(256) == pytest.approx(uv_scale_mm() / 256)
 
 
+@pytest.mark.slow  # renders four lit training pairs
 def test_training_pair_contract_and_first_order_delighting():
     errors = []
     for seed in seeds("train", 4):
