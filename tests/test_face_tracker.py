@@ -10,6 +10,9 @@ from modeling.inputs.face_tracker import (
     REFINED_EYE_CONTOURS,
     FaceLandmarks,
     FaceTracker,
+    _pyramid_sizes,
+    _tile_starts,
+    _tile_stride,
     _with_refined_eyes,
     largest_face,
 )
@@ -36,7 +39,10 @@ def reference(astronaut, tracker) -> FaceLandmarks:
 def _pasted(image: np.ndarray, size: int, canvas_hw: tuple[int, int], at: tuple[int, int]):
     """`image` resized to `size` x `size`, pasted with its top-left at `at` (x, y) on grey."""
     canvas = np.full((*canvas_hw, 3), 128, np.uint8)
-    small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    enlarge = size > image.shape[1]
+    small = cv2.resize(
+        image, (size, size), interpolation=cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA
+    )
     canvas[at[1] : at[1] + size, at[0] : at[0] + size] = small
     return canvas
 
@@ -102,6 +108,51 @@ def test_distant_face_is_found_in_tiles(astronaut, reference):
         assert tracker._detect_boxes(image) == []
         face = tracker.detect(image)[0]
     assert np.abs(face.points - _expected(reference, size, at))[:, :2].max() < 4
+
+
+@pytest.mark.parametrize(
+    "face, canvas_hw",
+    [
+        (66, (7000, 7000)),
+        (100, (4000, 3000)),
+        (400, (7000, 7000)),
+        (512, (4000, 3000)),
+    ],
+)
+def test_small_face_in_a_large_photo_is_found(astronaut, tracker, reference, face, canvas_hw):
+    # the whole photo scaled so that its face is `face` px wide, 1-13 % of the long side: 2-25 px
+    # in the whole-image passes' 128-192 px views (the smaller ones are found in the pyramid)
+    size = round(512 * face / reference.width)
+    at = ((canvas_hw[1] - size) * 3 // 10, (canvas_hw[0] - size) * 6 // 10)
+    faces = tracker.detect(_pasted(astronaut, size, canvas_hw, at))
+    assert len(faces) == 1 and faces[0].image_size == canvas_hw
+    truth = _expected(reference, size, at)
+    error = np.linalg.norm(faces[0].points[:, :2] - truth[:, :2], axis=1)
+    assert error.mean() < 0.03 * face  # 0.7-1.1 % on composites
+
+
+def test_large_photo_without_a_face(tracker):
+    noise = np.random.default_rng(0).integers(0, 256, (4000, 6000, 3), dtype=np.uint8)
+    with pytest.raises(NoFaceFoundError, match="No face found"):
+        tracker.detect(noise)
+
+
+@pytest.mark.parametrize("hw", [(7071, 7071), (4000, 3000), (2000, 25000), (20000, 300)])
+def test_pyramid_holds_every_face_whole_in_a_tile_at_a_findable_width(hw):
+    height, width = hw
+    sizes = _pyramid_sizes(height, width, min_face_size=64)
+    # every width from 64 px to where the whole-image pass sees the face 16 px wide (of 192)
+    for face in np.geomspace(64, max(hw) * 16 / 192, 40):
+        in_level = [face * level_width / width for _, level_width in sizes]
+        assert any(15.5 < w < 32.5 for w in in_level), (face, in_level)
+    for level in sizes:
+        # tiles overlap by 48 px (> a 32 px face's detection box), on levels up to 1024 px by half
+        overlap = 96 if max(level) <= 1024 else 48
+        for length in level:
+            side = min(192, length)
+            starts = _tile_starts(length, side, _tile_stride(*level))
+            assert starts[0] == 0 and starts[-1] + side == length
+            assert np.all(np.diff(starts) <= side - overlap)
 
 
 def test_too_small_face(astronaut, tracker):
