@@ -131,6 +131,18 @@ def test_small_face_in_a_large_photo_is_found(astronaut, tracker, reference, fac
     assert error.mean() < 0.03 * face  # 0.7-1.1 % on composites
 
 
+def test_small_face_found_by_the_whole_image_mesh_is_meshed_again(astronaut, tracker, reference):
+    size, at = round(512 * 450 / reference.width), (400, 1100)  # face 450 px, 11 % of 4000
+    image = np.random.default_rng(0).integers(0, 256, (4000, 3000, 3), dtype=np.uint8)
+    image[at[1] : at[1] + size, at[0] : at[0] + size] = _pasted(
+        astronaut, size, (size, size), (0, 0)
+    )
+    assert len(tracker._run_mesh(image)) == 1  # found by the face mesh on the whole image: 3.0 %
+    truth = _expected(reference, size, at)[:, :2]
+    error = np.linalg.norm(tracker.detect(image)[0].points[:, :2] - truth, axis=1)
+    assert error.mean() < 0.015 * 450  # 0.7 % once meshed again on a crop
+
+
 def test_large_photo_without_a_face(tracker):
     noise = np.random.default_rng(0).integers(0, 256, (4000, 6000, 3), dtype=np.uint8)
     with pytest.raises(NoFaceFoundError, match="No face found"):
