@@ -29,6 +29,10 @@ from PIL import Image
 # Blender reads `map_Bump`/`bump` as a tangent-space normal map (strength from `-bm`); `norm` is
 # the PBR-extension key other tools read. Both point at the same file.
 _BASE_COLOR_KEYS = ("diffuse_albedo", "texture")
+# The IOR whose normal-incidence reflectance ((n - 1) / (n + 1))^2 is 1/2: (1 + sqrt(1/2)) /
+# (1 - sqrt(1/2)). Blender's F0 is 2 * Specular IOR Level * F0(IOR), so the MTL's Ni set to it
+# makes its F0 the map_Ks value itself.
+_IOR_HALF_REFLECTANCE = (1 + 0.5**0.5) / (1 - 0.5**0.5)
 _NORMAL_KEYS = ("specular_normals", "shape_normals_tangent")
 _MAP_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -117,6 +121,85 @@ def _png_bytes(image: Image.Image) -> bytes:
         return f.getvalue()
 
 
+def _shader_shininess(shininess: float | None) -> float:
+    """`shininess`, or the skin shader's when None (imported here: `rendering.shading` pulls
+    torch, which importing this module should not)."""
+    if shininess is None:
+        from rendering.shading import SKIN_SHININESS
+
+        shininess = SKIN_SHININESS
+    if not shininess > 0:
+        raise ValueError(f"shininess must be positive, got {shininess}")
+    return float(shininess)
+
+
+def roughness_from_shininess(shininess: float | None = None) -> float:
+    """glTF roughness of the GGX lobe equivalent to the shader's Blinn-Phong exponent `s`.
+
+    The normalised Blinn-Phong distribution `(s + 2) / (2 pi) (n.h)^s` and GGX with
+    `alpha^2 = 2 / (s + 2)` have the same peak `1 / (pi alpha^2)` (Walter et al. 2007's
+    equivalence, the one `rendering.shading.SKIN_SHININESS` is chosen by); glTF's
+    `alpha = roughness^2`, so `roughness = (2 / (s + 2))^(1/4)`: 0.549 for skin's s = 20.
+    `shininess` defaults to the skin shader's.
+    """
+    return (2.0 / (_shader_shininess(shininess) + 2.0)) ** 0.25
+
+
+def specular_reflectance(specular_albedo, shininess: float | None = None) -> np.ndarray:
+    """The shader's specular albedo `k_s` -> the reflectance `F` of the equivalent GGX lobe,
+    `F = k_s (s + 8) / (s + 2)`, clipped to [0, 1] (float32, the input's shape).
+
+    Seen head-on (n = v = l) our BRDF `k_s (s + 8) / (8 pi) (n.h)^s` is `k_s (s + 8) / (8 pi)`
+    and glTF's `F D V` is `F / (4 pi alpha^2) = F (s + 2) / (8 pi)` (`D = 1 / (pi alpha^2)`,
+    `V = 1 / 4`, alpha from `roughness_from_shininess`): equal for this `F`. Our shader has no
+    Fresnel term, so `F` is the reflectance at every angle (glTF's F0 and F90 alike).
+    """
+    s = _shader_shininess(shininess)
+    k_s = _finite(np.asarray(specular_albedo, dtype=np.float32))
+    return np.clip(k_s * np.float32((s + 8.0) / (s + 2.0)), 0.0, 1.0)
+
+
+def _unit_float(image) -> np.ndarray:
+    """uint8 -> float32 / 255; float -> float32, refused if not finite."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    return _finite(image).astype(np.float32)
+
+
+def _one_channel(name: str, image) -> np.ndarray:
+    """`(H, W)` or `(H, W, 1)` -> `(H, W)` float32; anything else refused."""
+    image = _unit_float(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim != 2:
+        raise ValueError(f"{name} must have shape (H, W) or (H, W, 1), got {image.shape}")
+    return image
+
+
+def _resized(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if image.shape[:2] == shape[:2]:
+        return image
+    return cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def _base_color_under_specular(base_color, reflectance: np.ndarray) -> np.ndarray:
+    """The base colour whose diffuse under glTF's specular layer is our diffuse albedo.
+
+    glTF's dielectric weights the diffuse by `1 - F` (`fresnel_mix`; with `F0 = F90 = F` that
+    is `1 - F` at every angle); our shader adds the specular on top of `albedo / pi`. So the
+    base colour is `albedo / (1 - F)` in linear RGB (clipped to 1; alpha kept).
+    """
+    from rendering.color import linear_to_srgb, srgb_to_linear  # torch-free import, as above
+
+    pixels = _grey_or_colour(_unit_float(base_color))
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    keep = np.maximum(1.0 - _resized(reflectance, pixels.shape), 1e-3)[:, :, None]
+    rgb = linear_to_srgb(srgb_to_linear(pixels[:, :, :3]) / keep)
+    return np.concatenate([rgb, pixels[:, :, 3:]], axis=2)
+
+
 def _check_mesh(vertices, faces, uvs, vertex_normals):
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces)
@@ -148,8 +231,10 @@ def export_glb(
     specular_albedo: np.ndarray | None = None,
     vertex_normals: np.ndarray | None = None,
     metallic: float = 0.0,
-    roughness: float = 0.5,
+    roughness: float | None = None,
     occlusion: np.ndarray | None = None,
+    shininess: float | None = None,
+    camera: PinholeCamera | None = None,
 ) -> Path:
     """Write a textured mesh as a binary glTF 2.0 file with a metallic-roughness PBR material.
 
@@ -158,21 +243,51 @@ def export_glb(
         vertices (`np.ndarray` of shape `(V, 3)`): positions in metres, +y up.
         faces (`np.ndarray` of shape `(F, 3)`, int): counter-clockwise seen from outside.
         uvs (`np.ndarray` of shape `(V, 2)`): texture coordinates, origin bottom-left.
-        base_color (`np.ndarray` of shape `(R, R, 3)` or `(R, R, 4)`): float [0, 1] or uint8,
-            top row = v = 1; becomes `baseColorTexture`.
+        base_color (`np.ndarray` of shape `(R, R, 3)` or `(R, R, 4)`): the diffuse albedo, float
+            [0, 1] or uint8, sRGB, top row = v = 1; becomes `baseColorTexture` (divided by
+            `1 - F` in linear RGB when `specular_albedo` is given, see below).
         normal_map (`np.ndarray` of shape `(R, R, 3)`, optional): tangent-space normals encoded
             (n + 1) / 2, +y up; becomes `normalTexture`.
-        specular_albedo (`np.ndarray` of shape `(R, R, 1 or 3)`, optional): written as the
-            `specularColorTexture` of `KHR_materials_specular` (a multiplier on the dielectric
-            F0 = 0.04; viewers without the extension ignore it).
+        specular_albedo (`np.ndarray` of shape `(R, R)` or `(R, R, 1)`, optional): the shader's
+            specular albedo `k_s` (linear, `rendering.shading`'s units).
         vertex_normals (`np.ndarray` of shape `(V, 3)`, optional): written as is (unitized);
             area-weighted smooth normals when omitted. Always written, so viewers shade smooth.
-        metallic, roughness (`float`): the material's factors.
+        metallic (`float`): metalness.
+        roughness (`float`, optional): glTF roughness; by default the shader's lobe
+            (`roughness_from_shininess(shininess)`).
         occlusion (`np.ndarray` of shape `(R, R)` or `(R, R, 1)`, optional): ambient occlusion
-            in [0, 1]; becomes `occlusionTexture` (its red channel, as glTF reads it).
+            in [0, 1].
+        shininess (`float`, optional): the shader's Blinn-Phong exponent; the skin shader's
+            `SKIN_SHININESS` by default.
+        camera (`PinholeCamera`, optional): the photo's camera (object-to-camera pose); becomes
+            a perspective camera node that views the mesh as the photo does (`_camera_node`).
 
-    The textures are 8-bit PNGs; the normal, occlusion and specular ones are ordered-dithered
-    (`to_uint8(dither=True)`), so that variations below an 8-bit step survive texture filtering.
+    With a normal map the mesh carries MikkTSpace tangents (`TANGENT`, VEC4, w = ±1:
+    `rendering.mesh.mikktspace_tangents`, the frame our normal maps are baked in and glTF's
+    default), so that viewers need not rebuild a frame of their own; a vertex whose corners
+    have different tangents (a UV seam or a mirrored layout) is split.
+
+    The material is the shader's (`rendering.shading`: Lambert diffuse plus a normalised
+    Blinn-Phong lobe without Fresnel) in glTF's metallic-roughness model, so that a glTF
+    renderer shows what our relit previews show:
+
+    - roughness `(2 / (s + 2))^(1/4)` (`roughness_from_shininess`); with `occlusion` it is
+      packed with it as one ORM texture (`<stem>_ORM`: R = occlusion, G = roughness,
+      B = metallic, factors 1), referenced by both `occlusionTexture` and
+      `metallicRoughnessTexture`; without, it is `roughnessFactor`;
+    - `KHR_materials_specular`: `specularTexture` (`<stem>_Specular`, linear; glTF reads its
+      alpha) holds `F = k_s (s + 8) / (s + 2)` (`specular_reflectance`), `specularFactor` 1
+      and `specularColorFactor` 1 / 0.04 = 25, so that glTF's `dielectric_f0 =
+      min(0.04 * specularColor, 1) * specular` and `dielectric_f90 = specular` are both `F`:
+      no Fresnel, as in our shader (IOR stays glTF's 1.5, cancelled by the 25);
+    - the base colour is `albedo / (1 - F)`: glTF's diffuse lies under the specular layer,
+      weighted by `1 - F`; ours is not.
+
+    Images are named `<stem>_BaseColor`, `<stem>_Normal`, `<stem>_ORM`, `<stem>_Specular`
+    (`stem`: the file name without `.glb`). The textures are 8-bit PNGs; the normal, ORM and
+    specular ones are ordered-dithered (`to_uint8(dither=True)`), so that variations below an
+    8-bit step survive texture filtering. `tests/test_gltf_material.py` renders a lit sphere
+    with a numpy implementation of glTF's BRDF from this file and with our shader.
 
     Returns:
         `Path` of the written file.
@@ -180,11 +295,22 @@ def export_glb(
     >>> export_glb("face.glb", verts, faces, uvs, albedo, normal_map=spec_normals)
     """
     vertices, faces, uvs, vertex_normals = _check_mesh(vertices, faces, uvs, vertex_normals)
+    if roughness is None:
+        roughness = roughness_from_shininess(shininess)
+    orm = specular = None
+    if occlusion is not None:
+        ao = _one_channel("occlusion", occlusion)
+        orm = np.stack([ao, np.full_like(ao, roughness), np.full_like(ao, metallic)], axis=2)
+        orm = _png_bytes(to_pil(orm, dither=True))
+    if specular_albedo is not None:
+        k_s = _one_channel("specular_albedo", specular_albedo)
+        reflectance = specular_reflectance(k_s, shininess)
+        base_color = _base_color_under_specular(base_color, reflectance)
+        specular = _png_bytes(to_pil(np.repeat(reflectance[:, :, None], 4, axis=2), dither=True))
     material = trimesh.visual.material.PBRMaterial(
         name="face",
         baseColorTexture=to_pil(base_color, rgb=True),
         normalTexture=None if normal_map is None else to_pil(normal_map, True, dither=True),
-        occlusionTexture=None if occlusion is None else to_pil(occlusion, True, dither=True),
         metallicFactor=float(metallic),
         roughnessFactor=float(roughness),
         doubleSided=False,
@@ -197,9 +323,8 @@ def export_glb(
         process=False,
     )
     data = trimesh.exchange.gltf.export_glb(mesh, include_normals=True)
-    if specular_albedo is not None:
-        data = _add_specular_texture(data, _png_bytes(to_pil(specular_albedo, True, dither=True)))
     path = Path(path)
+    data = _finish_material(data, path.stem, orm, specular)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
@@ -234,28 +359,53 @@ def _write_glb(tree: dict, binary: bytes) -> bytes:
     return struct.pack("<4sII", _GLB_MAGIC, 2, 12 + len(chunks)) + chunks
 
 
-def _add_specular_texture(data: bytes, png: bytes) -> bytes:
-    """Append `png` to the GLB's buffer and reference it from every material as the
-    `KHR_materials_specular` `specularColorTexture` (trimesh has no field for it)."""
+def _finish_material(data: bytes, stem: str, orm: bytes | None, specular: bytes | None) -> bytes:
+    """Name the GLB's images `<stem>_BaseColor`, `<stem>_Normal`, and add what trimesh has no
+    field for: the `orm` PNG as one texture referenced by both `occlusionTexture` and
+    `metallicRoughnessTexture` (factors 1), and the `specular` PNG as `KHR_materials_specular`'s
+    `specularTexture` (see `export_glb`)."""
     tree, binary = read_glb(data)
-    binary += b"\x00" * (-len(binary) % 4)
     views = tree.setdefault("bufferViews", [])
-    views.append({"buffer": 0, "byteOffset": len(binary), "byteLength": len(png)})
-    binary += png
-    binary += b"\x00" * (-len(binary) % 4)
-    buffers = tree.setdefault("buffers", [{}])
-    buffers[0]["byteLength"] = len(binary)
     images = tree.setdefault("images", [])
-    images.append({"bufferView": len(views) - 1, "mimeType": "image/png"})
     textures = tree.setdefault("textures", [])
-    textures.append({"source": len(images) - 1})
+
+    def add_texture(png: bytes, suffix: str) -> int:
+        nonlocal binary
+        binary += b"\x00" * (-len(binary) % 4)
+        views.append({"buffer": 0, "byteOffset": len(binary), "byteLength": len(png)})
+        binary += png
+        images.append({"bufferView": len(views) - 1, "mimeType": "image/png"})
+        textures.append({"source": len(images) - 1})
+        return name_texture({"index": len(textures) - 1}, suffix)
+
+    def name_texture(info: dict, suffix: str) -> int:
+        images[textures[info["index"]]["source"]]["name"] = f"{stem}_{suffix}"
+        return info["index"]
+
+    orm_index = None if orm is None else add_texture(orm, "ORM")
+    specular_index = None if specular is None else add_texture(specular, "Specular")
     for material in tree.get("materials", []):
-        material.setdefault("extensions", {})["KHR_materials_specular"] = {
-            "specularColorTexture": {"index": len(textures) - 1}
-        }
-    used = tree.setdefault("extensionsUsed", [])
-    if "KHR_materials_specular" not in used:
-        used.append("KHR_materials_specular")
+        pbr = material.setdefault("pbrMetallicRoughness", {})
+        if "baseColorTexture" in pbr:
+            name_texture(pbr["baseColorTexture"], "BaseColor")
+        if "normalTexture" in material:
+            name_texture(material["normalTexture"], "Normal")
+        if orm_index is not None:
+            material["occlusionTexture"] = {"index": orm_index}
+            pbr["metallicRoughnessTexture"] = {"index": orm_index}
+            pbr["metallicFactor"] = pbr["roughnessFactor"] = 1.0
+        if specular_index is not None:
+            material.setdefault("extensions", {})["KHR_materials_specular"] = {
+                "specularFactor": 1.0,
+                "specularTexture": {"index": specular_index},
+                "specularColorFactor": [1.0 / 0.04] * 3,  # glTF's dielectric F0 0.04 -> 1
+            }
+    if specular_index is not None and "KHR_materials_specular" not in tree.get(
+        "extensionsUsed", []
+    ):
+        tree.setdefault("extensionsUsed", []).append("KHR_materials_specular")
+    binary += b"\x00" * (-len(binary) % 4)
+    tree.setdefault("buffers", [{}])[0]["byteLength"] = len(binary)
     return _write_glb(tree, binary)
 
 
@@ -334,22 +484,38 @@ def export_obj(
     uvs: np.ndarray,
     maps: dict[str, np.ndarray],
     vertex_normals: np.ndarray | None = None,
+    shininess: float | None = None,
 ) -> Path:
-    """Write `folder/name.obj`, `folder/name.mtl` and every map as `folder/<map name>.png`.
+    """Write `folder/name.obj`, `folder/name.mtl` and the textures the MTL names, as artists
+    name them:
 
-    The MTL uses `maps["diffuse_albedo"]` (else `maps["texture"]`) as `map_Kd`,
-    `maps["specular_normals"]` (else `maps["shape_normals_tangent"]`) as the tangent-space normal
-    map (`map_Bump -bm 1`, which Blender reads, and `norm`), and `maps["specular_albedo"]` as
-    `map_Ks` when present.
+    - `<name>_BaseColor.png` (8-bit sRGB, `map_Kd`): `maps["diffuse_albedo"]`, else
+      `maps["texture"]`; MTL's `Kd` is a plain Lambert colour, so it is the albedo itself;
+    - `<name>_Normal.png` (16-bit, `norm` and `map_Bump -bm 1`; Blender's importer reads
+      `map_Bump` into a tangent-space Normal Map node): `maps["specular_normals"]`, else
+      `maps["shape_normals_tangent"]`;
+    - `<name>_Specular.png` (16-bit grey, `map_Ks` with `Ks 1`): the specular reflectance
+      `F = k_s (s + 8) / (s + 2)` of `maps["specular_albedo"]` (`specular_reflectance`). With
+      `Ns` = the shader's exponent, three.js's Phong lobe `F (s + 2) / (8 pi) (n.h)^s` is then
+      ours; Blender reads `map_Ks` as Specular IOR Level, whose F0 is `2 * level * F0(Ni)`:
+      `Ni` = 5.828 makes `F0(Ni)` = 1/2 and F0 = `F`;
+    - `<name>_ORM.png` (16-bit, when `maps["ambient_occlusion"]` exists): glTF's packing,
+      R = occlusion, G = roughness, B = metallic = 0. No MTL key reads a packed map, so the
+      MTL names it only in a comment; `Pr` (which Blender reads) holds the roughness
+      (`roughness_from_shininess`: our model has one shininess, so it is a constant).
+
+    Blender's OBJ importer (4.5, 5.0) loads every PNG as sRGB colour: `_Normal` and
+    `_Specular` have to be switched to Non-Color after import (README, "What you get").
 
     Args:
         folder (`str` or `Path`): created if missing.
-        name (`str`): base name of the `.obj` and `.mtl` files.
+        name (`str`): base name of the `.obj`, `.mtl` and texture files.
         vertices (`np.ndarray` of shape `(V, 3)`), faces (`(F, 3)` int), uvs (`(V, 2)`): as in
             `export_glb`.
-        maps (`dict[str, np.ndarray]`): UV maps, as in `save_maps`.
+        maps (`dict[str, np.ndarray]`): UV maps, as in `save_maps`; those named above are used.
         vertex_normals (`np.ndarray` of shape `(V, 3)`, optional): area-weighted smooth normals
             when omitted.
+        shininess (`float`, optional): the shader's Blinn-Phong exponent (skin's by default).
 
     Returns:
         `Path` of the `.obj` file.
@@ -363,32 +529,53 @@ def export_obj(
         np.linalg.norm(vertex_normals, axis=1, keepdims=True), 1e-12
     )
     folder = Path(folder)
-    pngs = save_maps(maps, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shininess = _shader_shininess(shininess)
+    roughness = roughness_from_shininess(shininess)
 
-    base = next((k for k in _BASE_COLOR_KEYS if k in pngs), None)
-    normal = next((k for k in _NORMAL_KEYS if k in pngs), None)
-    specular = "specular_albedo" if "specular_albedo" in pngs else None
+    def texture(suffix: str, image: np.ndarray, data: bool) -> str:
+        path = folder / f"{name}_{suffix}.png"
+        if data:
+            _save_png16(_unit_float(image), path)
+        else:
+            to_pil(image).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        return path.name
+
+    base = next((maps[k] for k in _BASE_COLOR_KEYS if k in maps), None)
+    normal = next((maps[k] for k in _NORMAL_KEYS if k in maps), None)
+    specular = maps.get("specular_albedo")
+    # with map_Ks, Ks 1 and Ni such that Blender's F0 is map_Ks (docstring); else a dielectric
+    ks, ior = (1.0, _IOR_HALF_REFLECTANCE) if specular is not None else (0.5, 1.5)
     mtl = [
-        "# openavatar face material",
+        "# openavatar face material: rendering.shading's skin model (face.glb holds it in glTF)",
         "newmtl face",
         "Ka 0.000000 0.000000 0.000000",  # Blender maps Ka to metallic unless Pm is given
         "Kd 1.000000 1.000000 1.000000",
-        "Ks 0.500000 0.500000 0.500000",
+        f"Ks {ks:.6f} {ks:.6f} {ks:.6f}",
         "Ke 0.000000 0.000000 0.000000",
-        "Ns 250.000000",  # Blender: roughness = 1 - sqrt(Ns / 1000) = 0.5
-        "Ni 1.450000",
+        f"Ns {shininess:.6f}",  # the shader's Blinn-Phong exponent
+        f"Ni {ior:.6f}",
         "d 1.000000",
         "illum 2",
-        "Pr 0.500000",
+        f"Pr {roughness:.6f}",  # the same lobe as GGX roughness; Blender reads it, not Ns
         "Pm 0.000000",
     ]
     if base is not None:
-        mtl.append(f"map_Kd {pngs[base].name}")
+        mtl.append(f"map_Kd {texture('BaseColor', base, data=False)}")
     if specular is not None:
-        mtl.append(f"map_Ks {pngs[specular].name}")
+        reflectance = specular_reflectance(_one_channel("specular_albedo", specular), shininess)
+        mtl.append(f"map_Ks {texture('Specular', reflectance, data=True)}")
     if normal is not None:
-        mtl.append(f"norm {pngs[normal].name}")
-        mtl.append(f"map_Bump -bm 1.000000 {pngs[normal].name}")
+        normal_png = texture("Normal", normal, data=True)
+        mtl.append(f"norm {normal_png}")
+        mtl.append(f"map_Bump -bm 1.000000 {normal_png}")
+    if "ambient_occlusion" in maps:
+        ao = _one_channel("ambient_occlusion", maps["ambient_occlusion"])
+        orm = np.stack([ao, np.full_like(ao, roughness), np.zeros_like(ao)], axis=2)
+        mtl.append(
+            f"# {texture('ORM', orm, data=True)}: occlusion (R), roughness (G), metallic (B), "
+            "packed as glTF does; no MTL key reads a packed map (Pr is the roughness)"
+        )
     mtl_path = folder / f"{name}.mtl"
     mtl_path.write_text("\n".join(mtl) + "\n")
 

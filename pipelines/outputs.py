@@ -21,8 +21,9 @@ def _as_array(map_or_image) -> np.ndarray:
 def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> dict[str, Path]:
     """Write every file of one reconstruction into `folder`; returns `{kind: path}`.
 
-    Files: `<name>.glb`, `obj/<name>.obj` (+ `.mtl` and its PNG maps), `maps/<map>.png`,
-    `camera.json` (intrinsics, pose, SH lighting), `render.png`, `input.png`, `<name>.zip`.
+    Files: `<name>.glb`, `obj/<name>.obj` (+ `.mtl` and the textures it names:
+    `<name>_BaseColor.png`, `_Normal`, `_Specular`, `_ORM`), `maps/<map>.png`, `camera.json`
+    (intrinsics, pose, SH lighting), `render.png`, `input.png`, `<name>.zip`.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -40,9 +41,8 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
         vertex_normals=mesh.normals,
         occlusion=maps.get("ambient_occlusion"),
     )
-    obj_maps = {k: v for k, v in maps.items() if k != "visibility"}
     paths["obj"] = export_obj(
-        folder / "obj", name, mesh.vertices, mesh.faces, mesh.uvs, obj_maps, mesh.normals
+        folder / "obj", name, mesh.vertices, mesh.faces, mesh.uvs, maps, mesh.normals
     )
     map_paths = save_maps(maps, folder / "maps")
     lighting = {

@@ -13,6 +13,7 @@ from modeling.export import (
     is_data_map,
     read_glb,
     read_png,
+    roughness_from_shininess,
     save_camera_json,
     save_maps,
     to_uint8,
@@ -131,7 +132,9 @@ def test_glb_mesh_material_and_normals(tmp_path, mesh):
 
     (mat,) = tree["materials"]
     assert mat["pbrMetallicRoughness"]["metallicFactor"] == 0.0
-    assert mat["pbrMetallicRoughness"]["roughnessFactor"] == 0.5
+    # the skin shader's lobe as GGX roughness (tests/test_gltf_material.py checks the material)
+    assert mat["pbrMetallicRoughness"]["roughnessFactor"] == pytest.approx(0.5491, abs=1e-4)
+    assert roughness_from_shininess() == mat["pbrMetallicRoughness"]["roughnessFactor"]
     assert "baseColorTexture" in mat["pbrMetallicRoughness"] and "normalTexture" in mat
     assert "KHR_materials_specular" not in tree.get("extensionsUsed", [])
 
@@ -183,8 +186,12 @@ def test_glb_specular_extension(tmp_path, mesh):
     assert "KHR_materials_specular" in tree["extensionsUsed"]
     assert tree["buffers"][0]["byteLength"] == len(binary)
     ext = tree["materials"][0]["extensions"]["KHR_materials_specular"]
-    image = glb_image(tree, binary, ext["specularColorTexture"]["index"])
-    np.testing.assert_array_equal(image, np.repeat(specular, 3, axis=2))
+    assert ext["specularFactor"] == 1.0 and ext["specularColorFactor"] == [25.0] * 3
+    # glTF reads the specular strength from the alpha channel, linear: F = k_s (s + 8) / (s + 2)
+    image = glb_image(tree, binary, ext["specularTexture"]["index"])
+    reflectance = np.clip(specular[..., 0] / 255 * 28 / 22, 0, 1)
+    assert image.shape == (R, R, 4)
+    assert np.abs(image[..., 3] / 255 - reflectance).max() <= 1 / 255 + 1e-6
     assert tree["materials"][0]["pbrMetallicRoughness"]["roughnessFactor"] == pytest.approx(0.4)
     # the rewritten container still loads, with the mesh and base colour intact
     loaded = trimesh.load(path, force="mesh", process=False)
@@ -212,13 +219,14 @@ def test_obj_round_trip(tmp_path, mesh):
     folder = obj_path.parent
     assert obj_path.name == "face.obj"
     mtl = (folder / "face.mtl").read_text().splitlines()
-    assert "map_Kd diffuse_albedo.png" in mtl
-    assert "map_Ks specular_albedo.png" in mtl
-    assert "norm specular_normals.png" in mtl
-    assert "map_Bump -bm 1.000000 specular_normals.png" in mtl
+    assert "map_Kd face_BaseColor.png" in mtl
+    assert "map_Ks face_Specular.png" in mtl
+    assert "norm face_Normal.png" in mtl
+    assert "map_Bump -bm 1.000000 face_Normal.png" in mtl
     assert "Pm 0.000000" in mtl and "Ka 0.000000 0.000000 0.000000" in mtl
-    for name, image in maps.items():
-        assert np.asarray(Image.open(folder / f"{name}.png")).shape[:2] == image.shape[:2]
+    for suffix in ("BaseColor", "Specular", "Normal"):
+        assert np.asarray(Image.open(folder / f"face_{suffix}.png")).shape[:2] == (R, R)
+    assert not (folder / "visibility.png").exists()  # only the textures the MTL names
 
     text = obj_path.read_text()
     assert "mtllib face.mtl" in text and "usemtl face" in text
@@ -250,8 +258,8 @@ def test_obj_fallback_maps(tmp_path, mesh):
     maps = {"texture": quadrant_texture(), "shape_normals_tangent": np.full((R, R, 3), 0.5)}
     obj_path = export_obj(tmp_path, "avatar", vertices, faces, uvs, maps)
     mtl = (tmp_path / "avatar.mtl").read_text()
-    assert "map_Kd texture.png" in mtl
-    assert "map_Bump -bm 1.000000 shape_normals_tangent.png" in mtl
+    assert "map_Kd avatar_BaseColor.png" in mtl
+    assert "map_Bump -bm 1.000000 avatar_Normal.png" in mtl
     assert "map_Ks" not in mtl
     assert obj_path.read_text().count("\nvn ") == len(vertices)
 
