@@ -60,6 +60,7 @@ from pipelines.weights import (
     pretrained_folder,
     upgrade_model_index,
     upload_to_hub,
+    write_hub_layout,
     write_manifest,
 )
 from rendering.render import ViewRaster, rasterize_view, render_over_photo
@@ -199,21 +200,30 @@ class AvatarPipeline(DiffusionPipeline):
         return super().from_pretrained(str(path), **kwargs)
 
     def save_pretrained(self, save_directory: str | Path, *, push_to_hub: bool = False, **kwargs):
-        """diffusers' `save_pretrained`, then `weights_manifest.json` (size and SHA-256 of every
-        component file, verified by `from_pretrained`). With `push_to_hub=True` the folder is
-        uploaded after the manifest is written (`repo_id`, `token`, `private`,
-        `commit_message`, `create_pr` as in diffusers); diffusers' own upload would run before
-        it and replace the folder's model card."""
+        """diffusers' `save_pretrained`, then the code that lets diffusers alone load the folder
+        (`pipeline.py` and each component's module, importing the installed package:
+        `pipelines.weights.write_hub_layout`), then `weights_manifest.json` (size and SHA-256 of
+        every component file and of that code, verified by `from_pretrained`). With
+        `push_to_hub=True` the folder is uploaded after the manifest is written (`repo_id`,
+        `token`, `private`, `commit_message`, `create_pr` as in diffusers); diffusers' own upload
+        would run before it and replace the folder's model card.
+
+        >>> pipe.save_pretrained("avatar")  # doctest: +SKIP
+        >>> DiffusionPipeline.from_pretrained("avatar", trust_remote_code=True)  # doctest: +SKIP
+        """
         hub = {k: kwargs.pop(k) for k in HUB_UPLOAD_ARGS if k in kwargs}
         super().save_pretrained(save_directory, **kwargs)
+        write_hub_layout(save_directory, type(self))
         write_manifest(save_directory)
         if push_to_hub:
             upload_to_hub(save_directory, **hub)
 
     @classmethod
     def load_config(cls, *args, **kwargs):
-        """diffusers' `load_config`, with the component paths of older folders upgraded
-        (`pipelines.weights.upgrade_model_index`)."""
+        """diffusers' `load_config`, with the classes named as this code imports them: the Hub
+        layout's `pipeline.py` and component modules, and older folders' component paths, map
+        to the installed modules (`pipelines.weights.upgrade_model_index`), so loading runs
+        none of the folder's code."""
         loaded = super().load_config(*args, **kwargs)
         if isinstance(loaded, tuple):
             return (upgrade_model_index(loaded[0]), *loaded[1:])

@@ -1,18 +1,33 @@
-"""The pretrained folder: find it (a local path is never tried as a Hub repo id), verify its
-files against `weights_manifest.json`, refuse missing or corrupt component weights by name, and
-read the component paths of folders written before the networks moved to `modeling.networks`.
+"""The pretrained folder: find it (a local path is never tried as a Hub repo id), write and
+verify `weights_manifest.json`, refuse missing or corrupt component weights by name, and read the
+component paths of older folders.
+
+A saved folder is a Hub repository that diffusers alone can load
+(`DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)`, wherever the openavatar
+package is installed): `model_index.json` names `["pipeline", "AvatarPipeline"]` and each
+component's own module (`"delighting": ["delighting", "DelightingNet"]`), and the folder holds
+those modules (`pipeline.py`, `delighting/delighting.py`, written by `write_hub_layout`): each
+only imports its class from the installed package, so both loaders build the same objects.
+`AvatarPipeline.from_pretrained` runs none of the folder's code: `upgrade_model_index` maps the
+entries back to the installed modules.
 
 `weights_manifest.json` (written by `AvatarPipeline.save_pretrained`, or by
 `pipelines.weights.write_manifest(folder)` after replacing a component's files on purpose)
-records the size and SHA-256 of every file in every component folder:
+records the size and SHA-256 of every file in every component folder (its module included) and
+of `pipeline.py`:
 
     {"algorithm": "sha256",
      "components": {"normals": {"config.json": {"sha256": "...", "size": 142},
-                                "diffusion_pytorch_model.safetensors": {...}}, ...}}
+                                "diffusion_pytorch_model.safetensors": {...},
+                                "normals.py": {...}}, ...},
+     "files": {"pipeline.py": {...}}}
 
-`model_index.json` is not in it: its settings (`resolution`, ...) may be edited by hand. A folder
-without a manifest (written before it existed) still loads, with a logged warning, and its files
-are checked only for being readable and fitting their networks.
+The code is covered because it is what `trust_remote_code=True` runs: `check_component_weights`
+verifies a downloaded repository before you trust it. `model_index.json` and the model card
+(`README.md`) are not covered: their settings and text may be edited by hand. diffusers' own
+loader does not read the manifest; `AvatarPipeline.from_pretrained` verifies it before loading.
+A folder without a manifest (written before it existed) still loads, with a logged warning, and
+its files are checked only for being readable and fitting their networks.
 """
 
 from __future__ import annotations
@@ -31,6 +46,10 @@ from modeling.networks import LEGACY_MODULES
 
 MANIFEST = "weights_manifest.json"
 CONFIG, WEIGHTS = "config.json", "diffusion_pytorch_model.safetensors"
+PIPELINE_FILE = "pipeline.py"  # the name diffusers looks for (`_class_name[0]` + ".py")
+# The component modules a saved folder carries (`delighting/delighting.py`), by the installed
+# module each one names: `modeling.networks.<name>` is `<name>` in the repository.
+REPO_MODULES = {module.rsplit(".", 1)[1]: module for module in LEGACY_MODULES.values()}
 # A Hub repo id as `owner/name`; anything else (`./x`, `/x`, `~/x`, `a/b/c`, a bare name) is a
 # local path, so a mistyped folder is reported here instead of being requested from the Hub.
 HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -42,14 +61,28 @@ logger = logging.getLogger(__name__)
 
 
 def upgrade_model_index(index: dict) -> dict:
-    """A `model_index.json` dict with legacy component modules (`["modeling.delighting",
-    "DelightingNet"]`) mapped to today's (`LEGACY_MODULES`); other entries unchanged."""
-    return {
-        name: [LEGACY_MODULES.get(value[0], value[0]), *value[1:]]
-        if isinstance(value, list) and value and isinstance(value[0], str)
-        else value
-        for name, value in index.items()
-    }
+    """A `model_index.json` dict with its classes named as this code imports them: the Hub
+    layout's `"_class_name": ["pipeline", "AvatarPipeline"]` -> `"AvatarPipeline"`, its
+    component modules (`["delighting", "DelightingNet"]`: `REPO_MODULES`) and legacy ones
+    (`["modeling.delighting", "DelightingNet"]`: `LEGACY_MODULES`) -> the installed module
+    (`["modeling.networks.delighting", "DelightingNet"]`); other entries unchanged."""
+    installed = {**LEGACY_MODULES, **REPO_MODULES}
+    upgraded = {}
+    for name, value in index.items():
+        if name == "_class_name" and isinstance(value, list) and len(value) == 2:
+            value = value[1]
+        elif isinstance(value, list) and value and isinstance(value[0], str):
+            value = [installed.get(value[0], value[0]), *value[1:]]
+        upgraded[name] = value
+    return upgraded
+
+
+def default_weights() -> Path:
+    """The shipped pretrained folder: `pipelines/weights_config/` in an installed wheel (package
+    data), else `weights_config/` at the top of a checkout."""
+    here = Path(__file__).resolve().parent
+    installed, checkout = here / "weights_config", here.parent / "weights_config"
+    return installed if (installed / "model_index.json").is_file() else checkout
 
 
 def local_folder(name_or_path: str | os.PathLike) -> Path | None:
@@ -150,22 +183,83 @@ def file_digest(path: Path) -> dict:
     return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
 
 
+_REPO_CODE = '''"""`{cls}` for `DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)`.
+
+It is `{module}.{cls}` from the installed openavatar package;
+this file only names it, so diffusers and `AvatarPipeline.from_pretrained(repo)` build the
+same objects.
+"""
+
+import importlib
+
+try:
+    module = importlib.import_module("{module}")
+except ImportError as err:
+    raise ImportError(
+        "this repository needs the openavatar package (pip install the OpenAvatar project)"
+    ) from err
+
+{cls} = module.{cls}
+'''
+
+
+def _repo_code(module: str, class_name: str) -> str:
+    return _REPO_CODE.format(module=module, cls=class_name)
+
+
+def write_hub_layout(folder: str | os.PathLike, pipeline_class: type) -> None:
+    """Make a folder diffusers' `save_pretrained` wrote loadable by diffusers alone: write
+    `pipeline.py` (naming `pipeline_class`) and each component's module into its folder
+    (`delighting/delighting.py` for `modeling.networks.delighting.DelightingNet`), and point
+    `model_index.json` at them (`"_class_name": ["pipeline", "AvatarPipeline"]`,
+    `"delighting": ["delighting", "DelightingNet"]`); a component whose module is not in
+    `REPO_MODULES` keeps its entry. The local path diffusers records (`_name_or_path`) is
+    dropped from `model_index.json` and the components' `config.json`: it means nothing in a
+    repository."""
+    folder = Path(folder)
+    path = folder / "model_index.json"
+    index = json.loads(path.read_text())
+    index.pop("_name_or_path", None)
+    for name, (module, class_name) in components(upgrade_model_index(index)).items():
+        config = folder / name / CONFIG
+        settings = json.loads(config.read_text()) if config.is_file() else {}
+        if settings.pop("_name_or_path", None) is not None:
+            _write_json(config, settings)
+        local = module.rsplit(".", 1)[-1]
+        if REPO_MODULES.get(local) == module and (folder / name).is_dir():
+            (folder / name / f"{local}.py").write_text(_repo_code(module, class_name))
+            index[name] = [local, class_name]
+    code = _repo_code(pipeline_class.__module__, pipeline_class.__name__)
+    (folder / PIPELINE_FILE).write_text(code)
+    index["_class_name"] = [Path(PIPELINE_FILE).stem, pipeline_class.__name__]
+    _write_json(path, index)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """As diffusers writes its configs (`ConfigMixin.to_json_string`)."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def write_manifest(folder: str | os.PathLike) -> Path:
     """Write `folder/weights_manifest.json`: size and SHA-256 of every file in every component
-    folder `folder/model_index.json` names. Returns its path."""
+    folder `folder/model_index.json` names, and of `pipeline.py` if there is one. Returns its
+    path."""
     folder = Path(folder)
     entries = {
         name: {f.name: file_digest(f) for f in sorted((folder / name).iterdir()) if f.is_file()}
         for name in components(read_model_index(folder))
         if (folder / name).is_dir()
     }
-    path = folder / MANIFEST
     manifest = {"algorithm": "sha256", "components": entries}
+    if (folder / PIPELINE_FILE).is_file():
+        manifest["files"] = {PIPELINE_FILE: file_digest(folder / PIPELINE_FILE)}
+    path = folder / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
 
 
 def _read_manifest(folder: Path) -> dict | None:
+    """The manifest's `{"components": ..., "files": ...}`, or `None` (logged) without one."""
     path = folder / MANIFEST
     if not path.is_file():
         logger.warning(
@@ -178,37 +272,45 @@ def _read_manifest(folder: Path) -> dict | None:
         return None
     try:
         manifest = json.loads(path.read_text())
-        entries = manifest["components"]
+        entries, files = manifest["components"], manifest.get("files", {})
         if manifest.get("algorithm") != "sha256" or not isinstance(entries, dict):
             raise ValueError("expected {'algorithm': 'sha256', 'components': {...}}")
+        if not isinstance(files, dict):
+            raise ValueError("'files' is not an object")
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise WeightsError(f"{path} is not a valid weights manifest ({err})") from err
-    return entries
+    return {"components": entries, "files": files}
 
 
-def _verify_files(folder: Path, name: str, entries: dict) -> None:
+def _verify_files(folder: Path, name: str, manifest: dict) -> None:
     """Every file the manifest lists for component `name` has its recorded size and SHA-256."""
-    rewrite = (
-        f"if it was replaced on purpose, rewrite the manifest with "
-        f"pipelines.weights.write_manifest({str(folder)!r})"
-    )
-    listed = entries.get(name)
+    listed = manifest["components"].get(name)
     if not isinstance(listed, dict) or not {CONFIG, WEIGHTS} <= listed.keys():
         raise WeightsError(
             f"component {name!r}: its files are not listed in {folder / MANIFEST}, so they "
-            f"cannot be verified; {rewrite}"
+            f"cannot be verified; {_rewrite_hint(folder)}"
         )
     for file, expected in listed.items():
-        path = folder / name / file
-        if not path.is_file():
-            raise WeightsError(f"component {name!r}: missing {path} (listed in {MANIFEST})")
-        actual = file_digest(path)
-        if actual != expected:
-            what = "size" if actual["size"] != expected.get("size") else "SHA-256"
-            raise WeightsError(
-                f"component {name!r}: corrupt {path}: its {what} does not match {MANIFEST} "
-                f"(the file was damaged or changed after the manifest was written); {rewrite}"
-            )
+        _verify_file(folder, folder / name / file, expected, f"component {name!r}")
+
+
+def _verify_file(folder: Path, path: Path, expected: dict, label: str) -> None:
+    if not path.is_file():
+        raise WeightsError(f"{label}: missing {path} (listed in {MANIFEST})")
+    actual = file_digest(path)
+    if actual != expected:
+        what = "size" if actual["size"] != expected.get("size") else "SHA-256"
+        raise WeightsError(
+            f"{label}: corrupt {path}: its {what} does not match {MANIFEST} (the file was "
+            f"damaged or changed after the manifest was written); {_rewrite_hint(folder)}"
+        )
+
+
+def _rewrite_hint(folder: Path) -> str:
+    return (
+        f"if it was replaced on purpose, rewrite the manifest with "
+        f"pipelines.weights.write_manifest({str(folder)!r})"
+    )
 
 
 def _network_class(name: str, library: str, class_name: str):
@@ -248,20 +350,23 @@ def _check_fits_network(name: str, cls, config: dict, config_path: Path, tensors
 def check_component_weights(folder: Path) -> None:
     """Refuse a pretrained folder whose components' files are missing, differ from the manifest,
     are unreadable or do not fit their networks, naming the component and the file (never run
-    on random weights); import the modules of our own components."""
+    on random weights), or whose `pipeline.py` differs from the manifest; import the modules of
+    our own components."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     index = read_model_index(folder)
-    entries = _read_manifest(folder)
+    manifest = _read_manifest(folder)
+    for file, expected in (manifest or {}).get("files", {}).items():
+        _verify_file(folder, folder / file, expected, "repository code")
     for name, (library, class_name) in components(index).items():
         config_path, weights = folder / name / CONFIG, folder / name / WEIGHTS
         if not config_path.is_file():
             raise WeightsError(f"component {name!r}: missing {config_path}")
         if not weights.is_file():
             raise WeightsError(f"component {name!r}: missing weights {weights}")
-        if entries is not None:
-            _verify_files(folder, name, entries)
+        if manifest is not None:
+            _verify_files(folder, name, manifest)
         try:
             config = json.loads(config_path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -164,9 +164,9 @@ def _copy_weights(tmp_path, dummy=False) -> Path:
 def test_pipeline_saves_and_loads_its_components(tmp_path):
     folder = _copy_weights(tmp_path, dummy=True)
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["delighting"] == ["modeling.networks.delighting", "DelightingNet"]
-    assert index["specular"] == ["modeling.networks.specular", "SpecularAlbedoNet"]
-    assert index["normals"] == ["modeling.networks.normals", "DetailNormalsNet"]
+    assert index["delighting"] == ["delighting", "DelightingNet"]  # delighting/delighting.py
+    assert index["specular"] == ["specular", "SpecularAlbedoNet"]
+    assert index["normals"] == ["normals", "DetailNormalsNet"]
     pipe = AvatarPipeline.from_pretrained(folder)
     assert isinstance(pipe.normals, DetailNormalsNet)
     assert pipe.specular.config.mean_specular == 0.25

@@ -78,7 +78,7 @@ def _pipeline_folder(tmp_path) -> Path:
 def test_pipeline_loads_superres_and_refuses_bad_weights_by_name(tmp_path):
     folder = _pipeline_folder(tmp_path)
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["superres"] == ["modeling.networks.superres", "SuperResolutionNet"]
+    assert index["superres"] == ["superres", "SuperResolutionNet"]  # superres/superres.py
     assert index["super_resolution"] == "auto"
     pipe = AvatarPipeline.from_pretrained(folder)
     assert isinstance(pipe.superres, SuperResolutionNet)

@@ -25,9 +25,12 @@ COMPONENTS = {
 
 
 def test_shipped_index_names_todays_modules():
+    """The shipped index names each component's module in the repository (the Hub layout,
+    `tests/test_hub_layout.py`), which the loader maps to today's installed module."""
     index = json.loads((ROOT / "weights_config" / "model_index.json").read_text())
     for name, cls in COMPONENTS.items():
-        assert index[name] == [cls.__module__, cls.__name__]
+        assert index[name] == [cls.__module__.rsplit(".", 1)[1], cls.__name__]
+        assert upgrade_model_index(index)[name] == [cls.__module__, cls.__name__]
         assert cls.__module__.startswith("modeling.networks.")
 
 
@@ -71,4 +74,4 @@ def test_legacy_folder_loads_the_same_networks(legacy_folder, tmp_path):
             assert value.equal(reference[key]), (name, key)
     legacy.save_pretrained(tmp_path / "resaved")
     index = json.loads((tmp_path / "resaved" / "model_index.json").read_text())
-    assert index["delighting"] == ["modeling.networks.delighting", "DelightingNet"]
+    assert index["delighting"] == ["delighting", "DelightingNet"]  # the Hub layout's module

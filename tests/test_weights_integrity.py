@@ -60,8 +60,8 @@ def test_shipped_manifest_verifies_every_component():
     assert manifest["algorithm"] == "sha256"
     assert set(manifest["components"]) == {"delighting", "specular", "normals", "superres"}
     for name, files in manifest["components"].items():
-        assert index[name][0].startswith("modeling.networks.")
-        assert set(files) == {"config.json", WEIGHTS}
+        assert set(files) == {"config.json", WEIGHTS, f"{index[name][0]}.py"}  # code included
+    assert set(manifest["files"]) == {"pipeline.py"}
     check_component_weights(folder)
 
 
@@ -215,7 +215,8 @@ def test_save_pretrained_writes_a_manifest_that_verifies(tmp_path):
     pipe.save_pretrained(tmp_path / "saved")
     manifest = json.loads((tmp_path / "saved" / MANIFEST).read_text())
     files = manifest["components"]["normals"]
-    assert set(manifest["components"]) == {"normals"} and set(files) == {"config.json", WEIGHTS}
+    assert set(manifest["components"]) == {"normals"}
+    assert set(files) == {"config.json", WEIGHTS, "normals.py"}
     data = (tmp_path / "saved" / "normals" / WEIGHTS).read_bytes()
     assert files[WEIGHTS] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     again = AvatarPipeline.from_pretrained(tmp_path / "saved")
@@ -238,7 +239,8 @@ def test_push_to_hub_uploads_the_folder_with_its_manifest(tmp_path, monkeypatch)
     monkeypatch.setattr(huggingface_hub, "upload_folder", upload_folder)
     pipe = AvatarPipeline(normals=DetailNormalsNet(channels=(4, 8)))
     pipe.save_pretrained(tmp_path / "avatar", push_to_hub=True, repo_id="me/avatar")
-    assert uploaded == {"repo_id": "me/avatar", "files": ["model_index.json", "normals", MANIFEST]}
+    files = ["model_index.json", "normals", "pipeline.py", MANIFEST]
+    assert uploaded == {"repo_id": "me/avatar", "files": files}
 
 
 @pytest.mark.slow

@@ -1,0 +1,17 @@
+"""`SpecularAlbedoNet` for `DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)`.
+
+It is `modeling.networks.specular.SpecularAlbedoNet` from the installed openavatar package;
+this file only names it, so diffusers and `AvatarPipeline.from_pretrained(repo)` build the
+same objects.
+"""
+
+import importlib
+
+try:
+    module = importlib.import_module("modeling.networks.specular")
+except ImportError as err:
+    raise ImportError(
+        "this repository needs the openavatar package (pip install the OpenAvatar project)"
+    ) from err
+
+SpecularAlbedoNet = module.SpecularAlbedoNet
