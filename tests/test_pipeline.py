@@ -12,7 +12,7 @@ from PIL import Image
 from skimage import data
 
 from modeling.errors import FaceIndexError, NoFaceFoundError, NotAnImageError
-from modeling.export import read_glb
+from modeling.export import read_glb, specular_reflectance
 from pipelines import AvatarPipeline
 from pipelines.cli import main as cli_main
 from pipelines.outputs import save_outputs
@@ -146,6 +146,9 @@ def test_exports_round_trip_and_render_like_the_photo(out, photo, tmp_path):
     faces = np.asarray(mesh.faces)
     uvs = np.asarray(mesh.visual.uv, dtype=np.float64)
     albedo = np.asarray(material.baseColorTexture.convert("RGB"), dtype=np.float32) / 255
+    if "specular_albedo" in out.maps:  # glTF's base colour is the albedo / (1 - F)
+        keep = 1 - specular_reflectance(out.maps["specular_albedo"])
+        albedo = linear_to_srgb(srgb_to_linear(albedo) * keep.reshape(albedo.shape[:2] + (1,)))
     raster = rasterize_view(camera, verts, faces)
     covered = raster.mask
     uv = raster.interpolate(uvs, faces)
