@@ -5,27 +5,48 @@ Run:  python app.py            (then open http://127.0.0.1:7860; GRADIO_SERVER_P
 
 The pipeline is loaded once, on the first request; one reconstruction runs at a time (the face
 tracker and the numba rasterizer are not meant to run concurrently: a lock, besides the queue's
-concurrency limit, since example caching runs outside that event). Each request writes its files
-into its own folder under `<tempdir>/openavatar-demo/`; folders older than an hour are deleted at
-each request, and Gradio's copies of them by `delete_cache`. Gradio serves only its own copies of
-what the functions return, and they return only files from the request's folder.
+concurrency limit, since example caching runs outside that event).
+
+The photo reaches the app as the uploaded file (the events skip Gradio's preprocessing, which
+decodes it and fails with a generic error), so every bad upload gets the loader's own message,
+as in the CLI.
+
+Files (issue 20, item 5). Gradio keeps uploads and its copies of what the functions return in its
+own folder (`GRADIO_DIR/<pid>`, set by `launch_demo`), served to anyone who has a file's path.
+A request moves its upload out of it at once, into a private folder under `OUTPUT_ROOT` that
+the session's later requests reuse (the page sends the same path again) and that is deleted when
+the session ends or `KEEP_S` after its last use. A request writes its results into its own
+folder under `OUTPUT_ROOT`; Gradio serves its copies of them, so that folder goes
+`CLEANUP_EVERY_S` after the request returns, and Gradio deletes its copies after `KEEP_S`
+(`delete_cache`). Before each request and every `CLEANUP_EVERY_S`, the oldest files are
+deleted while the two folders hold more than `MAX_DISK_MB`; at shutdown (Ctrl-C, SIGTERM)
+everything goes. The functions return only files from the request's folder.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import filecmp
 import functools
 import json
+import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
+import traceback
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 
 from modeling.errors import (
     AvatarInputError,
+    CorruptImageError,
+    ImageTooLargeError,
     ImageTooSmallError,
     NoFaceFoundError,
     NotAnImageError,
@@ -40,7 +61,11 @@ EXAMPLES = {
     "examples/synthetic_mean_face.jpg": "Synthetic mean face",
 }
 OUTPUT_ROOT = Path(tempfile.gettempdir()) / "openavatar-demo"
-MAX_AGE_S = 3600
+GRADIO_DIR = Path(tempfile.gettempdir()) / "openavatar-demo-gradio"
+# How long files stay (seconds) and how much disk they may take; the tests shorten them.
+KEEP_S = float(os.environ.get("OPENAVATAR_DEMO_KEEP_S", 600))
+CLEANUP_EVERY_S = float(os.environ.get("OPENAVATAR_DEMO_CLEANUP_EVERY_S", 60))
+MAX_DISK_MB = float(os.environ.get("OPENAVATAR_DEMO_MAX_DISK_MB", 2000))
 RESOLUTIONS = [512, 1024, 2048]
 MAX_FIT_STEPS = 150
 MAX_FILE_SIZE = "20mb"
@@ -53,6 +78,8 @@ _run_lock = threading.Lock()
 _HINTS = {
     NoFaceFoundError: "Use a photo where one face is clearly visible, roughly frontal and lit.",
     ImageTooSmallError: "Use a larger photo, or one taken closer to the face.",
+    ImageTooLargeError: "Use a smaller photo.",
+    CorruptImageError: "The file may be incomplete: save or export the photo again.",
     NotAnImageError: "Upload a JPEG, PNG or WebP photo.",
 }
 
@@ -90,32 +117,205 @@ def _caption(key: str) -> str:
     return key.replace("_", " ")
 
 
-def _user_message(error: AvatarInputError, image) -> str:
+def _user_message(error: AvatarInputError, photo) -> str:
     """The error's message, without the server-side path of the upload, plus a hint."""
     message = str(error)
-    if isinstance(image, str | Path):
-        message = message.replace(str(image), Path(image).name)
+    if isinstance(photo, str | Path):
+        message = message.replace(str(photo), Path(photo).name)
     hint = next((h for cls, h in _HINTS.items() if isinstance(error, cls)), "")
     return f"{message}. {hint}".replace(".. ", ". ").strip()
 
 
-def _delete_old_folders(root: Path, max_age_s: float = MAX_AGE_S) -> None:
-    if not root.is_dir():
-        return
-    cutoff = time.time() - max_age_s
-    for child in root.iterdir():
-        try:
-            if child.is_dir() and child.stat().st_mtime < cutoff:
-                shutil.rmtree(child, ignore_errors=True)
-        except OSError:  # removed meanwhile by another request
-            pass
+# --- Files on disk (see the module's docstring) ---------------------------------------------
 
 
-def _new_request_folder() -> Path:
-    _delete_old_folders(OUTPUT_ROOT)
+@dataclass
+class _Folder:
+    """One of our folders under `OUTPUT_ROOT`: a request's results, or a session's photo."""
+
+    session: str | None
+    upload: str | None = None  # a photo's folder: the path Gradio's upload had
+    users: int = 0  # requests using it now: never deleted meanwhile
+    used_at: float = field(default_factory=time.time)
+
+    def expired(self, now: float) -> bool:
+        keep = KEEP_S if self.upload else CLEANUP_EVERY_S  # results: Gradio has copied them
+        return not self.users and now - self.used_at > keep
+
+
+_files_lock = threading.Lock()
+_folders: dict[Path, _Folder] = {}
+_own_gradio_dir: Path | None = None  # set by launch_demo: the Gradio folder this process owns
+
+
+def _new_folder(session: str | None, upload: str | None = None) -> Path:
     folder = OUTPUT_ROOT / uuid.uuid4().hex
     folder.mkdir(parents=True)
+    with _files_lock:
+        _folders[folder] = _Folder(session, upload)
     return folder
+
+
+@contextlib.contextmanager
+def _in_use(folder: Path | None):
+    """Keep one of our folders from being deleted while a request uses it."""
+    with _files_lock:
+        records = [_folders[folder]] if folder in _folders else []
+        for record in records:
+            record.users += 1
+    try:
+        yield
+    finally:
+        with _files_lock:
+            for record in records:
+                record.users -= 1
+                record.used_at = time.time()
+
+
+def _is_example(path: Path) -> bool:
+    """Gradio's copy of a bundled example photo (shared by every visitor: never taken)."""
+    source = ROOT / "examples" / path.name
+    return (
+        f"examples/{path.name}" in EXAMPLES
+        and path.is_file()
+        and filecmp.cmp(source, path, shallow=False)
+    )
+
+
+def _take_photo(image, request: gr.Request | None):
+    """The user's photo as the loader takes it: a path, or an array from a Python caller.
+
+    An upload still in Gradio's folder is moved to a private folder of the session; a later
+    request of the same session with the same upload path gets that copy."""
+    if isinstance(image, dict):  # the upload's FileData: the events skip Gradio's preprocessing
+        image = image.get("path")
+    if not isinstance(image, str | Path):
+        return image
+    path = Path(image)
+    if not path.resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
+        return str(path)  # a file of a Python caller's: used where it is
+    if _is_example(path):
+        return str(path)
+    session = request.session_hash if request is not None else None
+    if path.is_file():
+        folder = _new_folder(session, upload=str(path))
+        try:
+            return str(shutil.move(path, folder / path.name))
+        except FileNotFoundError:  # taken meanwhile (the same bytes, uploaded by another page)
+            _delete(folder)
+    with _files_lock:
+        for folder, record in _folders.items():
+            if session and record.session == session and record.upload == str(path):
+                record.used_at = time.time()
+                return str(folder / path.name)
+    raise gr.Error(
+        f"{path.name} is no longer on the server (a page's photos are deleted when it is closed "
+        f"or {KEEP_S / 60:g} minutes after their last use): upload it again.",
+        print_exception=False,
+    )
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _disk_entries() -> list[Path]:
+    """The top-level folders of ours and of this process's Gradio folder."""
+    roots = [OUTPUT_ROOT] + ([_own_gradio_dir] if _own_gradio_dir is not None else [])
+    return [entry for root in roots if root.is_dir() for entry in root.iterdir()]
+
+
+def _delete(path: Path) -> None:
+    with _files_lock:
+        _folders.pop(path, None)
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def sweep(now: float | None = None) -> None:
+    """Delete the files no longer needed (see the module's docstring), then the oldest ones while
+    the demo's folders hold more than `MAX_DISK_MB`. Runs before each request and every
+    `CLEANUP_EVERY_S`."""
+    now = time.time() if now is None else now
+    with _files_lock:
+        expired = [path for path, record in _folders.items() if record.expired(now)]
+        busy = {path for path, record in _folders.items() if record.users}
+    for path in expired:
+        _delete(path)
+    candidates = []  # (age, path, bytes)
+    total = 0
+    for entry in _disk_entries():
+        try:
+            size, mtime = _tree_size(entry), entry.stat().st_mtime
+        except OSError:  # deleted meanwhile
+            continue
+        total += size
+        ours = entry.parent == OUTPUT_ROOT
+        if entry in busy or (
+            not ours and entry.is_dir() and any(map(_is_example, entry.iterdir()))
+        ):
+            continue
+        with _files_lock:
+            known = entry in _folders
+        if ours and not known and now - mtime > KEEP_S:  # left by an earlier run
+            _delete(entry)
+            total -= size
+        elif not ours and size == 0 and now - mtime > CLEANUP_EVERY_S:  # emptied by Gradio
+            _delete(entry)
+        else:
+            candidates.append((mtime, entry, size))
+    for _, entry, size in sorted(candidates, key=lambda c: c[0]):
+        if total <= MAX_DISK_MB * 1e6:
+            break
+        _delete(entry)
+        total -= size
+
+
+def _end_session(request: gr.Request) -> None:
+    """The page was closed: its photos and results go now (Gradio's copies after `KEEP_S`)."""
+    with _files_lock:
+        ended = [
+            path
+            for path, record in _folders.items()
+            if record.session == request.session_hash and not record.users
+        ]
+    for path in ended:
+        _delete(path)
+
+
+def _delete_all() -> None:
+    with _files_lock:
+        ours = list(_folders)
+    for path in ours:
+        _delete(path)
+    if _own_gradio_dir is not None:
+        shutil.rmtree(_own_gradio_dir, ignore_errors=True)
+
+
+async def _sweep_periodically() -> None:
+    while True:
+        await asyncio.sleep(CLEANUP_EVERY_S)
+        try:
+            await asyncio.to_thread(sweep)
+        except Exception:  # a failed sweep must not end the next ones
+            traceback.print_exc()
+
+
+@contextlib.asynccontextmanager
+async def _files_lifespan(_app):
+    """The server's lifetime: sweep regularly, and delete everything at shutdown."""
+    task = asyncio.create_task(_sweep_periodically())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        _delete_all()
 
 
 def _served(path: Path, folder: Path) -> str:
@@ -127,19 +327,34 @@ def _served(path: Path, folder: Path) -> str:
     return str(path)
 
 
-def check_input(image) -> None:
-    """Fail fast, before the queue: no photo, not an image, too small (cheap: decodes only)."""
+def _checked_photo(image, request: gr.Request | None):
+    """The photo (see `_take_photo`), checked: not missing, an image, not too small or large."""
     if image is None:
         raise gr.Error(
             "No photo given: upload a photo with a face, or pick an example.",
             print_exception=False,
         )
+    photo = _take_photo(image, request)
     from modeling.inputs.photo import load_image
 
     try:
-        load_image(image)
+        load_image(photo)
     except AvatarInputError as e:
-        raise gr.Error(_user_message(e, image), print_exception=False) from e
+        raise gr.Error(_user_message(e, photo), print_exception=False) from e
+    return photo
+
+
+def check_input(image, request: gr.Request | None = None) -> None:
+    """Fail fast, before the queue: no photo, not an image, too small (cheap: decodes only)."""
+    _checked_photo(image, request)
+
+
+def _warnings_markdown(warnings: list[str]) -> str:
+    """The reconstruction's warnings (`out.warnings`) as a list, or "" when there are none."""
+    if not warnings:
+        return ""
+    lines = "\n".join(f"- {w[0].upper()}{w[1:]}." for w in warnings)
+    return f"**⚠ Check this reconstruction:**\n{lines}"
 
 
 def _summary(out, face_index: int, num_fit_steps: int, seconds: float) -> str:
@@ -156,6 +371,11 @@ def _summary(out, face_index: int, num_fit_steps: int, seconds: float) -> str:
     return text
 
 
+def _resolutions(config: dict) -> list[int]:
+    """The map sizes offered: `RESOLUTIONS` and the pipeline's default."""
+    return sorted({*RESOLUTIONS, config["resolution"]})
+
+
 def reconstruct(
     image,
     resolution=None,
@@ -163,15 +383,24 @@ def reconstruct(
     num_fit_steps=None,
     white_balance=None,
     progress=gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio injects it by this default)
+    request: gr.Request | None = None,
 ):
     """Photo -> (GLB path, [(map path, caption)], render path, [(relit path, caption)],
-    [GLB, zip of everything (OBJ, maps, camera), zip of the maps], summary markdown).
+    [GLB, zip of everything (OBJ, maps, camera), zip of the maps], summary markdown,
+    warnings markdown ("" when the reconstruction raised none)).
 
-    `image`: a file path (as the UI sends it) or an RGB array; `resolution`: UV map size in
-    pixels; `num_fit_steps`: photometric fitting steps (at most `MAX_FIT_STEPS`);
+    `image`: a file path, the upload's FileData dict (as the UI sends it) or an RGB array;
+    `resolution`: UV map size in pixels, one of those offered (`RESOLUTIONS` and the pipeline's
+    default); `num_fit_steps`: photometric fitting steps (at most `MAX_FIT_STEPS`);
     `white_balance`: "camera" or "skin_prior" (each None: the pipeline's default).
     """
-    check_input(image)  # also reached directly through the API
+    photo = _checked_photo(image, request)  # also reached directly through the API
+    offered = _resolutions(_config())
+    if resolution is not None and resolution not in offered:
+        raise gr.Error(
+            f"resolution {resolution!r} is not offered: pick one of {offered}",
+            print_exception=False,
+        )
     from modeling.export import write_zip
     from pipelines.outputs import save_outputs
     from rendering.relight import relight_previews
@@ -184,37 +413,41 @@ def reconstruct(
         num_fit_steps = pipe.config.num_fit_steps
     num_fit_steps = max(0, min(int(num_fit_steps), MAX_FIT_STEPS))
     progress(0, desc="Waiting for the previous reconstruction")
-    with _run_lock:
+    photo_folder = Path(photo).parent if isinstance(photo, str) else None
+    with _in_use(photo_folder), _run_lock:
         try:
             out = pipe(
-                image,
-                resolution=int(resolution) if resolution else None,
+                photo,
+                resolution=resolution,
                 face_index=face_index,
                 num_fit_steps=num_fit_steps,
                 white_balance=white_balance or None,
             )
         except AvatarInputError as e:  # no face, face too small, not an image...: the user's doing
-            raise gr.Error(_user_message(e, image), print_exception=False) from e
-        except ValueError as e:  # bad resolution; may be a bug: keep the traceback
+            raise gr.Error(_user_message(e, photo), print_exception=False) from e
+        except ValueError as e:  # bad white balance; may be a bug: keep the traceback
             raise gr.Error(str(e)) from e
         progress(0.9, desc="Relighting")
         previews = relight_previews(out, size=RELIGHT_SIZE)
     progress(0.95, desc="Writing files")
-    folder = _new_request_folder()
-    paths = save_outputs(out, folder)
-    map_paths = [paths[f"map:{key}"] for key in out.maps]
-    maps_zip = write_zip(map_paths, folder / "maps.zip")
-    relit = []
-    (folder / "relit").mkdir()
-    for i, (preview, caption) in enumerate(previews):
-        path = folder / "relit" / f"{i:02d}_{caption.split(',')[0]}.png"
-        preview.save(path)
-        relit.append((_served(path, folder), caption))
+    sweep()  # before writing: what expired goes, and the oldest files while over MAX_DISK_MB
+    folder = _new_folder(request.session_hash if request is not None else None)
+    with _in_use(folder):  # then it expires CLEANUP_EVERY_S after the return
+        paths = save_outputs(out, folder)
+        map_paths = [paths[f"map:{key}"] for key in out.maps]
+        maps_zip = write_zip(map_paths, folder / "maps.zip")
+        relit = []
+        (folder / "relit").mkdir()
+        for i, (preview, caption) in enumerate(previews):
+            path = folder / "relit" / f"{i:02d}_{caption.split(',')[0]}.png"
+            preview.save(path)
+            relit.append((_served(path, folder), caption))
     gallery = [(_served(paths[f"map:{key}"], folder), _caption(key)) for key in out.maps]
     glb = _served(paths["glb"], folder)
     files = [glb, _served(paths["zip"], folder), _served(maps_zip, folder)]
     summary = _summary(out, face_index, num_fit_steps, time.perf_counter() - start)
-    return glb, gallery, _served(paths["render"], folder), relit, files, summary
+    render = _served(paths["render"], folder)
+    return glb, gallery, render, relit, files, summary, _warnings_markdown(out.warnings)
 
 
 def _reconstruct_example(image, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
@@ -224,7 +457,7 @@ def _reconstruct_example(image, progress=gr.Progress(track_tqdm=True)):  # noqa:
 
 def build_demo() -> gr.Blocks:
     config = _config()  # the defaults shown are the pipeline's
-    with gr.Blocks(title="OpenAvatar", delete_cache=(MAX_AGE_S, MAX_AGE_S)) as demo:
+    with gr.Blocks(title="OpenAvatar", delete_cache=(CLEANUP_EVERY_S, KEEP_S)) as demo:
         gr.Markdown(
             "# OpenAvatar\nOne photo of a face → a textured 3D face: mesh (GLB, OBJ), UV maps "
             "(texture, diffuse and specular albedo, diffuse and specular normals, shape normals, "
@@ -235,7 +468,9 @@ def build_demo() -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 image = gr.Image(
-                    type="filepath",  # the original file: our loader applies EXIF, size guards
+                    # the events take the uploaded file as it is (preprocess=False): our loader
+                    # decodes it, with its size guards and messages; the examples' paths
+                    type="filepath",
                     image_mode=None,
                     sources=["upload", "webcam", "clipboard"],
                     label="Photo of a face",
@@ -243,7 +478,7 @@ def build_demo() -> gr.Blocks:
                 )
                 with gr.Accordion("Settings", open=False, elem_id="settings"):
                     resolution = gr.Radio(
-                        sorted({*RESOLUTIONS, config["resolution"]}),
+                        _resolutions(config),
                         value=config["resolution"],
                         label="UV map resolution (pixels)",
                         elem_id="resolution",
@@ -275,6 +510,7 @@ def build_demo() -> gr.Blocks:
                     )
                 btn = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
                 summary = gr.Markdown(elem_id="summary")
+                warnings = gr.Markdown(elem_id="warnings")
             with gr.Column():
                 model = gr.Model3D(label="3D face (GLB)", height=420, elem_id="model3d")
                 render = gr.Image(label="Render over the photo", type="filepath", elem_id="render")
@@ -293,7 +529,7 @@ def build_demo() -> gr.Blocks:
             file_count="multiple",
             elem_id="downloads",
         )
-        outputs = [model, maps, render, relit, files, summary]
+        outputs = [model, maps, render, relit, files, summary, warnings]
         gr.Examples(
             [[str(ROOT / path)] for path in EXAMPLES],
             inputs=image,
@@ -304,14 +540,66 @@ def build_demo() -> gr.Blocks:
             example_labels=list(EXAMPLES.values()),
         )
 
-        btn.click(check_input, inputs=image, queue=False, api_visibility="private").success(
+        # preprocess=False: Gradio's image preprocessing would decode the upload and answer a bad
+        # one with a generic error; the functions get its FileData and check it themselves.
+        # The check is queued (its own concurrency group: it does not wait for reconstructions)
+        # because the page shows a gr.Error as a message only for queued events.
+        btn.click(
+            check_input,
+            inputs=image,
+            preprocess=False,
+            concurrency_limit=2,
+            api_visibility="private",
+        ).success(
             reconstruct,
             inputs=[image, resolution, face_index, num_fit_steps, white_balance],
             outputs=outputs,
             api_name="reconstruct",
+            preprocess=False,
         )
+        demo.unload(_end_session)
     return demo
 
 
+def _stale_gradio_dirs() -> list[Path]:
+    """Gradio folders of demo processes that are gone (killed before their shutdown)."""
+    if os.name != "posix" or not GRADIO_DIR.is_dir():
+        return []
+    stale = []
+    for folder in GRADIO_DIR.iterdir():
+        if not folder.name.isdigit():
+            continue
+        try:
+            os.kill(int(folder.name), 0)
+        except ProcessLookupError:
+            stale.append(folder)
+        except OSError:  # alive, another user's
+            pass
+    return stale
+
+
+def launch_demo(**launch_kwargs) -> gr.Blocks:
+    """Build, queue and launch the demo with its files bounded (see the module's docstring);
+    `launch_kwargs` go to `Blocks.launch`. Returns the running demo (`demo.close()` stops it)."""
+    global _own_gradio_dir
+    for folder in _stale_gradio_dirs():
+        shutil.rmtree(folder, ignore_errors=True)
+    _own_gradio_dir = GRADIO_DIR / str(os.getpid())
+    os.environ["GRADIO_TEMP_DIR"] = str(_own_gradio_dir)  # read as the components are built
+    demo = build_demo().queue(max_size=16, default_concurrency_limit=1)
+    demo.launch(
+        max_file_size=MAX_FILE_SIZE, app_kwargs={"lifespan": _files_lifespan}, **launch_kwargs
+    )
+    return demo
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # as Ctrl-C: Gradio closes the server, and the files are deleted
+
+
 if __name__ == "__main__":
-    build_demo().queue(max_size=16, default_concurrency_limit=1).launch(max_file_size=MAX_FILE_SIZE)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        launch_demo()
+    finally:  # also when the server stops before its shutdown reaches the files (open clients)
+        _delete_all()
