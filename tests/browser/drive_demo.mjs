@@ -1,22 +1,26 @@
 // Drives the running Gradio demo in headless Chromium, as a user would (tests/test_browser.py).
 //
-// node drive_demo.mjs <url> <face photo> <non-face image> <artifacts folder>
+// node drive_demo.mjs <url> <face photo> <non-face image> <non-image file> <artifacts folder>
 //
 // 1. screenshot the empty app (before.png);
 // 2. upload the face photo, open Settings, pick 512 px maps and 2 fitting steps, click
 //    Reconstruct, wait for the 3D viewer's canvas, the map and relit galleries and the downloads,
 //    wait for the viewer to draw the face (viewer.png: the canvas alone), screenshot (after.png);
 // 3. replace the photo with the non-face image, click Reconstruct, wait for "No face found" in
-//    the page, screenshot (error.png).
+//    the page, screenshot (error.png);
+// 4. replace it with a file that is not an image, click Reconstruct, wait for the loader's
+//    message ("<name> is not an image ..."), screenshot (bad_upload.png).
 // Prints one JSON line with what it saw and how long each step took; exits 1 on any failure
 // (with failure.png saved).
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-const [url, facePhoto, nonFace, artifacts] = process.argv.slice(2);
+const [url, facePhoto, nonFace, notAnImage, artifacts] = process.argv.slice(2);
 if (!artifacts) {
-  console.error("usage: node drive_demo.mjs <url> <face photo> <non-face image> <artifacts>");
+  console.error(
+    "usage: node drive_demo.mjs <url> <face photo> <non-face image> <non-image file> <artifacts>",
+  );
   process.exit(2);
 }
 mkdirSync(artifacts, { recursive: true });
@@ -45,16 +49,33 @@ page.on("console", (message) => {
 const result = { timings_s: {} };
 const seconds = (start) => Math.round((Date.now() - start) / 100) / 10;
 
-async function uploadPhoto(path) {
+async function uploadPhoto(path, state = "visible") {
   await page.locator("#photo input[type=file]").setInputFiles(path);
-  await page.locator("#photo img").first().waitFor({ state: "visible", timeout: 20_000 });
+  await page.locator("#photo img").first().waitFor({ state, timeout: 20_000 });
+}
+
+// Click Reconstruct, wait for a message matching `pattern` and screenshot it: [text, seconds].
+async function reconstructForMessage(pattern, screenshot) {
+  const start = Date.now();
+  await page.locator("#reconstruct").click();
+  const message = page.getByText(pattern).first();
+  await message.waitFor({ state: "visible", timeout: 60_000 });
+  const elapsed = seconds(start);
+  const text = (await message.innerText()).trim();
+  // the message is a toast, fixed to the viewport's top: screenshot the viewport
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.waitForTimeout(500);
+  await page.screenshot({ path: join(artifacts, screenshot) });
+  return [text, elapsed];
 }
 
 try {
   let start = Date.now();
   await page.goto(url, { waitUntil: "domcontentloaded" });
   await page.locator("#reconstruct").waitFor({ state: "visible", timeout: 30_000 });
-  await page.waitForLoadState("networkidle");
+  // not "networkidle": the page keeps a heartbeat stream open (the app's unload event)
+  await page.waitForLoadState("load");
+  await page.locator("#photo input[type=file]").waitFor({ state: "attached", timeout: 30_000 });
   result.timings_s.page_load = seconds(start);
   await page.screenshot({ path: join(artifacts, "before.png"), fullPage: true });
 
@@ -84,6 +105,7 @@ try {
   result.map_images = await page.locator("#maps img").count();
   result.relit_images = await page.locator("#relit img").count();
   result.summary = (await page.locator("#summary").innerText()).trim();
+  result.warnings = (await page.locator("#warnings").innerText()).trim();
   result.downloads = await page.locator("#downloads").innerText();
   const canvas = page.locator("#model3d canvas");
   const box = await canvas.boundingBox();
@@ -104,16 +126,18 @@ try {
   // A photo without a face: the error must be shown in the page.
   await page.locator("#photo").getByRole("button", { name: "Remove Image" }).click();
   await uploadPhoto(nonFace);
-  start = Date.now();
-  await page.locator("#reconstruct").click();
-  const error = page.getByText(/No face found/).first();
-  await error.waitFor({ state: "visible", timeout: 60_000 });
-  result.timings_s.error = seconds(start);
-  result.error_text = (await error.innerText()).trim();
-  // the message is a toast, fixed to the viewport's top: screenshot the viewport
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await page.waitForTimeout(500);
-  await page.screenshot({ path: join(artifacts, "error.png") });
+  [result.error_text, result.timings_s.error] = await reconstructForMessage(
+    /No face found/,
+    "error.png",
+  );
+
+  // A file that is not an image (the browser cannot draw it): the loader's own message.
+  await page.locator("#photo").getByRole("button", { name: "Remove Image" }).click();
+  await uploadPhoto(notAnImage, "attached");
+  [result.bad_upload_text, result.timings_s.bad_upload] = await reconstructForMessage(
+    /is not an image/,
+    "bad_upload.png",
+  );
   result.console_errors = consoleErrors;
   result.ok = true;
 } catch (err) {
