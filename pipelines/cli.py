@@ -2,6 +2,10 @@
 
 openavatar photo.jpg -o outputs/           # or: python -m pipelines.cli photo.jpg -o outputs/
 openavatar photos/ -o outputs/ --resolution 2048 --max-faces 3
+
+Arguments are checked before torch, diffusers and MediaPipe are imported, so `--help` and
+mistakes answer at once. On a terminal each photo shows progress bars on stderr (the pipeline's
+five stages, then the fitting steps); MediaPipe's native log lines are hidden unless --verbose.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.weights import default_weights
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights_config"
+DEFAULT_WEIGHTS = default_weights()
 FALLBACK_NAME = "photo"
 # Room under the usual 255-byte limit on one path component for "_face<i>" and "-<k>".
 MAX_NAME_BYTES = 100
@@ -180,28 +186,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="folder or Hub repo id")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--verbose", action="store_true", help="show MediaPipe's native (TFLite, absl) log lines"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Heavy imports after argument parsing, so --help is instant.
-    from diffusers.utils import logging as diffusers_logging
-
-    from modeling.errors import AvatarInputError, WeightsError
-    from pipelines.avatar_pipeline import AvatarPipeline
-    from pipelines.outputs import save_outputs
-
-    diffusers_logging.disable_progress_bar()
-    try:
+    try:  # the arguments, before any heavy import or slow work
         photos = _photos(args.source)
         if args.max_faces < 1:
             raise ValueError("--max-faces must be at least 1")
         if args.fit_steps is not None and args.fit_steps < 0:
             raise ValueError("--fit-steps must be 0 or more")
-        check_writable(args.output)  # before any slow work
+        check_writable(args.output)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from diffusers.utils import logging as diffusers_logging
+
+    from modeling.errors import AvatarInputError, WeightsError
+    from modeling.inputs.face_tracker import silence_native_logs
+    from pipelines.avatar_pipeline import AvatarPipeline
+    from pipelines.outputs import save_outputs
+
+    diffusers_logging.disable_progress_bar()  # loading the networks takes a second
+    silence_native_logs(not args.verbose)
+    try:
         pipe = AvatarPipeline.from_pretrained(args.weights).to(args.device)
-        pipe.set_progress_bar_config(disable=True)
     except (OSError, ValueError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -210,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             # abspath, so that "." and ".." name the folder they mean
             name = output_names([Path(os.path.abspath(args.source))])[0]
             folder = folder_inside(args.output, name)
+            _show_progress(pipe, f"{len(photos)} photos", args.quiet)
             out = pipe(
                 photos,
                 resolution=args.resolution,
@@ -232,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             n_faces = min(args.max_faces, len(pipe.detect_faces(photo)))
             for face in range(n_faces):
+                _show_progress(pipe, f"{photo.name}: face {face}", args.quiet)
                 out = pipe(
                     photo,
                     resolution=args.resolution,
@@ -253,6 +269,16 @@ def main(argv: list[str] | None = None) -> int:
             message = str(e) if str(photo) in str(e) else f"{photo}: {e}"
             print(f"error: {message}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _show_progress(pipe, label: str, quiet: bool) -> None:
+    """The pipeline's progress bars for one reconstruction, on stderr: its five stages, and the
+    photometric fit's steps while it runs (`label` names the photo). Shown on a terminal only
+    (tqdm's `disable=None`) and never with --quiet; they vanish when done, leaving the result
+    line."""
+    pipe.set_progress_bar_config(
+        desc=label, unit="step", leave=False, disable=True if quiet else None
+    )
 
 
 def _print_warnings(label: str, warnings: list[str]) -> None:

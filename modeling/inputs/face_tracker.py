@@ -23,7 +23,9 @@ cores), 88 on a 4000 x 3000 one (about 1 s); a 66 px face in 7000 x 7000 is foun
 from __future__ import annotations
 
 import os
+import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -34,6 +36,37 @@ from modeling.errors import FaceIndexError, ImageTooSmallError, NoFaceFoundError
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 import mediapipe as mp  # noqa: E402  (after the log level is set)
+
+# MediaPipe's native code (TFLite, absl) writes INFO and WARNING lines straight to file
+# descriptor 2, and absl ignores GLOG_minloglevel: `silence_native_logs()` (the CLI's default)
+# points fd 2 at os.devnull while MediaPipe runs. Off by default: whatever another thread
+# writes to fd 2 meanwhile is lost too.
+_silence_native_logs = False
+_fd2_lock = threading.Lock()
+
+
+def silence_native_logs(silence: bool = True) -> None:
+    """Hide (`True`) or show (`False`) MediaPipe's native log lines in this process."""
+    global _silence_native_logs
+    _silence_native_logs = silence
+
+
+@contextmanager
+def _native_logs_hidden():
+    if not _silence_native_logs:
+        yield
+        return
+    with _fd2_lock:
+        sys.stderr.flush()  # what Python wrote before goes out first
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
 
 NUM_LANDMARKS = 468
 _EYES = mp.solutions.face_mesh_connections.FACEMESH_LEFT_EYE | (
@@ -140,7 +173,7 @@ class FaceTracker:
         if image.shape[2] != 3:
             raise NotAnImageError(f"FaceTracker.detect expects RGB; got shape {image.shape}")
         image = np.ascontiguousarray(image)
-        with self._lock:
+        with self._lock, _native_logs_hidden():
             faces = []
             for face in self._run_mesh(image):
                 if face.width < max(image.shape[:2]) * _SMALL_IN_FRAME:
