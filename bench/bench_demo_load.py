@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import signal
 import socket
 import statistics
@@ -253,7 +252,10 @@ def markdown(result: dict, args) -> str:
     failures = [r for r in rows if r[4].startswith("FAIL")]
     after_seconds, after_outcome = result["after"]
     disk = result["disk_after_mb"]
-    command = f"python -m bench.bench_demo_load {shlex.join(args.argv)}".strip()
+    command = (
+        f"python -m bench.bench_demo_load --users {args.users} --resolution {args.resolution} "
+        f"--fit-steps {args.fit_steps}"
+    )
     lines = [
         "## Demo under load",
         "",
@@ -309,9 +311,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fit-steps", type=int, default=10)
     parser.add_argument("--note", default="", help="a remark for the section's last line")
     parser.add_argument("--no-write", action="store_true", help="print only")
-    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    args.argv = argv
     result = run(args)
     text = markdown(result, args)
     print(text)
