@@ -37,9 +37,11 @@ from pathlib import Path
 
 import psutil
 
+from bench.report import KEPT_SECTIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- demo-load:begin -->", "<!-- demo-load:end -->"
+BEGIN, END = KEPT_SECTIONS[0]  # report.write_results keeps what lies between
 
 
 def _png(width: int, height: int) -> bytes:

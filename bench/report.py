@@ -328,10 +328,25 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+# Sections other benchmarks write into RESULTS.md between these markers (e.g.
+# `bench.bench_demo_load`): kept, at the end, when the main benchmark rewrites the file.
+KEPT_SECTIONS = (("<!-- demo-load:begin -->", "<!-- demo-load:end -->"),)
+
+
+def _kept_sections(old_text: str) -> list[str]:
+    kept = []
+    for begin, end in KEPT_SECTIONS:
+        start, stop = old_text.find(begin), old_text.find(end)
+        if 0 <= start < stop:
+            kept.append(old_text[start : stop + len(end)])
+    return kept
+
+
 def write_results(results: dict, path: Path) -> Path:
     path = Path(path)
     results = {**results, "plots_dir": Path(results.get("plots_dir", path.parent / "plots"))}
-    path.write_text(render_markdown(results))
+    kept = _kept_sections(path.read_text()) if path.exists() else []
+    path.write_text("\n\n".join([render_markdown(results).rstrip("\n"), *kept]) + "\n")
     return path
 
 

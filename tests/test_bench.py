@@ -209,6 +209,18 @@ def test_annotation_files_parse_into_our_pixel_convention():
         parse_annotation("b.pts", "{\n1 2\n3 4\n}")
 
 
+def test_results_writer_keeps_the_demo_load_section(tmp_path):
+    path = tmp_path / "R.md"
+    begin, end = report.KEPT_SECTIONS[0]
+    path.write_text(f"# old\n\n{begin}\n## Demo under load\n\n| 8 users |\n{end}\n")
+    text = report.write_results(_fake_results(tmp_path, False), path).read_text()
+    assert "# old" not in text and "| a.jpg |" in text
+    assert text.count("## Demo under load") == 1 and text.rstrip().endswith(end)
+    # and again: still once
+    text = report.write_results(_fake_results(tmp_path, False), path).read_text()
+    assert text.count("## Demo under load") == 1
+
+
 def test_annotated_section_reports_ours_and_dlib_against_people(tmp_path):
     results = _fake_results(tmp_path, True)
     regions = {k: 0.05 for k in ("jaw", "brows", "eyes", "all")}
