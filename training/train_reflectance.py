@@ -38,7 +38,8 @@ from modeling.networks.blocks import uv_coordinates
 from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
 from modeling.networks.specular import SpecularAlbedoNet
-from pipelines.weights import write_manifest
+from pipelines.avatar_pipeline import AvatarPipeline
+from pipelines.weights import write_hub_layout, write_manifest
 from rendering.color import masked_psnr, srgb_to_linear
 from training.evaluate_reflectance import best_channel_gain
 from training.reflectance_cache import load_pairs, to_float
@@ -372,6 +373,7 @@ def main(argv=None) -> None:
     model.eval()
     model.save_pretrained(WEIGHTS / comp)
     _register(comp)
+    write_hub_layout(WEIGHTS, AvatarPipeline)  # the repo layout diffusers loads
     write_manifest(WEIGHTS)  # from_pretrained verifies the files against it
     _plot(history, WEIGHTS / "training_curves" / f"{comp}.png", comp)
     (run_dir / "history.json").write_text(json.dumps(history))

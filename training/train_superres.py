@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from modeling.networks.superres import SuperResolutionNet
-from pipelines.weights import write_manifest
+from pipelines.avatar_pipeline import AvatarPipeline
+from pipelines.weights import write_hub_layout, write_manifest
 from rendering.color import masked_psnr
 from training.reflectance_cache import load_pairs, to_float
 from training.train_reflectance import _plot, optimizer_and_resume
@@ -305,6 +306,7 @@ def main(argv=None) -> None:
     model.eval()
     model.save_pretrained(WEIGHTS / COMPONENT)
     _register()
+    write_hub_layout(WEIGHTS, AvatarPipeline)  # the repo layout diffusers loads
     write_manifest(WEIGHTS)  # from_pretrained verifies the files against it
     _plot(history, WEIGHTS / "training_curves" / f"{COMPONENT}.png", COMPONENT)
     (RUN_DIR / "history.json").write_text(json.dumps(history))
