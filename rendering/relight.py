@@ -9,8 +9,9 @@ camera or from a camera orbiting the head (`yaw_degrees`, e.g. 35 for a 3/4 view
 - specular: normalised Blinn-Phong from the environment's dominant lights (`dominant_lights`),
   with the output's `specular_albedo` map (linear, the shader's units, as the reflectance
   networks make it) or a constant 0.3 when it has none, and its `specular_normals` /
-  `diffuse_normals` maps (tangent space on the mesh's smooth frame, (n+1)/2) when present, else
-  the mesh's smooth normals.
+  `diffuse_normals` maps (tangent space on the mesh's smooth MikkTSpace frame, as the GLB's
+  TANGENT: `rendering.mesh.vertex_tangents`; (n+1)/2) when present, else the mesh's smooth
+  normals.
 
 The environment is fixed to the photo's camera frame (`rendering.lights`' equirectangular layout:
 a light in the right half of the map lights the right of the photo), so orbiting the camera shows

@@ -21,8 +21,9 @@ def shape_maps(
         atlas (`UVAtlas`): the texels of the R x R maps.
         ao (`(V,)`): per-vertex ambient occlusion.
     Returns:
-        `shape_normals` (object space, (n+1)/2), `shape_normals_tangent` (tangent space,
-        (n+1)/2) and `ambient_occlusion` (1 channel).
+        `shape_normals` (object space, (n+1)/2), `shape_normals_tangent` (tangent space: the
+        mesh's MikkTSpace frame, `rendering.mesh.vertex_tangents`, as the GLB's TANGENT; (n+1)/2)
+        and `ambient_occlusion` (1 channel).
     """
     faces = topology.dense_faces
     tangents = vertex_tangents(
