@@ -20,11 +20,15 @@ import struct
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import trimesh
 from PIL import Image
+
+if TYPE_CHECKING:
+    from rendering.camera import PinholeCamera
 
 # Blender reads `map_Bump`/`bump` as a tangent-space normal map (strength from `-bm`); `norm` is
 # the PBR-extension key other tools read. Both point at the same file.
@@ -221,6 +225,19 @@ def _check_mesh(vertices, faces, uvs, vertex_normals):
     return vertices, faces.astype(np.int64), uvs, vertex_normals
 
 
+def _with_tangents(vertices, faces, uvs, normals):
+    """The mesh with MikkTSpace tangents `(V', 4)` for its (given, else area-weighted) unit
+    normals, split where a vertex's corners differ in handedness (`split_tangent_seams`)."""
+    # imported here: rendering.mesh pulls torch, which importing this module should not
+    from rendering.mesh import mikktspace_tangents, split_tangent_seams, vertex_normals
+
+    normals = vertex_normals(vertices, faces) if normals is None else normals
+    normals = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    corners = mikktspace_tangents(vertices, faces, uvs, normals)
+    source, faces, tangents = split_tangent_seams(faces, corners, len(vertices))
+    return vertices[source], faces, uvs[source], normals[source], tangents
+
+
 def export_glb(
     path,
     vertices: np.ndarray,
@@ -264,8 +281,9 @@ def export_glb(
 
     With a normal map the mesh carries MikkTSpace tangents (`TANGENT`, VEC4, w = ±1:
     `rendering.mesh.mikktspace_tangents`, the frame our normal maps are baked in and glTF's
-    default), so that viewers need not rebuild a frame of their own; a vertex whose corners
-    have different tangents (a UV seam or a mirrored layout) is split.
+    default), so that viewers need not rebuild a frame of their own: the same per-vertex
+    tangents as the baking's (`rendering.mesh.vertex_tangents`), a vertex split only where its
+    corners differ in handedness (a mirrored UV layout; the face's is not).
 
     The material is the shader's (`rendering.shading`: Lambert diffuse plus a normalised
     Blinn-Phong lobe without Fresnel) in glTF's metallic-roughness model, so that a glTF
@@ -295,6 +313,11 @@ def export_glb(
     >>> export_glb("face.glb", verts, faces, uvs, albedo, normal_map=spec_normals)
     """
     vertices, faces, uvs, vertex_normals = _check_mesh(vertices, faces, uvs, vertex_normals)
+    tangents = None
+    if normal_map is not None:
+        vertices, faces, uvs, vertex_normals, tangents = _with_tangents(
+            vertices, faces, uvs, vertex_normals
+        )
     if roughness is None:
         roughness = roughness_from_shininess(shininess)
     orm = specular = None
@@ -325,9 +348,73 @@ def export_glb(
     data = trimesh.exchange.gltf.export_glb(mesh, include_normals=True)
     path = Path(path)
     data = _finish_material(data, path.stem, orm, specular)
+    data = _finish_geometry(data, tangents, camera)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963  # bufferView targets
+_CAMERA_NEAR_M, _CAMERA_FAR_M = 0.01, 10.0  # PinholeCamera.projection_matrix's defaults
+
+
+def _camera_node(camera: PinholeCamera) -> tuple[dict, dict]:
+    """glTF camera and node for the photo's camera: the node's transform is the inverse of the
+    object-to-camera pose `x_cam = R x_obj + t` (rotation `R^T`, translation `-R^T t`), since
+    glTF's camera frame (looks down -z, +y up) is our camera space (`rendering.camera`). glTF's
+    `yfov` and `aspectRatio` hold the focal lengths: `tan(yfov / 2) = height / (2 fy)`,
+    `aspectRatio = (width / fx) / (height / fy)`; it has no principal point (ours is the image
+    centre unless a photo was cropped off-centre)."""
+    from scipy.spatial.transform import Rotation
+
+    rotation = np.asarray(camera.rotation, np.float64)
+    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6) or np.linalg.det(rotation) < 0:
+        raise ValueError("the camera's rotation is not a rotation matrix")
+    translation = np.asarray(camera.translation, np.float64)
+    x, y, z, w = Rotation.from_matrix(rotation.T).as_quat()  # glTF's order too: x, y, z, w
+    perspective = {
+        "yfov": float(2.0 * np.arctan(0.5 * camera.height / camera.fy)),
+        "aspectRatio": float((camera.width / camera.fx) / (camera.height / camera.fy)),
+        "znear": _CAMERA_NEAR_M,
+        "zfar": _CAMERA_FAR_M,
+    }
+    node = {
+        "name": "photo camera",
+        "rotation": [float(x), float(y), float(z), float(w)],
+        "translation": (-rotation.T @ translation).tolist(),
+    }
+    return {"name": "photo", "type": "perspective", "perspective": perspective}, node
+
+
+def _finish_geometry(data: bytes, tangents: np.ndarray | None, camera) -> bytes:
+    """Add what trimesh does not write: the `tangents` `(V, 4)` as every primitive's `TANGENT`
+    (float32 VEC4), `target` on the vertex and index buffer views (ARRAY_BUFFER,
+    ELEMENT_ARRAY_BUFFER), and the `camera` as a node of the scene (`_camera_node`)."""
+    tree, binary = read_glb(data)
+    views, accessors = tree.setdefault("bufferViews", []), tree.setdefault("accessors", [])
+    primitives = [p for mesh in tree.get("meshes", []) for p in mesh["primitives"]]
+    if tangents is not None:
+        binary += b"\x00" * (-len(binary) % 4)
+        values = np.ascontiguousarray(tangents, dtype="<f4").tobytes()
+        views.append({"buffer": 0, "byteOffset": len(binary), "byteLength": len(values)})
+        accessors.append({"bufferView": len(views) - 1, "componentType": 5126,
+                          "count": len(tangents), "type": "VEC4"})  # fmt: skip
+        binary += values
+        for primitive in primitives:
+            primitive["attributes"]["TANGENT"] = len(accessors) - 1
+    for primitive in primitives:
+        for index in primitive["attributes"].values():
+            views[accessors[index]["bufferView"]]["target"] = _ARRAY_BUFFER
+        if "indices" in primitive:
+            views[accessors[primitive["indices"]]["bufferView"]]["target"] = _ELEMENT_ARRAY_BUFFER
+    if camera is not None:
+        gltf_camera, node = _camera_node(camera)
+        tree.setdefault("cameras", []).append(gltf_camera)
+        nodes = tree.setdefault("nodes", [])
+        nodes.append({**node, "camera": len(tree["cameras"]) - 1})
+        tree["scenes"][tree.get("scene", 0)].setdefault("nodes", []).append(len(nodes) - 1)
+    tree.setdefault("buffers", [{}])[0]["byteLength"] = len(binary)
+    return _write_glb(tree, binary)
 
 
 def read_glb(data: bytes) -> tuple[dict, bytes]:

@@ -40,6 +40,7 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
         specular_albedo=maps.get("specular_albedo"),
         vertex_normals=mesh.normals,
         occlusion=maps.get("ambient_occlusion"),
+        camera=output.camera,
     )
     paths["obj"] = export_obj(
         folder / "obj", name, mesh.vertices, mesh.faces, mesh.uvs, maps, mesh.normals

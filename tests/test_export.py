@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 from PIL import Image
+from scipy.spatial.transform import Rotation
 
 from modeling.export import (
     export_glb,
@@ -19,7 +20,8 @@ from modeling.export import (
     to_uint8,
     write_zip,
 )
-from rendering.camera import PinholeCamera
+from rendering.camera import PinholeCamera, pixels_to_ndc
+from rendering.mesh import split_tangent_seams, vertex_tangents
 
 R = 64
 QUADRANT_COLORS = {
@@ -84,7 +86,7 @@ def glb_image(tree, binary, texture_index):
 def glb_accessor(tree, binary, index):
     acc = tree["accessors"][index]
     view = tree["bufferViews"][acc["bufferView"]]
-    width = {"VEC2": 2, "VEC3": 3, "SCALAR": 1}[acc["type"]]
+    width = {"VEC2": 2, "VEC3": 3, "VEC4": 4, "SCALAR": 1}[acc["type"]]
     assert acc["componentType"] == 5126 and "byteStride" not in view
     start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
     return np.frombuffer(binary, "<f4", acc["count"] * width, start).reshape(-1, width)
@@ -205,6 +207,90 @@ def test_glb_rejects_bad_shapes(tmp_path, mesh):
         export_glb(tmp_path / "x.glb", vertices, faces, uvs[:-1], quadrant_texture())
     with pytest.raises(ValueError, match="out of range"):
         export_glb(tmp_path / "x.glb", vertices, faces + len(vertices), uvs, quadrant_texture())
+
+
+def test_glb_carries_mikktspace_tangents_and_buffer_view_targets(tmp_path, mesh):
+    vertices, faces, uvs, normals = mesh
+    flat = np.full((R, R, 3), 0.5)
+    path = export_glb(tmp_path / "face.glb", vertices, faces, uvs, quadrant_texture(), flat,
+                      vertex_normals=normals)  # fmt: skip
+    tree, binary = read_glb(path.read_bytes())
+    primitive = tree["meshes"][0]["primitives"][0]
+    tangents = glb_accessor(tree, binary, primitive["attributes"]["TANGENT"])
+    np.testing.assert_allclose(tangents, vertex_tangents(vertices, faces, uvs, normals), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(tangents[:, :3], axis=1), 1, atol=1e-6)
+    assert np.abs(np.sum(tangents[:, :3] * normals, axis=1)).max() < 1e-6
+    assert (tangents[:, 3] == 1).all() and (tangents[:, 0] > 0.5).all()  # +u runs along +x
+    views, accessors = tree["bufferViews"], tree["accessors"]
+    for index in primitive["attributes"].values():
+        assert views[accessors[index]["bufferView"]]["target"] == 34962  # ARRAY_BUFFER
+    assert views[accessors[primitive["indices"]]["bufferView"]]["target"] == 34963
+    assert all("target" not in views[image["bufferView"]] for image in tree["images"])
+    # without a normal map nothing needs tangents
+    path = export_glb(tmp_path / "plain.glb", vertices, faces, uvs, quadrant_texture())
+    assert (
+        "TANGENT" not in read_glb(path.read_bytes())[0]["meshes"][0]["primitives"][0]["attributes"]
+    )
+
+
+def test_glb_splits_the_vertices_of_a_mirrored_uv_seam(tmp_path, mesh):
+    vertices, faces, uvs, normals = mesh
+    seam = np.unique(uvs[:, 0])[3]  # the right half's UVs mirrored onto the left about u = seam
+    mirrored = np.stack([np.where(uvs[:, 0] > seam, 2 * seam - uvs[:, 0], uvs[:, 0]), uvs[:, 1]], 1)
+    with pytest.raises(ValueError, match="split"):
+        vertex_tangents(vertices, faces, mirrored, normals)
+    path = export_glb(tmp_path / "face.glb", vertices, faces, mirrored, quadrant_texture(),
+                      np.full((R, R, 3), 0.5), vertex_normals=normals)  # fmt: skip
+    tree, binary = read_glb(path.read_bytes())
+    attributes = tree["meshes"][0]["primitives"][0]["attributes"]
+    positions = glb_accessor(tree, binary, attributes["POSITION"])
+    tangents = glb_accessor(tree, binary, attributes["TANGENT"])
+    on_seam = np.flatnonzero(uvs[:, 0] == seam)
+    assert len(positions) == len(vertices) + len(on_seam)  # one copy per seam vertex
+    np.testing.assert_allclose(positions[: len(vertices)], vertices, atol=1e-6)
+    np.testing.assert_allclose(positions[len(vertices) :], vertices[on_seam], atol=1e-6)
+    left = uvs[:, 0] < seam
+    assert (tangents[: len(vertices)][left, 3] == 1).all()
+    assert (tangents[: len(vertices)][uvs[:, 0] > seam, 3] == -1).all()
+    assert set(tangents[on_seam, 3]) | set(tangents[len(vertices) :, 3]) == {-1.0, 1.0}
+
+
+def test_vertex_tangents_take_the_tangent_most_corners_have():
+    # a fan of 3 triangles around vertex 0: one corner's tangent differs (as MikkTSpace's
+    # sub-groups at a fold make it), vertex 1's corners differ in handedness
+    faces = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 1]])
+    x, y = [1.0, 0, 0, 1], [0, 1.0, 0, 1]
+    corners = np.array([[x, x, y], [x, y, y], [y, y, [1.0, 0, 0, -1]]])
+    source, split_faces, tangents = split_tangent_seams(faces, corners, 5)
+    assert source.tolist() == [0, 1, 2, 3, 4, 1]  # vertex 4 is unused, vertex 1 is copied
+    assert split_faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 3, 5]]
+    np.testing.assert_array_equal(tangents, [x, x, y, y, [1, 0, 0, 1], [1, 0, 0, -1]])
+
+
+def test_glb_camera_node_sees_the_mesh_as_the_photo(tmp_path, mesh):
+    vertices, faces, uvs, _ = mesh
+    a = np.radians(20)
+    rotation = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    translation = np.array([0.01, -0.02, -0.4])
+    camera = PinholeCamera(900.0, 880.0, 320.0, 240.0, 640, 480, rotation, translation)
+    path = export_glb(
+        tmp_path / "face.glb", vertices, faces, uvs, quadrant_texture(), camera=camera
+    )
+    tree, _ = read_glb(path.read_bytes())
+    (index,) = [i for i, node in enumerate(tree["nodes"]) if "camera" in node]
+    assert index in tree["scenes"][tree.get("scene", 0)]["nodes"]
+    node = tree["nodes"][index]
+    gltf_camera = tree["cameras"][node["camera"]]
+    assert gltf_camera["type"] == "perspective"
+    perspective = gltf_camera["perspective"]
+    assert 0 < perspective["znear"] < 0.4 < perspective["zfar"]
+    # glTF: the view is the inverse of the node's transform; the camera looks down -z, +y up
+    to_object = Rotation.from_quat(node["rotation"]).as_matrix()
+    in_camera = (vertices - node["translation"]) @ to_object
+    tan_y = np.tan(perspective["yfov"] / 2)
+    ndc = in_camera[:, :2] / (-in_camera[:, 2:] * [tan_y * perspective["aspectRatio"], tan_y])
+    expected = pixels_to_ndc(camera.project(camera.object_to_camera(vertices)), 640, 480)
+    np.testing.assert_allclose(ndc, expected, atol=1e-9)
 
 
 def test_obj_round_trip(tmp_path, mesh):
