@@ -113,9 +113,10 @@ def test_distant_face_is_found_in_tiles(astronaut, reference):
 @pytest.mark.parametrize(
     "face, canvas_hw",
     [
-        (66, (7000, 7000)),
+        # the 7000 px cases take 1-2 s each (the pyramid search): full runs only
+        pytest.param(66, (7000, 7000), marks=pytest.mark.slow),
         (100, (4000, 3000)),
-        (400, (7000, 7000)),
+        pytest.param(400, (7000, 7000), marks=pytest.mark.slow),
         (512, (4000, 3000)),
     ],
 )
@@ -143,6 +144,7 @@ def test_small_face_found_by_the_whole_image_mesh_is_meshed_again(astronaut, tra
     assert error.mean() < 0.015 * 450  # 0.7 % once meshed again on a crop
 
 
+@pytest.mark.slow  # the whole pyramid of a 24 Mpx photo, ~1.3 s
 def test_large_photo_without_a_face(tracker):
     noise = np.random.default_rng(0).integers(0, 256, (4000, 6000, 3), dtype=np.uint8)
     with pytest.raises(NoFaceFoundError, match="No face found"):
