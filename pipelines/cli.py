@@ -91,6 +91,17 @@ def output_names(photos: Sequence[Path], max_faces: int = 1) -> list[str]:
         else n
         for p, n in zip(photos, names, strict=True)
     ]
+    return unique_names(names, max_faces)
+
+
+def unique_names(names: Sequence[str], max_faces: int = 1) -> list[str]:
+    """`names` made unique in order, ignoring case, with the face folders they may get: a name
+    that clashes with an earlier one (the same name; a face folder `name_face<i>`, `i <
+    max_faces`, of an earlier one, or the other way round) becomes `name-2` (or `-3`, ...).
+
+    >>> unique_names(["x", "X", "y"])
+    ['x', 'X-2', 'y']
+    """
     taken: set[str] = set()  # earlier photos' names, case-folded
     face_of: set[str] = set()  # names whose face folders an earlier photo's name is
     unique = []
@@ -205,17 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from diffusers.utils import logging as diffusers_logging
-
     from modeling.errors import AvatarInputError, WeightsError
-    from modeling.inputs.face_tracker import silence_native_logs
-    from pipelines.avatar_pipeline import AvatarPipeline
     from pipelines.outputs import save_outputs
 
-    diffusers_logging.disable_progress_bar()  # loading the networks takes a second
-    silence_native_logs(not args.verbose)
     try:
-        pipe = AvatarPipeline.from_pretrained(args.weights).to(args.device)
+        pipe = load_pipeline(args.weights, args.device, args.verbose)
     except (OSError, ValueError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -269,6 +274,22 @@ def main(argv: list[str] | None = None) -> int:
             message = str(e) if str(photo) in str(e) else f"{photo}: {e}"
             print(f"error: {message}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def load_pipeline(weights: str, device: str = "cpu", verbose: bool = False):
+    """`AvatarPipeline.from_pretrained(weights).to(device)`, quietly: no bar while the networks
+    load, and MediaPipe's native log lines hidden unless `verbose`.
+
+    Raises `OSError`, `ValueError` or `modeling.errors.WeightsError` for unusable weights.
+    """
+    from diffusers.utils import logging as diffusers_logging
+
+    from modeling.inputs.face_tracker import silence_native_logs
+    from pipelines.avatar_pipeline import AvatarPipeline
+
+    diffusers_logging.disable_progress_bar()  # loading the networks takes a second
+    silence_native_logs(not verbose)
+    return AvatarPipeline.from_pretrained(weights).to(device)
 
 
 def _show_progress(pipe, label: str, quiet: bool) -> None:
