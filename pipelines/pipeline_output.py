@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from diffusers.utils import BaseOutput
 
+from modeling.face_model.head import HeadMesh
 from modeling.inputs.face_tracker import FaceLandmarks
 from modeling.reconstruction.fitting import FitResult
 from modeling.reconstruction.quality import ViewQuality
@@ -70,7 +71,9 @@ class AvatarPipelineOutput(BaseOutput):
     """Output of `AvatarPipeline`.
 
     Attributes:
-        mesh (`FaceMesh`): the dense face mesh (7,305 vertices) in object space.
+        mesh (`FaceMesh`): in object space: the head's skin (face, scalp, ears, neck, eye
+            sockets; `head.skin`) with `head=True`, else the dense face mesh (7,305 vertices).
+            The maps are in its UV layout (the face's texels are the same either way).
         maps (`dict[str, np.ndarray | PIL.Image.Image]`): UV maps `(R, R, C)` float32 in [0, 1]
             (or PIL images with `output_type="pil"`): `texture` (the photo unwrapped and
             completed, sRGB), `diffuse_albedo` (sRGB), `shape_normals` (object space, (n+1)/2),
@@ -85,6 +88,9 @@ class AvatarPipelineOutput(BaseOutput):
         timings (`dict[str, float]`): seconds per stage.
         fit (`FitResult` or `None`): the photometric fit (losses, masked PSNR before/after),
             `None` with `num_fit_steps=0`.
+        head (`HeadMesh` or `None`): the full head (`modeling.face_model.head`): skin, eyeballs
+            (with their `eye_texture`), mouth bag, the 52 ARKit facial actions as morph
+            targets; `None` with `head=False`.
         warnings (`list[str]`): what makes this reconstruction doubtful (poor fit, dark or
             blown-out photo, small face, little skin seen; `modeling.reconstruction.quality`);
             empty when nothing does. The CLI prints them, the demo shows them.
@@ -96,6 +102,7 @@ class AvatarPipelineOutput(BaseOutput):
     timings: dict
     fit: FitResult | None = None
     warnings: list[str] = field(default_factory=list)
+    head: HeadMesh | None = None
 
     camera = _first_view("camera")
     lighting = _first_view("lighting")
