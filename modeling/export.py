@@ -28,6 +28,7 @@ import trimesh
 from PIL import Image
 
 if TYPE_CHECKING:
+    from modeling.face_model.head import HeadMesh, MeshPart
     from rendering.camera import PinholeCamera
 
 # Blender reads `map_Bump`/`bump` as a tangent-space normal map (strength from `-bm`); `norm` is
@@ -227,7 +228,8 @@ def _check_mesh(vertices, faces, uvs, vertex_normals):
 
 def _with_tangents(vertices, faces, uvs, normals):
     """The mesh with MikkTSpace tangents `(V', 4)` for its (given, else area-weighted) unit
-    normals, split where a vertex's corners differ in handedness (`split_tangent_seams`)."""
+    normals, split where a vertex's corners differ in handedness (`split_tangent_seams`), and
+    `source` `(V',)`: the input vertex each output vertex copies."""
     # imported here: rendering.mesh pulls torch, which importing this module should not
     from rendering.mesh import mikktspace_tangents, split_tangent_seams, vertex_normals
 
@@ -235,7 +237,7 @@ def _with_tangents(vertices, faces, uvs, normals):
     normals = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
     corners = mikktspace_tangents(vertices, faces, uvs, normals)
     source, faces, tangents = split_tangent_seams(faces, corners, len(vertices))
-    return vertices[source], faces, uvs[source], normals[source], tangents
+    return vertices[source], faces, uvs[source], normals[source], tangents, source
 
 
 def export_glb(
@@ -252,8 +254,10 @@ def export_glb(
     occlusion: np.ndarray | None = None,
     shininess: float | None = None,
     camera: PinholeCamera | None = None,
+    head: HeadMesh | None = None,
 ) -> Path:
-    """Write a textured mesh as a binary glTF 2.0 file with a metallic-roughness PBR material.
+    """Write a textured mesh as a binary glTF 2.0 file with a metallic-roughness PBR material;
+    with `head`, the whole head as one mesh of three primitives with 52 morph targets.
 
     Args:
         path (`str` or `Path`): output `.glb` file.
@@ -278,6 +282,13 @@ def export_glb(
             `SKIN_SHININESS` by default.
         camera (`PinholeCamera`, optional): the photo's camera (object-to-camera pose); becomes
             a perspective camera node that views the mesh as the photo does (`_camera_node`).
+        head (`HeadMesh`, optional): the full head (`modeling.face_model.head`); `vertices`,
+            `faces`, `uvs` are then its skin (`head.skin`, whose UV layout the maps are in).
+            The mesh gets three primitives, each with a material of its own: `skin` (the
+            material below), `eyes` (`head.eye_texture` as `<stem>_Eye`, glossy:
+            `EYE_ROUGHNESS`, `KHR_materials_ior` `CORNEA_IOR`), `mouth` (the skin's textures,
+            not copied, at `MOUTH_ROUGHNESS`); and the 52 ARKit actions as morph targets
+            (`_add_head`).
 
     With a normal map the mesh carries MikkTSpace tangents (`TANGENT`, VEC4, w = ±1:
     `rendering.mesh.mikktspace_tangents`, the frame our normal maps are baked in and glTF's
@@ -313,9 +324,11 @@ def export_glb(
     >>> export_glb("face.glb", verts, faces, uvs, albedo, normal_map=spec_normals)
     """
     vertices, faces, uvs, vertex_normals = _check_mesh(vertices, faces, uvs, vertex_normals)
-    tangents = None
+    if head is not None:
+        _check_head(head, len(vertices))
+    tangents, source = None, np.arange(len(vertices))
     if normal_map is not None:
-        vertices, faces, uvs, vertex_normals, tangents = _with_tangents(
+        vertices, faces, uvs, vertex_normals, tangents, source = _with_tangents(
             vertices, faces, uvs, vertex_normals
         )
     if roughness is None:
@@ -331,7 +344,7 @@ def export_glb(
         base_color = _base_color_under_specular(base_color, reflectance)
         specular = _png_bytes(to_pil(np.repeat(reflectance[:, :, None], 4, axis=2), dither=True))
     material = trimesh.visual.material.PBRMaterial(
-        name="face",
+        name="face" if head is None else "skin",
         baseColorTexture=to_pil(base_color, rgb=True),
         normalTexture=None if normal_map is None else to_pil(normal_map, True, dither=True),
         metallicFactor=float(metallic),
@@ -349,6 +362,8 @@ def export_glb(
     path = Path(path)
     data = _finish_material(data, path.stem, orm, specular)
     data = _finish_geometry(data, tangents, camera)
+    if head is not None:
+        data = _add_head(data, head, source, path.stem, float(metallic))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
@@ -391,17 +406,13 @@ def _finish_geometry(data: bytes, tangents: np.ndarray | None, camera) -> bytes:
     (float32 VEC4), `target` on the vertex and index buffer views (ARRAY_BUFFER,
     ELEMENT_ARRAY_BUFFER), and the `camera` as a node of the scene (`_camera_node`)."""
     tree, binary = read_glb(data)
+    binary = bytearray(binary)
     views, accessors = tree.setdefault("bufferViews", []), tree.setdefault("accessors", [])
     primitives = [p for mesh in tree.get("meshes", []) for p in mesh["primitives"]]
     if tangents is not None:
-        binary += b"\x00" * (-len(binary) % 4)
-        values = np.ascontiguousarray(tangents, dtype="<f4").tobytes()
-        views.append({"buffer": 0, "byteOffset": len(binary), "byteLength": len(values)})
-        accessors.append({"bufferView": len(views) - 1, "componentType": 5126,
-                          "count": len(tangents), "type": "VEC4"})  # fmt: skip
-        binary += values
+        tangent_accessor = _append_accessor(tree, binary, tangents, _ARRAY_BUFFER)
         for primitive in primitives:
-            primitive["attributes"]["TANGENT"] = len(accessors) - 1
+            primitive["attributes"]["TANGENT"] = tangent_accessor
     for primitive in primitives:
         for index in primitive["attributes"].values():
             views[accessors[index]["bufferView"]]["target"] = _ARRAY_BUFFER
@@ -415,6 +426,183 @@ def _finish_geometry(data: bytes, tangents: np.ndarray | None, camera) -> bytes:
         tree["scenes"][tree.get("scene", 0)].setdefault("nodes", []).append(len(nodes) - 1)
     tree.setdefault("buffers", [{}])[0]["byteLength"] = len(binary)
     return _write_glb(tree, binary)
+
+
+# Eyes: a wet cornea (sharp highlight) with the cornea's refractive index (Le Grand's eye); mouth:
+# the skin's textures, rougher, so the cavity shows no sharp highlight from inside.
+EYE_ROUGHNESS = 0.1
+CORNEA_IOR = 1.376
+MOUTH_ROUGHNESS = 0.8
+
+
+def _check_head(head: HeadMesh, num_skin_vertices: int) -> None:
+    """Refuse a head whose morph targets do not fit its parts or the skin given."""
+    num_actions = len(head.action_names)
+    expected = {
+        "skin_actions": (num_actions, num_skin_vertices, 3),
+        "mouth_actions": (num_actions, len(head.mouth.vertices), 3),
+    }
+    for field, shape in expected.items():
+        if np.shape(getattr(head, field)) != shape:
+            raise ValueError(
+                f"head.{field} must have shape {shape} (actions, vertices, 3) for the "
+                f"{shape[1]} vertices given, got {np.shape(getattr(head, field))}"
+            )
+
+
+def _add_head(
+    data: bytes, head: HeadMesh, skin_source: np.ndarray, stem: str, metallic: float
+) -> bytes:
+    """Complete the skin-only GLB `data` (one mesh of one primitive: the skin, its vertices
+    `skin_source` of `head.skin`'s) to the head: `eyes` and `mouth` primitives and materials
+    (see `export_glb`), the actions as morph targets of every primitive (glTF requires the
+    same number in each: the eyes' are one all-zero accessor) in `head.action_names`' order,
+    named in `mesh.extras.targetNames` (three.js and Blender read it), `mesh.weights` all 0."""
+    tree, binary = read_glb(data)
+    binary = bytearray(binary)
+    (mesh,) = tree["meshes"]
+    (skin,) = mesh["primitives"]
+    if tree["accessors"][skin["attributes"]["POSITION"]]["count"] != len(skin_source):
+        raise AssertionError("trimesh changed the number of skin vertices on export")
+    materials = tree["materials"]
+    mouth_material = json.loads(json.dumps(materials[skin["material"]])) | {"name": "mouth"}
+    pbr = mouth_material["pbrMetallicRoughness"]
+    pbr.pop("metallicRoughnessTexture", None)  # the ORM's G is the skin's roughness
+    pbr.update(metallicFactor=metallic, roughnessFactor=MOUTH_ROUGHNESS)
+    eyes_pbr = {"metallicFactor": 0.0, "roughnessFactor": EYE_ROUGHNESS}
+    if head.eye_texture is not None:
+        png = _png_bytes(to_pil(head.eye_texture, rgb=True))
+        eyes_pbr["baseColorTexture"] = {"index": _append_texture(tree, binary, png, f"{stem}_Eye")}
+    eyes_material = {"name": "eyes", "pbrMetallicRoughness": eyes_pbr,
+                     "extensions": {"KHR_materials_ior": {"ior": CORNEA_IOR}}}  # fmt: skip
+    materials += [eyes_material, mouth_material]
+    if "KHR_materials_ior" not in tree.setdefault("extensionsUsed", []):
+        tree["extensionsUsed"].append("KHR_materials_ior")
+
+    eyes, eyes_source = _append_primitive(tree, binary, head.eyes, len(materials) - 2, False)
+    mouth_tangents = "normalTexture" in mouth_material
+    mouth, mouth_source = _append_primitive(
+        tree, binary, head.mouth, len(materials) - 1, mouth_tangents
+    )
+    skin["targets"] = [
+        {"POSITION": _append_morph_target(tree, binary, delta[skin_source])}
+        for delta in head.skin_actions
+    ]
+    mouth["targets"] = [
+        {"POSITION": _append_morph_target(tree, binary, delta[mouth_source])}
+        for delta in head.mouth_actions
+    ]
+    no_motion = _append_morph_target(tree, binary, np.zeros((len(eyes_source), 3), np.float32))
+    eyes["targets"] = [{"POSITION": no_motion} for _ in head.action_names]
+    mesh["primitives"] += [eyes, mouth]
+    mesh["name"] = "head"
+    mesh.setdefault("extras", {})["targetNames"] = list(head.action_names)
+    mesh["weights"] = [0.0] * len(head.action_names)
+    for node in tree["nodes"]:
+        if node.get("mesh") == 0:
+            node["name"] = "head"
+    binary += b"\x00" * (-len(binary) % 4)
+    tree["buffers"][0]["byteLength"] = len(binary)
+    return _write_glb(tree, binary)
+
+
+def _append_primitive(
+    tree: dict, binary: bytearray, part: MeshPart, material: int, tangents: bool
+) -> tuple[dict, np.ndarray]:
+    """A triangle-list primitive of `part` (UVs flipped to glTF's top-left origin), with
+    MikkTSpace tangents if `tangents` (vertices split as `_with_tangents` does), and `source`
+    `(V',)`: the part's vertex each written vertex copies."""
+    vertices, faces, uvs, normals = _check_mesh(part.vertices, part.faces, part.uvs, part.normals)
+    source, tangent = np.arange(len(vertices)), None
+    if tangents:
+        vertices, faces, uvs, normals, tangent, source = _with_tangents(
+            vertices, faces, uvs, normals
+        )
+    normals = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    attributes = {
+        "POSITION": _append_accessor(tree, binary, vertices, _ARRAY_BUFFER, bounds=True),
+        "NORMAL": _append_accessor(tree, binary, normals, _ARRAY_BUFFER),
+        "TEXCOORD_0": _append_accessor(tree, binary, uvs * [1, -1] + [0, 1], _ARRAY_BUFFER),
+    }
+    if tangent is not None:
+        attributes["TANGENT"] = _append_accessor(tree, binary, tangent, _ARRAY_BUFFER)
+    indices = _append_accessor(tree, binary, faces.astype(np.uint32).ravel(), _ELEMENT_ARRAY_BUFFER)
+    primitive = {"attributes": attributes, "indices": indices, "mode": 4, "material": material}
+    return primitive, source
+
+
+def _append_morph_target(tree: dict, binary: bytearray, deltas: np.ndarray) -> int:
+    """A morph target's POSITION deltas `(V, 3)` as an accessor with `min` and `max`: without
+    a buffer view when all are zero (glTF fills such an accessor with zeros), sparse (the
+    moving vertices' indices and deltas over zeros) when that is smaller, else dense."""
+    deltas = np.asarray(deltas, np.float32)
+    moving = np.flatnonzero(np.any(deltas != 0, axis=1)).astype(np.uint32)
+    if 16 * len(moving) >= 12 * len(deltas):  # 4 bytes of index + 12 of delta per vertex
+        return _append_accessor(tree, binary, deltas, _ARRAY_BUFFER, bounds=True)
+    accessor = {"componentType": 5126, "count": len(deltas), "type": "VEC3", **_bounds(deltas)}
+    if len(moving):  # glTF's sparse.count is at least 1
+        indices = _append_view(tree, binary, moving.astype("<u4").tobytes())
+        values = _append_view(tree, binary, deltas[moving].astype("<f4").tobytes())
+        accessor["sparse"] = {
+            "count": len(moving),
+            "indices": {"bufferView": indices, "componentType": 5125},
+            "values": {"bufferView": values},
+        }
+    accessors = tree.setdefault("accessors", [])
+    accessors.append(accessor)
+    return len(accessors) - 1
+
+
+_COMPONENT_TYPES = {np.dtype("float32"): 5126, np.dtype("uint32"): 5125}
+_ACCESSOR_TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4"}
+
+
+def _append_view(tree: dict, binary: bytearray, data: bytes, target: int | None = None) -> int:
+    """Append `data` to `binary` (the BIN chunk, 4-byte aligned first) as a new buffer view of
+    `tree`; returns its index."""
+    binary += b"\x00" * (-len(binary) % 4)
+    views = tree.setdefault("bufferViews", [])
+    views.append({"buffer": 0, "byteOffset": len(binary), "byteLength": len(data)})
+    if target is not None:
+        views[-1]["target"] = target
+    binary += data
+    return len(views) - 1
+
+
+def _append_accessor(
+    tree: dict, binary: bytearray, array, target: int | None = None, bounds: bool = False
+) -> int:
+    """`array` `(N,)` or `(N, C)` (float32 or uint32; other floats are cast to float32) as a
+    new accessor over a new buffer view; `bounds` adds `min` and `max` (which POSITION and
+    morph targets require). Returns the accessor's index."""
+    array = np.asarray(array)
+    if array.dtype.kind == "f":
+        array = array.astype(np.float32)
+    view = _append_view(
+        tree, binary, np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes(), target
+    )
+    accessor = {"bufferView": view, "componentType": _COMPONENT_TYPES[array.dtype],
+                "count": len(array), "type": _ACCESSOR_TYPES[array[0].size]}  # fmt: skip
+    if bounds:
+        accessor.update(_bounds(array))
+    accessors = tree.setdefault("accessors", [])
+    accessors.append(accessor)
+    return len(accessors) - 1
+
+
+def _bounds(array: np.ndarray) -> dict:
+    """glTF's accessor `min` and `max` of `(N, C)` values, per component."""
+    return {"min": array.min(axis=0).tolist(), "max": array.max(axis=0).tolist()}
+
+
+def _append_texture(tree: dict, binary: bytearray, png: bytes, name: str) -> int:
+    """A PNG as a new image named `name` and a texture of it; returns the texture's index."""
+    images = tree.setdefault("images", [])
+    textures = tree.setdefault("textures", [])
+    view = _append_view(tree, binary, png)
+    images.append({"bufferView": view, "mimeType": "image/png", "name": name})
+    textures.append({"source": len(images) - 1})
+    return len(textures) - 1
 
 
 def read_glb(data: bytes) -> tuple[dict, bytes]:
@@ -452,18 +640,12 @@ def _finish_material(data: bytes, stem: str, orm: bytes | None, specular: bytes 
     `metallicRoughnessTexture` (factors 1), and the `specular` PNG as `KHR_materials_specular`'s
     `specularTexture` (see `export_glb`)."""
     tree, binary = read_glb(data)
-    views = tree.setdefault("bufferViews", [])
+    binary = bytearray(binary)
     images = tree.setdefault("images", [])
     textures = tree.setdefault("textures", [])
 
     def add_texture(png: bytes, suffix: str) -> int:
-        nonlocal binary
-        binary += b"\x00" * (-len(binary) % 4)
-        views.append({"buffer": 0, "byteOffset": len(binary), "byteLength": len(png)})
-        binary += png
-        images.append({"bufferView": len(views) - 1, "mimeType": "image/png"})
-        textures.append({"source": len(images) - 1})
-        return name_texture({"index": len(textures) - 1}, suffix)
+        return _append_texture(tree, binary, png, f"{stem}_{suffix}")
 
     def name_texture(info: dict, suffix: str) -> int:
         images[textures[info["index"]]["source"]]["name"] = f"{stem}_{suffix}"
