@@ -31,6 +31,7 @@ import numpy as np
 from diffusers import DiffusionPipeline
 
 from modeling.export import to_pil
+from modeling.face_model.head import HeadModel, head_mesh, load_head_model
 from modeling.face_model.topology import Topology, load_topology
 from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker, select_face
 from modeling.inputs.orientation import detect_upright, turn_axes, turn_camera, turn_landmarks
@@ -50,6 +51,7 @@ from modeling.reconstruction.first_order import (
 )
 from modeling.reconstruction.fitting import FitResult, face_ambient_occlusion, fit_photos
 from modeling.reconstruction.geometry import FaceGeometry, fit_camera_and_shape
+from modeling.reconstruction.head_texture import complete_head_map, photo_eye_texture, skin_geometry
 from modeling.reconstruction.quality import ViewQuality, measure_view, warnings_for
 from modeling.reconstruction.shape_maps import shape_maps
 from modeling.reconstruction.texture import check_resolution, skin_mask, uv_atlas
@@ -107,6 +109,7 @@ class CallSettings:
     num_fit_steps: int
     super_resolve: bool
     white_balance: str
+    head: bool
 
 
 class StageTimer:
@@ -163,6 +166,7 @@ class AvatarPipeline(DiffusionPipeline):
         fit_resolution: int = 256,
         super_resolution: str = "auto",
         white_balance: str = "camera",
+        head: bool = True,
     ):
         super().__init__()
         check_resolution(resolution)
@@ -180,6 +184,7 @@ class AvatarPipeline(DiffusionPipeline):
             fit_resolution=fit_resolution,
             super_resolution=super_resolution,
             white_balance=white_balance,
+            head=head,
         )
         self._tracker: FaceTracker | None = None
 
@@ -244,7 +249,7 @@ class AvatarPipeline(DiffusionPipeline):
         return [turn_landmarks(face, -turns) for face in faces]
 
     def check_inputs(self, image, resolution, num_fit_steps, super_resolution, white_balance,
-                     output_type) -> CallSettings:  # fmt: skip
+                     output_type, head=None) -> CallSettings:  # fmt: skip
         """Validate the call's arguments (before any work) and fill in the config's defaults."""
         if output_type not in ("np", "pil"):
             raise ValueError(f"output_type must be 'np' or 'pil', got {output_type!r}")
@@ -259,6 +264,7 @@ class AvatarPipeline(DiffusionPipeline):
             num_fit_steps=self.config.num_fit_steps if num_fit_steps is None else num_fit_steps,
             super_resolve=use_super_resolution(sr_mode, self.superres, resolution),
             white_balance=check_white_balance(white_balance or self.config.white_balance),
+            head=bool(self.config.get("head", True) if head is None else head),
         )
 
     def __call__(  # not under no_grad: the photometric fit needs gradients
@@ -270,6 +276,7 @@ class AvatarPipeline(DiffusionPipeline):
         num_fit_steps: int | None = None,
         super_resolution: str | None = None,
         white_balance: str | None = None,
+        head: bool | None = None,
         output_type: str = "np",
         return_dict: bool = True,
     ):
@@ -288,11 +295,14 @@ class AvatarPipeline(DiffusionPipeline):
                 see the class docstring).
             white_balance (`str`, *optional*): "camera" or "skin_prior" (default: the config's;
                 see the class docstring).
+            head (`bool`, *optional*): build the full head (scalp, ears, neck, eyeballs, mouth;
+                `modeling.face_model.head`) around the fitted face, and the maps in its UV layout
+                (default: the config's, `True`); `False` gives the face patch alone.
             output_type (`str`): `"np"` (float32 arrays) or `"pil"` (maps and renders as images).
             return_dict (`bool`): return an `AvatarPipelineOutput` (else a tuple of its fields).
         """
         run = self.check_inputs(image, resolution, num_fit_steps, super_resolution,
-                                white_balance, output_type)  # fmt: skip
+                                white_balance, output_type, head)  # fmt: skip
         resolution, topology, timer = run.resolution, load_topology(), StageTimer()
         with self.progress_bar(total=5) as progress:  # closed on errors too
             with timer("input"):
@@ -319,9 +329,16 @@ class AvatarPipeline(DiffusionPipeline):
                     texture, albedo, visibility = super_resolve(
                         self.superres, texture, albedo, visibility, self.device, self.dtype
                     )
+            with timer("head"):
+                head_model = load_head_model() if run.head else None
+                head, layout, skin, ao_skin = _head(views[0], head_model, topology, ao)
+                atlas = uv_atlas(resolution, layout)
+                if head is not None:
+                    texture = complete_head_map(texture, head_model, atlas)
+                    albedo = complete_head_map(albedo, head_model, atlas)
+                    visibility = visibility * atlas.chart  # the ring is never seen
             with timer("normal_maps"):
-                atlas = uv_atlas(resolution, topology)
-                shape = shape_maps(views[0].geometry, atlas, topology, ao)
+                shape = shape_maps(skin, atlas, layout, ao_skin)
             with timer("reflectance"):
                 reflectance = self.reflectance_maps(
                     texture, albedo, shape, visibility, atlas.chart, run.white_balance
@@ -343,8 +360,8 @@ class AvatarPipeline(DiffusionPipeline):
             **reflectance,  # replaces diffuse_albedo with the network's
         }
         out = AvatarPipelineOutput(
-            _face_mesh(views[0].geometry, topology), maps, outputs, timer.timings, fit,
-            warnings=_warnings(qualities),
+            _face_mesh(skin, layout), maps, outputs, timer.timings, fit,
+            warnings=_warnings(qualities), head=head,
         )  # fmt: skip
         out = _as_pil(out) if output_type == "pil" else out
         return out if return_dict else tuple(out.values())
@@ -457,7 +474,19 @@ def _view_output(view: View, quality: ViewQuality, topology: Topology, albedo: n
     )
 
 
-def _face_mesh(geometry: FaceGeometry, topology: Topology) -> FaceMesh:
+def _head(view: View, head_model: HeadModel | None, topology: Topology, ao: np.ndarray):
+    """The full head around the first view's fitted face (`None` without `head_model`) ->
+    (`HeadMesh` with the photo's iris colour, the maps' UV layout (`HeadModel` or `Topology`),
+    the mesh baked into the shape maps as a `FaceGeometry`, its per-vertex ambient occlusion)."""
+    if head_model is None:
+        return None, topology, view.geometry, ao
+    head = head_mesh(view.geometry.vertices_object, head_model)
+    head = replace(head, eye_texture=photo_eye_texture(view.image, view.geometry, head_model))
+    skin = skin_geometry(view.geometry, head)
+    return head, head_model, skin, face_ambient_occlusion(skin.vertices_object, head_model)
+
+
+def _face_mesh(geometry: FaceGeometry, topology: Topology | HeadModel) -> FaceMesh:
     return FaceMesh(
         geometry.vertices_object.astype(np.float32),
         topology.dense_faces.astype(np.int32),

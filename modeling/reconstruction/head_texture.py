@@ -1,0 +1,74 @@
+"""The head's skin outside the face: geometry for the shape maps, colour completed from the face.
+
+The photo shows hair, not scalp, and rarely the ears or the neck under good light, so the ring
+(scalp, ears, neck) takes no texel from the photo: its colour is the face border's colour spread
+harmonically over the head (`HeadModel.ring_colour_weights`; border colours far from their
+median, such as a fringe of hair, are pulled to it), fading to the border's mean towards
+the neck cut. Being a function on the surface, it is continuous across the ring's UV charts and
+meets the face's texels exactly at the face's border, so no seam shows under any light. A bald,
+skin-coloured scalp is the honest default: hair is out of scope.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modeling.face_model.head import HeadMesh, HeadModel, eye_texture, iris_colour
+from modeling.reconstruction.geometry import FaceGeometry
+from modeling.reconstruction.texture import UVAtlas, pull_push_fill
+from rendering.render import sample_uv_map
+
+
+def skin_geometry(face: FaceGeometry, head: HeadMesh) -> FaceGeometry:
+    """The head's skin as a `FaceGeometry` seen by the face's camera (for `shape_maps`)."""
+    camera = face.camera
+    vertices = head.skin.vertices.astype(np.float64)
+    normals = head.skin.normals.astype(np.float64)
+    return FaceGeometry(
+        camera, camera.object_to_camera(vertices), vertices, normals @ camera.rotation.T, normals
+    )
+
+
+def complete_head_map(image: np.ndarray, head: HeadModel, atlas: UVAtlas) -> np.ndarray:
+    """A face UV map `(R, R, C)` with the ring's texels filled from the face's border.
+
+    Args:
+        image (`(R, R, C)` float32): a map whose face texels are final (photo colours, albedo).
+        head (`HeadModel`): the layout; atlas (`UVAtlas`): `uv_atlas(R, head)`.
+    Returns:
+        `(R, R, C)` float32: face texels unchanged, ring texels from the border's colours,
+        the padding around every chart re-filled (pull-push) from the charts.
+    """
+    border = _skin_like(sample_uv_map(image, head.topology.dense_uvs[head.face_border]))
+    weights = head.ring_colour_weights
+    ring = weights @ border + (1 - weights.sum(1, keepdims=True)) * border.mean(0)
+    face = sample_uv_map(image, head.topology.dense_uvs)
+    unique = np.concatenate([face, ring])
+    skin = unique[
+        np.r_[head.skin_source, np.zeros(len(head.dense_uvs) - len(head.skin_source), int)]
+    ]
+    in_ring = head.ring_charts[atlas.faces]
+    flat = image.reshape(-1, image.shape[-1]).copy()
+    flat[atlas.texels[in_ring]] = atlas.interpolate(skin, head.dense_faces)[in_ring]
+    filled = flat.reshape(image.shape)
+    return pull_push_fill(filled, atlas.chart.astype(np.float32)) * (~atlas.chart)[..., None] + (
+        filled * atlas.chart[..., None]
+    )
+
+
+def _skin_like(colours: np.ndarray, spread: float = 0.15) -> np.ndarray:
+    """Border colours `(B, C)` pulled towards their median where they stray from it (hair or
+    background at the border, e.g. a fringe on the forehead): weight `exp(-(d / spread)^2)`
+    with `d` the mean absolute log-ratio to the median."""
+    median = np.median(colours, axis=0)
+    stray = np.abs(np.log(colours + 0.02) - np.log(median + 0.02)).mean(1, keepdims=True)
+    keep = np.exp(-((stray / spread) ** 2))
+    return keep * colours + (1 - keep) * median
+
+
+def photo_eye_texture(image: np.ndarray, face: FaceGeometry, head: HeadModel) -> np.ndarray:
+    """The eyeball texture with the iris colour seen in the photo `(H, W, 3)` float in [0, 1]
+    (both eye openings, projected by the fitted camera)."""
+    pixels = [face.camera.project(face.vertices_camera[loop]) for loop in head.eye_loops.values()]
+    colours = [iris_colour(image, p) for p in pixels]
+    return eye_texture(np.mean(colours, axis=0))

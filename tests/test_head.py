@@ -1,0 +1,152 @@
+"""The full head (`modeling.face_model.head`, asset from `scripts/build_head.py`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from modeling.face_model.head import (
+    LID_CLEARANCE,
+    head_mesh,
+    load_head_model,
+    ring_vertices,
+)
+from modeling.face_model.topology import load_topology
+from modeling.reconstruction.texture import uv_atlas
+
+
+@pytest.fixture(scope="module")
+def mean_head():
+    topology = load_topology()
+    return head_mesh(topology.lift(topology.frontal_shape[:468]))
+
+
+def _signed_uv_areas(uv, faces):
+    a, b, c = uv[faces[:, 0]], uv[faces[:, 1]], uv[faces[:, 2]]
+    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+
+def test_skin_and_mouth_are_closed_but_for_the_neck_cut(mean_head):
+    head = load_head_model()
+    # weld the UV seams: the surface is over unique positions (sockets and bag numbered apart)
+    num_split = len(head.skin_source)
+    key = np.r_[head.skin_source, 10**6 + np.arange(len(mean_head.skin.vertices) - num_split)]
+    loop = len(head.mouth_loop)
+    bag_key = np.r_[head.mouth_loop, 2 * 10**6 + np.arange(len(mean_head.mouth.vertices) - loop)]
+    faces = np.concatenate([key[mean_head.skin.faces], bag_key[mean_head.mouth.faces]])
+    directed = Counter((int(f[i]), int(f[(i + 1) % 3])) for f in faces for i in range(3))
+    assert max(directed.values()) == 1, "an edge is used twice in one direction (non-manifold)"
+    open_edges = [(a, b) for a, b in directed if (b, a) not in directed]
+    # the one boundary is the neck cut, below the chin
+    loop_vertices = np.unique(np.array(open_edges))
+    first = {int(k): i for i, k in reversed(list(enumerate(key)))}
+    positions = mean_head.skin.vertices[[first[int(v)] for v in loop_vertices]]
+    chin = load_topology().frontal_shape[152]
+    assert len(open_edges) == len(loop_vertices)  # a single closed loop of edges
+    assert (positions[:, 1] < chin[1]).all()
+
+
+def test_face_uvs_are_unchanged_and_no_uv_triangle_flips(mean_head):
+    topology, head = load_topology(), load_head_model()
+    face_part = head.skin_source < topology.num_dense
+    first = {}
+    for i, v in enumerate(head.skin_source):
+        first.setdefault(int(v), i)
+    ids = np.array(sorted(first))
+    face_ids = ids[ids < topology.num_dense]
+    split = np.array([first[v] for v in face_ids])
+    np.testing.assert_allclose(head.dense_uvs[split], topology.dense_uvs[face_ids], atol=1e-6)
+    assert face_part.sum() >= len(face_ids)
+    assert (_signed_uv_areas(head.dense_uvs, head.dense_faces) > 0).all()
+    uvs = mean_head.skin.uvs
+    assert uvs.min() >= 0 and uvs.max() <= 1
+
+
+def test_ring_charts_do_not_overlap_the_face_or_each_other():
+    head = load_head_model()
+    resolution = 512
+    atlas = uv_atlas(resolution, head)
+    face_atlas = uv_atlas(resolution, load_topology())
+    ring_texels = atlas.texels[head.ring_charts[atlas.faces]]
+    assert len(np.intersect1d(ring_texels, face_atlas.texels)) == 0
+    assert len(ring_texels) > 0.1 * resolution**2  # the ring has a fair share of the square
+
+
+def test_head_is_mirror_symmetric_for_the_mean_face(mean_head):
+    skin = mean_head.skin.vertices.astype(np.float64)
+    mirrored = skin * [-1, 1, 1]
+    from scipy.spatial import cKDTree
+
+    distance, _ = cKDTree(skin).query(mirrored)
+    assert np.median(distance) < 0.002
+    right, left = mean_head.eye_centres
+    np.testing.assert_allclose(right * [-1, 1, 1], left, atol=1e-3)
+
+
+def test_ring_follows_a_wider_face():
+    topology, head = load_topology(), load_head_model()
+    mean = topology.lift(topology.frontal_shape[:468])
+    wide = mean * [1.15, 1, 1]
+    base, widened = ring_vertices(mean, head), ring_vertices(wide, head)
+    width = lambda v: v[:, 0].max() - v[:, 0].min()  # noqa: E731
+    assert width(widened) > 1.08 * width(base)
+
+
+def test_eyeballs_sit_in_their_sockets_clear_of_the_lids(mean_head):
+    head = load_head_model()
+    skin = mean_head.skin.vertices
+    for centre, loop in zip(mean_head.eye_centres, head.eye_loops.values(), strict=True):
+        lids = load_topology().lift(load_topology().frontal_shape[:468])[loop]
+        distance = np.linalg.norm(lids - centre, axis=1)
+        assert distance.min() >= mean_head.eye_radius + LID_CLEARANCE - 1e-6
+        # the ball's front is within 3 mm of the opening: an eye, not a hole
+        opening = lids.mean(0)
+        assert np.linalg.norm(opening - centre) < mean_head.eye_radius + 0.003
+        # no other skin vertex near the eye is inside the ball
+        near = np.linalg.norm(skin - centre, axis=1)
+        assert (near >= mean_head.eye_radius - 1e-4).sum() >= len(skin) - 2 * (len(loop) + 1)
+
+
+def _action(head, name):
+    return head.skin_actions[head.action_names.index(name)]
+
+
+def test_blink_closes_the_left_lid_over_the_eyeball_without_intersection(mean_head):
+    delta = _action(mean_head, "eyeBlinkLeft")
+    moved = np.linalg.norm(delta, axis=1) > 0.001
+    skin = mean_head.skin.vertices
+    assert moved.sum() > 20
+    assert (skin[moved, 0] > 0).mean() > 0.95  # +x is the subject's left
+    right, left = mean_head.eye_centres
+    closed = skin + delta
+    num_split = len(load_head_model().skin_source)
+    distance = np.linalg.norm(closed[:num_split] - left, axis=1)
+    assert distance.min() >= mean_head.eye_radius + LID_CLEARANCE - 1e-4
+
+
+def test_jaw_open_opens_the_mouth_onto_the_mouth_bag(mean_head):
+    head = load_head_model()
+    topology = load_topology()
+    delta = _action(mean_head, "jawOpen")
+    first = {}
+    for i, v in enumerate(head.skin_source):
+        first.setdefault(int(v), i)
+    chin, upper_lip = first[152], first[0]  # MediaPipe: chin, upper lip's top
+    assert delta[chin, 1] < -0.005  # the chin drops by more than 5 mm
+    assert abs(delta[upper_lip, 1]) < 0.5 * abs(delta[chin, 1])
+    mouth = mean_head.mouth
+    assert mean_head.mouth_actions.shape == (52, len(mouth.vertices), 3)
+    lips = mouth.vertices[: len(head.mouth_loop)]
+    np.testing.assert_allclose(lips, topology.lift(topology.frontal_shape[:468])[head.mouth_loop],
+                               atol=1e-6)  # fmt: skip
+    assert mouth.vertices[:, 2].min() < lips[:, 2].min() - 0.02  # a cavity behind the lips
+
+
+def test_actions_are_the_52_arkit_names(mean_head):
+    names = mean_head.action_names
+    assert len(names) == 52 and len(set(names)) == 52
+    assert {"jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "tongueOut"} <= set(names)
+    assert mean_head.skin_actions.shape == (52, len(mean_head.skin.vertices), 3)
+    assert np.isfinite(mean_head.skin_actions).all()
