@@ -754,6 +754,7 @@ def export_obj(
     maps: dict[str, np.ndarray],
     vertex_normals: np.ndarray | None = None,
     shininess: float | None = None,
+    head: HeadMesh | None = None,
 ) -> Path:
     """Write `folder/name.obj`, `folder/name.mtl` and the textures the MTL names, as artists
     name them:
@@ -785,6 +786,12 @@ def export_obj(
         vertex_normals (`np.ndarray` of shape `(V, 3)`, optional): area-weighted smooth normals
             when omitted.
         shininess (`float`, optional): the shader's Blinn-Phong exponent (skin's by default).
+        head (`HeadMesh`, optional): the full head; `vertices`, `faces`, `uvs` are then its
+            skin. The OBJ holds three objects, `skin`, `eyes`, `mouth`, each with a material
+            of its own (`usemtl`): `skin` (the material above), `eyes` (`map_Kd`
+            `<name>_Eye.png`: `head.eye_texture`; `Ns` 1000, `Pr` `EYE_ROUGHNESS`, `Ni`
+            `CORNEA_IOR`), `mouth` (the skin's textures at `Pr` `MOUTH_ROUGHNESS`). OBJ has no
+            morph targets: the 52 actions are only in the GLB (`export_glb`).
 
     Returns:
         `Path` of the `.obj` file.
@@ -792,11 +799,8 @@ def export_obj(
     if not _MAP_NAME.match(name):
         raise ValueError(f"name {name!r} is not a plain file name")
     vertices, faces, uvs, vertex_normals = _check_mesh(vertices, faces, uvs, vertex_normals)
-    if vertex_normals is None:
-        vertex_normals = trimesh.Trimesh(vertices, faces, process=False).vertex_normals
-    vertex_normals = vertex_normals / np.maximum(
-        np.linalg.norm(vertex_normals, axis=1, keepdims=True), 1e-12
-    )
+    if head is not None:
+        _check_head(head, len(vertices))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     shininess = _shader_shininess(shininess)
@@ -815,9 +819,74 @@ def export_obj(
     specular = maps.get("specular_albedo")
     # with map_Ks, Ks 1 and Ni such that Blender's F0 is map_Ks (docstring); else a dielectric
     ks, ior = (1.0, _IOR_HALF_REFLECTANCE) if specular is not None else (0.5, 1.5)
+    skin_maps = []
+    if base is not None:
+        skin_maps.append(f"map_Kd {texture('BaseColor', base, data=False)}")
+    if specular is not None:
+        reflectance = specular_reflectance(_one_channel("specular_albedo", specular), shininess)
+        skin_maps.append(f"map_Ks {texture('Specular', reflectance, data=True)}")
+    if normal is not None:
+        normal_png = texture("Normal", normal, data=True)
+        skin_maps.append(f"norm {normal_png}")
+        skin_maps.append(f"map_Bump -bm 1.000000 {normal_png}")
+    skin = "face" if head is None else "skin"
     mtl = [
         "# openavatar face material: rendering.shading's skin model (face.glb holds it in glTF)",
-        "newmtl face",
+        *_mtl_material(skin, ks, ior, shininess, roughness, skin_maps),
+    ]
+    if "ambient_occlusion" in maps:
+        ao = _one_channel("ambient_occlusion", maps["ambient_occlusion"])
+        orm = np.stack([ao, np.full_like(ao, roughness), np.zeros_like(ao)], axis=2)
+        mtl.append(
+            f"# {texture('ORM', orm, data=True)}: occlusion (R), roughness (G), metallic (B), "
+            "packed as glTF does; no MTL key reads a packed map (Pr is the roughness)"
+        )
+    parts = [(name if head is None else "skin", skin, vertices, faces, uvs, vertex_normals)]
+    if head is not None:
+        eye_maps = []
+        if head.eye_texture is not None:
+            eye_maps.append(f"map_Kd {texture('Eye', head.eye_texture, data=False)}")
+        mtl += [
+            "# the eyeballs: a glossy cornea",
+            *_mtl_material("eyes", 0.5, CORNEA_IOR, _MTL_MAX_NS, EYE_ROUGHNESS, eye_maps),
+            "# the mouth bag: the skin's textures, rougher",
+            *_mtl_material("mouth", ks, ior, _shininess_from_roughness(MOUTH_ROUGHNESS),
+                           MOUTH_ROUGHNESS, skin_maps),
+        ]  # fmt: skip
+        for part_name, part in (("eyes", head.eyes), ("mouth", head.mouth)):
+            arrays = _check_mesh(part.vertices, part.faces, part.uvs, part.normals)
+            parts.append((part_name, part_name, *arrays))
+    mtl_path = folder / f"{name}.mtl"
+    mtl_path.write_text("\n".join(mtl) + "\n")
+
+    kind = "face" if head is None else "head (skin, eyes, mouth)"
+    obj = [f"# openavatar {kind} mesh: metres, +y up, UV origin bottom-left\n",
+           f"mtllib {mtl_path.name}\n"]  # fmt: skip
+    first = 1  # OBJ indices are 1-based and count over the whole file
+    for part in parts:
+        obj.append(_obj_part(*part, first))
+        first += len(part[2])
+    obj_path = folder / f"{name}.obj"
+    obj_path.write_text("".join(obj))
+    return obj_path
+
+
+# MTL's Ns is conventionally at most 1000 (three.js and Blender read it so)
+_MTL_MAX_NS = 1000.0
+
+
+def _shininess_from_roughness(roughness: float) -> float:
+    """The Blinn-Phong exponent of a GGX roughness (`roughness_from_shininess` inverted),
+    at most `_MTL_MAX_NS`."""
+    return min(2.0 / roughness**4 - 2.0, _MTL_MAX_NS)
+
+
+def _mtl_material(
+    name: str, ks: float, ior: float, shininess: float, roughness: float, maps: list[str]
+) -> list[str]:
+    """One MTL material's lines: white `Kd`, grey `Ks`, then the `maps` lines as given."""
+    return [
+        f"newmtl {name}",
         "Ka 0.000000 0.000000 0.000000",  # Blender maps Ka to metallic unless Pm is given
         "Kd 1.000000 1.000000 1.000000",
         f"Ks {ks:.6f} {ks:.6f} {ks:.6f}",
@@ -828,41 +897,26 @@ def export_obj(
         "illum 2",
         f"Pr {roughness:.6f}",  # the same lobe as GGX roughness; Blender reads it, not Ns
         "Pm 0.000000",
+        *maps,
     ]
-    if base is not None:
-        mtl.append(f"map_Kd {texture('BaseColor', base, data=False)}")
-    if specular is not None:
-        reflectance = specular_reflectance(_one_channel("specular_albedo", specular), shininess)
-        mtl.append(f"map_Ks {texture('Specular', reflectance, data=True)}")
-    if normal is not None:
-        normal_png = texture("Normal", normal, data=True)
-        mtl.append(f"norm {normal_png}")
-        mtl.append(f"map_Bump -bm 1.000000 {normal_png}")
-    if "ambient_occlusion" in maps:
-        ao = _one_channel("ambient_occlusion", maps["ambient_occlusion"])
-        orm = np.stack([ao, np.full_like(ao, roughness), np.zeros_like(ao)], axis=2)
-        mtl.append(
-            f"# {texture('ORM', orm, data=True)}: occlusion (R), roughness (G), metallic (B), "
-            "packed as glTF does; no MTL key reads a packed map (Pr is the roughness)"
-        )
-    mtl_path = folder / f"{name}.mtl"
-    mtl_path.write_text("\n".join(mtl) + "\n")
 
-    index = faces + 1  # OBJ indices are 1-based; v, vt and vn share one index per vertex
-    obj = [
-        "# openavatar face mesh: metres, +y up, UV origin bottom-left\n",
-        f"mtllib {mtl_path.name}\n",
-        f"o {name}\n",
+
+def _obj_part(object_name, material, vertices, faces, uvs, normals, first: int) -> str:
+    """One OBJ object: its `v`/`vt`/`vn` rows (one index for all three per vertex, the first
+    `first`) and its faces under `usemtl material`; normals area-weighted when None."""
+    if normals is None:
+        normals = trimesh.Trimesh(vertices, faces, process=False).vertex_normals
+    normals = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    index = faces + first
+    return "".join([
+        f"o {object_name}\n",
         _format_rows("v %.6f %.6f %.6f\n", vertices),
         _format_rows("vt %.6f %.6f\n", uvs),
-        _format_rows("vn %.6f %.6f %.6f\n", vertex_normals),
-        "usemtl face\n",
+        _format_rows("vn %.6f %.6f %.6f\n", normals),
+        f"usemtl {material}\n",
         "s 1\n",
         _format_rows("f %d/%d/%d %d/%d/%d %d/%d/%d\n", np.repeat(index, 3, axis=1)),
-    ]
-    obj_path = folder / f"{name}.obj"
-    obj_path.write_text("".join(obj))
-    return obj_path
+    ])  # fmt: skip
 
 
 def write_zip(paths: Iterable, zip_path, root=None) -> Path:
