@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="camera (the default: keep the photo's white balance) or skin_prior (re-balance "
         "the albedo toward the skin colours the de-lighting network was trained on)",
     )
+    p.add_argument(
+        "--face-only",
+        action="store_true",
+        help="the face patch alone (no scalp, ears, neck, eyeballs or mouth)",
+    )
     p.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="folder or Hub repo id")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -236,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_fit_steps=args.fit_steps,
                 super_resolution=args.super_resolution,
                 white_balance=args.white_balance,
+                head=not args.face_only,
             )
             paths = save_outputs(out, folder)
             print(f"{len(photos)} photos of one person -> {paths['glb']}")
@@ -260,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                     num_fit_steps=args.fit_steps,
                     super_resolution=args.super_resolution,
                     white_balance=args.white_balance,
+                    head=not args.face_only,
                 )
                 folder = folder_inside(args.output, face_folder_name(name, face, n_faces))
                 paths = save_outputs(out, folder)
