@@ -23,12 +23,15 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
 
     Files: `<name>.glb`, `obj/<name>.obj` (+ `.mtl` and the textures it names:
     `<name>_BaseColor.png`, `_Normal`, `_Specular`, `_ORM`), `maps/<map>.png`, `camera.json`
-    (intrinsics, pose, SH lighting), `render.png`, `input.png`, `<name>.zip`.
+    (intrinsics, pose, SH lighting), `render.png`, `input.png`, `<name>.zip`. With
+    `output.head`, the GLB and OBJ hold the whole head (skin, eyes, mouth; the GLB with the 52
+    ARKit morph targets), the OBJ's textures include `<name>_Eye.png` and the maps
+    `maps/eye_texture.png`.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     maps = {k: _as_array(v) for k, v in output.maps.items()}
-    mesh = output.mesh
+    mesh, head = output.mesh, output.head
     paths: dict[str, Path] = {}
     paths["glb"] = export_glb(
         folder / f"{name}.glb",
@@ -41,10 +44,13 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
         vertex_normals=mesh.normals,
         occlusion=maps.get("ambient_occlusion"),
         camera=output.camera,
+        head=head,
     )
     paths["obj"] = export_obj(
-        folder / "obj", name, mesh.vertices, mesh.faces, mesh.uvs, maps, mesh.normals
+        folder / "obj", name, mesh.vertices, mesh.faces, mesh.uvs, maps, mesh.normals, head=head
     )
+    if head is not None and head.eye_texture is not None:
+        maps["eye_texture"] = head.eye_texture  # in the eyes' UV layout, not the maps'
     map_paths = save_maps(maps, folder / "maps")
     lighting = {
         "convention": "SH (3 x 9, linear RGB, camera space); shading = (1/pi) sum_j A_j c_j Y_j(n)",
