@@ -333,6 +333,7 @@ class AvatarPipeline(DiffusionPipeline):
                 head_model = load_head_model() if run.head else None
                 head, layout, skin, ao_skin = _head(views[0], head_model, topology, ao)
                 atlas = uv_atlas(resolution, layout)
+                face_albedo = albedo  # the render over the photo shows the face alone
                 if head is not None:
                     texture = complete_head_map(texture, head_model, atlas)
                     albedo = complete_head_map(albedo, head_model, atlas)
@@ -348,7 +349,7 @@ class AvatarPipeline(DiffusionPipeline):
             with timer("render"):
                 qualities = [_measure(v, i, fit, topology) for i, v in enumerate(views)]
                 outputs = [
-                    _view_output(v, q, topology, albedo, ao, gain)
+                    _view_output(v, q, topology, face_albedo, ao, gain)
                     for v, q in zip(views, qualities, strict=True)
                 ]
             progress.update()

@@ -217,9 +217,15 @@ def test_cli_tiny_run_writes_a_loadable_asset_and_reports_errors(tmp_path, capsy
                      "--fit-steps", "0"]) == 1  # fmt: skip
     err = capsys.readouterr().err
     assert "broken.jpg" in err and len(err.strip().splitlines()) == 1
+    assert cli_main([str(tmp_path / "astro.png"), "-o", str(tmp_path / "patch"), "--resolution",
+                     "128", "--fit-steps", "0", "--face-only"]) == 0  # fmt: skip
+    patch = trimesh.load(tmp_path / "patch" / "astro" / "face.glb", force="mesh")
+    assert len(patch.vertices) == 7305
     folder = tmp_path / "out" / "astro"
-    mesh = trimesh.load(folder / "face.glb", force="mesh")
-    assert len(mesh.vertices) == 7305 and mesh.visual.material.baseColorTexture.size == (128, 128)
+    scene = trimesh.load(folder / "face.glb")  # the head: skin, eyes, mouth
+    skin = max(scene.geometry.values(), key=lambda g: len(g.vertices))
+    assert len(scene.geometry) == 3 and len(skin.vertices) > 7305
+    assert skin.visual.material.baseColorTexture.size == (128, 128)
     assert Image.open(folder / "maps" / "diffuse_albedo.png").size == (128, 128)
     camera = json.loads((folder / "camera.json").read_text())
     assert np.asarray(camera["lighting"]["sh_coefficients"]).shape == (3, 9)
