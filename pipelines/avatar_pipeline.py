@@ -344,6 +344,12 @@ class AvatarPipeline(DiffusionPipeline):
                 reflectance = self.reflectance_maps(
                     texture, albedo, shape, visibility, atlas.chart, run.white_balance
                 )
+                if head is not None:  # the ring as the networks' face border, seamless
+                    for name in ("diffuse_albedo", "specular_albedo"):
+                        if name in reflectance:
+                            reflectance[name] = complete_head_map(
+                                reflectance[name], head_model, atlas
+                            )
                 # the light, re-expressed for the exported albedo (albedo x light ~ the photo)
                 gain = albedo_light_gain(albedo, reflectance.get("diffuse_albedo"), visibility)
             with timer("render"):
