@@ -68,7 +68,7 @@ def reconstruct_item(pipe, item: Item, folder: BatchFolder, options: dict) -> tu
     Never raises for the item's own problems: a photo that vanished or changed since the batch
     was planned, bad input (`modeling.errors`), a file that cannot be written, anything the
     pipeline raises, each becomes a `failed` record with the error (and the folder removed).
-    `options` are the pipeline call's global ones (`super_resolution`, `white_balance`).
+    `options` are the pipeline call's global ones (`super_resolution`, `white_balance`, `head`).
     """
     start = time.perf_counter()
     tmp = folder.tmp / item.name
@@ -186,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--super-resolution", choices=("auto", "on", "off"), default=None)
     p.add_argument("--white-balance", choices=("camera", "skin_prior"), default=None)
+    p.add_argument(
+        "--face-only",
+        action="store_true",
+        help="the face patch alone (no scalp, ears, neck, eyeballs or mouth), as the CLI's",
+    )
     p.add_argument(
         "--retry-failed",
         action="store_true",
@@ -352,7 +357,11 @@ def run_items(
             )
         return 2
     pipe.set_progress_bar_config(disable=True)  # one bar: the batch's, on the main process
-    options = {"super_resolution": args.super_resolution, "white_balance": args.white_balance}
+    options = {
+        "super_resolution": args.super_resolution,
+        "white_balance": args.white_balance,
+        "head": not args.face_only,
+    }
     for item in items:
         record, tmp = reconstruct_item(pipe, item, folder, options)
         record = commit({**record, "process": rank, "device": device}, tmp, folder, rank)

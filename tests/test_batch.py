@@ -219,8 +219,8 @@ def test_commit_moves_a_done_avatar_into_place_and_merge_keeps_input_order(tmp_p
 
 
 def make_photos(folder: Path) -> dict[str, str]:
-    """Four good photos (crops and variants of the example, in subfolders) and four bad ones.
-    Returns `{avatar name: what it is}`."""
+    """Four good photos (crops and variants of the example, in subfolders) and four bad ones,
+    named so that each of two processes gets two good ones. Returns `{avatar name: kind}`."""
     image = Image.open(PHOTO).convert("RGB")
     crop = image.crop((120, 10, 376, 266))  # a 256 px photo, the face ~150 px wide
     (folder / "sub" / "deep").mkdir(parents=True)
@@ -231,17 +231,17 @@ def make_photos(folder: Path) -> dict[str, str]:
     shutil.copy(folder / "a.jpg", folder / "sub" / "dup.jpg")
     (folder / "notes.jpg").write_text("a text file, not a photo")
     data = (folder / "a.jpg").read_bytes()
-    (folder / "cut.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "sub" / "cut.jpg").write_bytes(data[: len(data) // 3])
     Image.new("RGB", (200, 200), (128, 128, 128)).save(folder / "grey.png")
     return {"a": "good", "sub_b": "good", "sub_c": "good", "sub_deep_d": "good",
-            "sub_dup": "duplicate", "notes": "not an image", "cut": "truncated",
+            "sub_dup": "duplicate", "notes": "not an image", "sub_cut": "truncated",
             "grey": "no face"}  # fmt: skip
 
 
 EXPECTED_ERRORS = {
     "sub_dup": "duplicate of ",
     "notes": "is not an image",
-    "cut": "damaged or truncated",
+    "sub_cut": "damaged or truncated",
     "grey": "No face found",
 }
 
