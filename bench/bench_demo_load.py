@@ -37,7 +37,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.report import KEPT_SECTIONS
+from bench.report import KEPT_SECTIONS, write_kept_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -297,13 +297,7 @@ def markdown(result: dict, args) -> str:
 
 def write_section(text: str, path: Path = RESULTS) -> None:
     """Put `text` into `path` between the section's markers (appended the first time)."""
-    old = path.read_text() if path.is_file() else ""
-    section = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(new)
+    write_kept_section(text, path, (BEGIN, END))
 
 
 def main(argv=None) -> None:

@@ -330,7 +330,10 @@ def render_markdown(results: dict) -> str:
 
 # Sections other benchmarks write into RESULTS.md between these markers (e.g.
 # `bench.bench_demo_load`): kept, at the end, when the main benchmark rewrites the file.
-KEPT_SECTIONS = (("<!-- demo-load:begin -->", "<!-- demo-load:end -->"),)
+KEPT_SECTIONS = (
+    ("<!-- demo-load:begin -->", "<!-- demo-load:end -->"),  # bench.bench_demo_load
+    ("<!-- batch:begin -->", "<!-- batch:end -->"),  # bench.bench_batch
+)
 
 
 def _kept_sections(old_text: str) -> list[str]:
@@ -340,6 +343,19 @@ def _kept_sections(old_text: str) -> list[str]:
         if 0 <= start < stop:
             kept.append(old_text[start : stop + len(end)])
     return kept
+
+
+def write_kept_section(text: str, path: Path, markers: tuple[str, str]) -> None:
+    """Put `text` into `path` between `markers` (one of `KEPT_SECTIONS`), replacing what was
+    there, or appended the first time; the rest of the file is left as it is."""
+    begin, end = markers
+    old = path.read_text() if path.is_file() else ""
+    section = f"{begin}\n{text}\n{end}"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + section + old[old.index(end) + len(end) :]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(new)
 
 
 def write_results(results: dict, path: Path) -> Path:

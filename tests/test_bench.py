@@ -309,3 +309,15 @@ def test_colour_shift_ignores_lightness_and_sees_a_cast():
     outside = skin.copy()
     outside[~where] = [0, 0, 1]  # texels outside `where` do not count
     assert colour_shift(outside, skin, where) == pytest.approx(0, abs=1e-9)
+
+
+def test_results_writer_keeps_the_batch_section_written_by_its_bench(tmp_path):
+    path = tmp_path / "R.md"
+    markers = report.KEPT_SECTIONS[1]
+    report.write_kept_section("## Batch throughput\n\n| 1 | 2 |", path, markers)
+    report.write_kept_section("## Batch throughput\n\n| 3 | 4 |", path, markers)  # replaced
+    text = report.write_results(_fake_results(tmp_path, False), path).read_text()
+    assert (
+        text.count("## Batch throughput") == 1 and "| 3 | 4 |" in text and "| 1 | 2 |" not in text
+    )
+    assert "| a.jpg |" in text and text.rstrip().endswith(markers[1])
