@@ -46,6 +46,7 @@ __all__ = ["ENVIRONMENT_KINDS", "RelightScene", "prepare_scene", "relight", "rel
 DEFAULT_SPECULAR_ALBEDO = 0.3
 BACKGROUND = 0.18  # sRGB grey behind the face
 THREE_QUARTER_YAW = 35.0
+PROFILE_YAW = 90.0
 # Seeds of the procedural environments, picked so that each preview has a distinct, flattering
 # key light (the generators randomise its side and height).
 _SEEDS = {"studio": 6, "overcast": 2, "sunny": 0, "window": 6}
@@ -64,6 +65,11 @@ class RelightScene:
         specular (`(R, R, C)` linear, or a float).
         specular_normals, diffuse_normals (`(R, R, 3)` tangent space in [-1, 1], or `None`).
         centre (`(3,)`), radius (`float`): the head's bounding sphere.
+        eyes (`EyeParts` or `None`): the eyeballs of a full head (their own texture).
+
+    With a full head (`output.head`), the skin and the mouth bag (which share the maps' UV
+    layout) are `vertices` ... `ao`; the eyeballs are rendered with them, glossy, unlit by the
+    normal maps.
     """
 
     vertices: np.ndarray
@@ -78,6 +84,22 @@ class RelightScene:
     diffuse_normals: np.ndarray | None
     centre: np.ndarray
     radius: float
+    eyes: EyeParts | None = None
+
+
+@dataclass(frozen=True)
+class EyeParts:
+    """Eyeballs in the scene's world frame: `vertices`, `normals` `(V, 3)`, `faces` `(F, 3)`,
+    `uvs` `(V, 2)`, `albedo` `(S, S, 3)` linear."""
+
+    vertices: np.ndarray
+    normals: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    albedo: np.ndarray
+
+
+EYE_SPECULAR_ALBEDO = 0.6  # a wet cornea: a sharp, bright highlight
 
 
 def _as_float_map(value) -> np.ndarray:
@@ -97,12 +119,15 @@ def _tangent_normal_map(maps: dict, key: str) -> np.ndarray | None:
 def prepare_scene(output, ao_directions: int = 64) -> RelightScene:
     """Mesh in the photo's camera frame, baked AO and linear maps of an `AvatarPipelineOutput`
     (numpy or PIL maps)."""
-    mesh, camera = output.mesh, output.camera
+    camera, head = output.camera, getattr(output, "head", None)
     rotation = np.asarray(camera.rotation, np.float64)
-    vertices_obj = np.asarray(mesh.vertices, np.float64)
-    normals_obj = np.asarray(mesh.normals, np.float64)
-    faces = np.asarray(mesh.faces, np.int32)
-    uvs = np.asarray(mesh.uvs, np.float64)
+    parts = [output.mesh] if head is None else [output.mesh, head.mouth]
+    starts = np.cumsum([0] + [len(p.vertices) for p in parts])
+    vertices_obj = np.concatenate([np.asarray(p.vertices, np.float64) for p in parts])
+    normals_obj = np.concatenate([np.asarray(p.normals, np.float64) for p in parts])
+    faces = np.concatenate([np.asarray(p.faces) + s for p, s in zip(parts, starts, strict=False)])
+    faces = faces.astype(np.int32)
+    uvs = np.concatenate([np.asarray(p.uvs, np.float64) for p in parts])
     tangents = vertex_tangents(vertices_obj, faces, uvs, normals_obj)
     vertices = camera.object_to_camera(vertices_obj)
     centre = 0.5 * (vertices.min(0) + vertices.max(0))
@@ -125,6 +150,19 @@ def prepare_scene(output, ao_directions: int = 64) -> RelightScene:
         diffuse_normals=_tangent_normal_map(maps, "diffuse_normals"),
         centre=centre,
         radius=float(np.linalg.norm(vertices - centre, axis=1).max()),
+        eyes=None if head is None else _eye_parts(head, camera),
+    )
+
+
+def _eye_parts(head, camera: PinholeCamera) -> EyeParts:
+    eyes = head.eyes
+    texture = head.eye_texture if head.eye_texture is not None else np.full((4, 4, 3), 0.8)
+    return EyeParts(
+        vertices=camera.object_to_camera(np.asarray(eyes.vertices, np.float64)),
+        normals=np.asarray(eyes.normals, np.float64) @ np.asarray(camera.rotation).T,
+        faces=np.asarray(eyes.faces, np.int32),
+        uvs=np.asarray(eyes.uvs, np.float64),
+        albedo=srgb_to_linear(_as_float_map(texture)[..., :3]),
     )
 
 
@@ -184,34 +222,57 @@ def relight(
     scene = output if isinstance(output, RelightScene) else prepare_scene(output)
     env = _environment(environment_kind)
     camera, position, world_to_view = _view(scene, yaw_degrees, int(size))
-    raster = rasterize_view(camera, (scene.vertices - position) @ world_to_view.T, scene.faces)
+    eyes = scene.eyes
+    vertices, faces, uvs, normals_v = scene.vertices, scene.faces, scene.uvs, scene.normals
+    tangents_v, ao_v = scene.tangents, scene.ao
+    if eyes is not None:  # rasterized with the skin (depth), shaded with their own texture
+        n_eye = len(eyes.vertices)
+        faces = np.concatenate([faces, eyes.faces + len(vertices)])
+        vertices = np.concatenate([vertices, eyes.vertices])
+        uvs = np.concatenate([uvs, eyes.uvs])
+        normals_v = np.concatenate([normals_v, eyes.normals])
+        tangents_v = np.concatenate([tangents_v, np.tile([1.0, 0, 0, 1], (n_eye, 1))])
+        ao_v = np.concatenate([ao_v, np.ones(n_eye)])
+    raster = rasterize_view(camera, (vertices - position) @ world_to_view.T, faces)
     image = np.full((camera.height, camera.width, 3), BACKGROUND, np.float32)
     mask = raster.mask
     if not mask.any():
         return image
 
     def interpolate(attr):
-        return raster.interpolate(attr, scene.faces).astype(np.float64)
+        return raster.interpolate(attr, faces).astype(np.float64)
 
-    uv = interpolate(scene.uvs).astype(np.float32)
-    normals = interpolate(scene.normals)
+    uv = interpolate(uvs).astype(np.float32)
+    normals = interpolate(normals_v)
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    tangents = interpolate(scene.tangents)
-    positions = interpolate(scene.vertices)
-    ao = interpolate(scene.ao[:, None])[:, 0]
+    tangents = interpolate(tangents_v)
+    positions = interpolate(vertices)
+    ao = interpolate(ao_v[:, None])[:, 0]
     view_dirs = position - positions
     view_dirs /= np.linalg.norm(view_dirs, axis=1, keepdims=True)
+    on_eye = raster.face_ids[mask] >= len(scene.faces)
+    on_skin = ~on_eye
 
-    def bent(normal_map):  # the smooth normals bent by a tangent-space normal map
-        if normal_map is None:
-            return normals
-        return from_tangent_space(sample_uv_map(normal_map, uv), tangents, normals)
+    def bent(normal_map):  # the smooth normals bent by a tangent-space normal map (skin only)
+        out = normals.copy()
+        if normal_map is not None and on_skin.any():
+            out[on_skin] = from_tangent_space(
+                sample_uv_map(normal_map, uv[on_skin]), tangents[on_skin], normals[on_skin]
+            )
+        return out
 
     n_diffuse, n_specular = bent(scene.diffuse_normals), bent(scene.specular_normals)
-    albedo = sample_uv_map(scene.albedo, uv)
-    specular = scene.specular
-    if isinstance(specular, np.ndarray):
-        specular = torch.from_numpy(sample_uv_map(specular, uv).reshape(len(uv), -1))
+    albedo = np.zeros((len(uv), 3), np.float32)
+    specular = np.full((len(uv), 1), EYE_SPECULAR_ALBEDO, np.float32)
+    if on_skin.any():
+        albedo[on_skin] = sample_uv_map(scene.albedo, uv[on_skin])
+        if isinstance(scene.specular, np.ndarray):
+            specular[on_skin] = sample_uv_map(scene.specular, uv[on_skin]).reshape(-1, 1)
+        else:
+            specular[on_skin] = scene.specular
+    if on_eye.any():
+        albedo[on_eye] = sample_uv_map(eyes.albedo.astype(np.float32), uv[on_eye])
+    specular = torch.from_numpy(specular)
 
     def tensor(x):
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -243,11 +304,14 @@ def relight(
 def relight_previews(
     output,
     kinds=ENVIRONMENT_KINDS,
-    yaws=(0.0, THREE_QUARTER_YAW),
+    yaws=None,
     size: int = 512,
 ) -> list[tuple[Image.Image, str]]:
-    """`[(image, caption)]` for every environment kind and camera yaw (AO baked once)."""
+    """`[(image, caption)]` for every environment kind and camera yaw (AO baked once); by
+    default the photo's view and a 3/4 view, and a profile for a full head."""
     scene = prepare_scene(output)
+    if yaws is None:
+        yaws = (0.0, THREE_QUARTER_YAW) + ((PROFILE_YAW,) if scene.eyes is not None else ())
     previews = []
     for kind in kinds:
         for yaw in yaws:

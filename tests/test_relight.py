@@ -143,7 +143,19 @@ def test_tiny_reconstruction_is_lit_by_its_environment(tiny_scene):
 @pytest.mark.slow
 def test_previews_cover_every_environment_and_view(output):
     previews = relight_previews(output, size=64)
-    assert len(previews) == 8
+    views = 3 if output.head is not None else 2  # a full head is also shown in profile
+    assert len(previews) == 4 * views
     assert previews[0][1] == "studio, photo view"
     assert previews[1][1] == "studio, 35° view"
+    if output.head is not None:
+        assert previews[2][1] == "studio, 90° view"
     assert all(image.size == (64, 64) for image, _ in previews)
+
+
+def test_a_full_head_is_relit_with_its_eyes_and_a_profile(scene, output):
+    assert output.head is not None and scene.eyes is not None
+    assert len(scene.eyes.vertices) == len(output.head.eyes.vertices)
+    front, profile = relight(scene, "studio", 0.0, 96), relight(scene, "studio", 90.0, 96)
+    background = np.all(np.isclose(profile, profile[0, 0]), axis=-1)
+    assert 0.25 < 1 - background.mean() < 0.9  # a head seen from the side fills the frame
+    assert np.isfinite(front).all() and np.isfinite(profile).all()
