@@ -334,9 +334,11 @@ class AvatarPipeline(DiffusionPipeline):
                 head, layout, skin, ao_skin = _head(views[0], head_model, topology, ao)
                 atlas = uv_atlas(resolution, layout)
                 face_albedo = albedo  # the render over the photo shows the face alone
-                if head is not None:
-                    texture = complete_head_map(texture, head_model, atlas)
-                    albedo = complete_head_map(albedo, head_model, atlas)
+                if head is not None:  # one pass for both maps (channels stacked)
+                    both = complete_head_map(
+                        np.concatenate([texture, albedo], -1), head_model, atlas
+                    )
+                    texture, albedo = both[..., :3], both[..., 3:]
                     visibility = visibility * atlas.chart  # the ring is never seen
             with timer("normal_maps"):
                 shape = shape_maps(skin, atlas, layout, ao_skin)
@@ -345,11 +347,12 @@ class AvatarPipeline(DiffusionPipeline):
                     texture, albedo, shape, visibility, atlas.chart, run.white_balance
                 )
                 if head is not None:  # the ring as the networks' face border, seamless
-                    for name in ("diffuse_albedo", "specular_albedo"):
-                        if name in reflectance:
-                            reflectance[name] = complete_head_map(
-                                reflectance[name], head_model, atlas
-                            )
+                    names = [k for k in ("diffuse_albedo", "specular_albedo") if k in reflectance]
+                    stacked = [reflectance[k] for k in names]
+                    if names:
+                        done = complete_head_map(np.concatenate(stacked, -1), head_model, atlas)
+                        splits = np.cumsum([m.shape[-1] for m in stacked])[:-1]
+                        reflectance.update(zip(names, np.split(done, splits, axis=-1), strict=True))
                 # the light, re-expressed for the exported albedo (albedo x light ~ the photo)
                 gain = albedo_light_gain(albedo, reflectance.get("diffuse_albedo"), visibility)
             with timer("render"):

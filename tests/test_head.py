@@ -150,3 +150,47 @@ def test_actions_are_the_52_arkit_names(mean_head):
     assert {"jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "tongueOut"} <= set(names)
     assert mean_head.skin_actions.shape == (52, len(mean_head.skin.vertices), 3)
     assert np.isfinite(mean_head.skin_actions).all()
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from pipelines import AvatarPipeline
+
+    return AvatarPipeline.from_pretrained("weights_config")
+
+
+def test_pipeline_returns_the_head_and_its_maps_cover_the_ring(pipe):
+    from skimage import data
+
+    out = pipe(data.astronaut(), resolution=128, num_fit_steps=0)
+    head = load_head_model()
+    assert out.head is not None
+    np.testing.assert_array_equal(out.mesh.vertices, out.head.skin.vertices)
+    assert out.head.eye_texture.shape[-1] == 3
+    # the ring's texels carry skin colour close to the face border's, not black or the photo's
+    # background: the scalp is the border's skin colour spread over the head
+    atlas = uv_atlas(128, head)
+    ring = atlas.texels[head.ring_charts[atlas.faces]]
+    albedo = out.maps["diffuse_albedo"].reshape(-1, 3)
+    border = np.median(albedo[uv_atlas(128, load_topology()).texels], axis=0)
+    assert np.abs(np.median(albedo[ring], axis=0) - border).max() < 0.15
+    assert albedo[ring].min() > 0.02
+    # the face's own vertices are the fitted face's: the head does not move them
+    face_only = pipe(data.astronaut(), resolution=128, num_fit_steps=0, head=False)
+    assert out.head is not None and face_only.head is None
+    assert len(face_only.mesh.vertices) == load_topology().num_dense
+    first = {}
+    for i, v in enumerate(head.skin_source):
+        first.setdefault(int(v), i)
+    ids = np.array(sorted(v for v in first if v < load_topology().num_dense))
+    split = np.array([first[v] for v in ids])
+    np.testing.assert_allclose(out.mesh.vertices[split], face_only.mesh.vertices[ids], atol=1e-6)
+
+
+def test_several_photos_of_one_person_give_one_head(pipe):
+    from skimage import data
+
+    photo = data.astronaut()
+    out = pipe([photo, np.ascontiguousarray(photo[:, ::-1])], resolution=64, num_fit_steps=0)
+    assert out.head is not None and len(out.views) == 2
+    assert len(out.mesh.vertices) == len(out.head.skin.vertices)

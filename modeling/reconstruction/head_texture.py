@@ -16,7 +16,7 @@ import numpy as np
 from modeling.face_model.head import HeadMesh, HeadModel, eye_texture, iris_colour
 from modeling.reconstruction.geometry import FaceGeometry
 from modeling.reconstruction.texture import UVAtlas, pull_push_fill
-from rendering.render import sample_uv_map
+from rendering.render import barycentric_interpolate, sample_uv_map
 
 
 def skin_geometry(face: FaceGeometry, head: HeadMesh) -> FaceGeometry:
@@ -49,7 +49,9 @@ def complete_head_map(image: np.ndarray, head: HeadModel, atlas: UVAtlas) -> np.
     ]
     in_ring = head.ring_charts[atlas.faces]
     flat = image.reshape(-1, image.shape[-1]).copy()
-    flat[atlas.texels[in_ring]] = atlas.interpolate(skin, head.dense_faces)[in_ring]
+    flat[atlas.texels[in_ring]] = barycentric_interpolate(
+        skin, head.dense_faces, atlas.faces[in_ring], atlas.bary[in_ring]
+    )
     filled = flat.reshape(image.shape)
     return pull_push_fill(filled, atlas.chart.astype(np.float32)) * (~atlas.chart)[..., None] + (
         filled * atlas.chart[..., None]
