@@ -333,6 +333,7 @@ def render_markdown(results: dict) -> str:
 KEPT_SECTIONS = (
     ("<!-- demo-load:begin -->", "<!-- demo-load:end -->"),  # bench.bench_demo_load
     ("<!-- batch:begin -->", "<!-- batch:end -->"),  # bench.bench_batch
+    ("<!-- head:begin -->", "<!-- head:end -->"),  # bench.bench_head
 )
 
 
