@@ -31,7 +31,7 @@ import numpy as np
 from diffusers import DiffusionPipeline
 
 from modeling.export import to_pil
-from modeling.face_model.head import HeadModel, head_mesh, load_head_model
+from modeling.face_model.head import HeadModel, aim_eyes, head_mesh, load_head_model
 from modeling.face_model.topology import Topology, load_topology
 from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker, select_face
 from modeling.inputs.orientation import detect_upright, turn_axes, turn_camera, turn_landmarks
@@ -51,7 +51,12 @@ from modeling.reconstruction.first_order import (
 )
 from modeling.reconstruction.fitting import FitResult, face_ambient_occlusion, fit_photos
 from modeling.reconstruction.geometry import FaceGeometry, fit_camera_and_shape
-from modeling.reconstruction.head_texture import complete_head_map, photo_eye_texture, skin_geometry
+from modeling.reconstruction.head_texture import (
+    complete_head_map,
+    iris_gaze,
+    photo_eye_texture,
+    skin_geometry,
+)
 from modeling.reconstruction.quality import ViewQuality, measure_view, warnings_for
 from modeling.reconstruction.shape_maps import shape_maps
 from modeling.reconstruction.texture import check_resolution, skin_mask, uv_atlas
@@ -491,7 +496,11 @@ def _head(view: View, head_model: HeadModel | None, topology: Topology, ao: np.n
     if head_model is None:
         return None, topology, view.geometry, ao
     head = head_mesh(view.geometry.vertices_object, head_model)
-    head = replace(head, eye_texture=photo_eye_texture(view.image, view.geometry, head_model))
+    iris = view.landmarks.iris
+    if iris is not None:
+        head = aim_eyes(head, iris_gaze(head, view.geometry, iris))
+    texture = photo_eye_texture(view.image, view.geometry, head_model, iris)
+    head = replace(head, eye_texture=texture)
     skin = skin_geometry(view.geometry, head)
     return head, head_model, skin, face_ambient_occlusion(skin.vertices_object, head_model)
 

@@ -68,6 +68,24 @@ def test_astronaut_has_one_face_in_the_right_place(astronaut, tracker, reference
         reference.points[0, 0] = 0.0  # read-only
 
 
+def test_irises_are_tracked_inside_their_eyes_and_follow_a_turn(astronaut, tracker, reference):
+    from modeling.inputs.orientation import turn_landmarks
+
+    iris = reference.iris
+    assert iris is not None and iris.shape == (10, 3)
+    for centre, corners in ((iris[0], (33, 133)), (iris[5], (362, 263))):  # right, left eye
+        x0, x1 = sorted(reference.points[list(corners), 0])
+        assert x0 < centre[0] < x1
+        rim = np.linalg.norm(iris[1:5, :2] - iris[0, :2], axis=1) if centre is iris[0] else None
+        if rim is not None:
+            assert 0.02 < rim.mean() / reference.width < 0.08  # an iris, not the whole eye
+    turned = turn_landmarks(reference, 1)
+    back = turn_landmarks(turned, -1)
+    np.testing.assert_allclose(back.iris, iris, atol=1e-9)
+    with pytest.raises(ValueError):
+        reference.iris[0, 0] = 0.0  # read-only
+
+
 @pytest.mark.parametrize("kind", ["blank", "noise"])
 def test_no_face(tracker, kind):
     rng = np.random.default_rng(0)

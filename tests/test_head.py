@@ -194,3 +194,32 @@ def test_several_photos_of_one_person_give_one_head(pipe):
     out = pipe([photo, np.ascontiguousarray(photo[:, ::-1])], resolution=64, num_fit_steps=0)
     assert out.head is not None and len(out.views) == 2
     assert len(out.mesh.vertices) == len(out.head.skin.vertices)
+
+
+def test_eyes_look_where_the_tracked_irises_are(mean_head):
+    from modeling.face_model.head import aim_eyes
+    from modeling.reconstruction.geometry import FaceGeometry
+    from modeling.reconstruction.head_texture import iris_gaze
+    from rendering.camera import PinholeCamera
+
+    topology = load_topology()
+    face = topology.lift(topology.frontal_shape[:468])
+    camera = PinholeCamera.from_fov(640, 640, 40.0, rotation=np.eye(3), translation=[0, 0, -0.5])
+    geometry = FaceGeometry(camera, camera.object_to_camera(face), face, face, face)
+    wanted = np.array([[0.2, 0.1, 1.0], [0.2, 0.1, 1.0]])  # both look up and to the left
+    wanted /= np.linalg.norm(wanted, axis=1, keepdims=True)
+    front = mean_head.eye_centres + mean_head.eye_radius * wanted
+    pixels = camera.project(camera.object_to_camera(front))
+    iris = np.zeros((10, 3))
+    iris[[0, 5], :2] = pixels
+    gaze = iris_gaze(mean_head, geometry, iris)
+    np.testing.assert_allclose(gaze, wanted, atol=0.02)
+    aimed = aim_eyes(mean_head, gaze)
+    half = len(aimed.eyes.vertices) // 2
+    for i in range(2):  # the pole (the iris) now points along the gaze, the ball stays put
+        part = aimed.eyes.vertices[i * half : (i + 1) * half].astype(np.float64)
+        pole = part[0] - mean_head.eye_centres[i]  # vertex 0 is the front pole
+        assert np.dot(pole / np.linalg.norm(pole), gaze[i]) > 0.999
+        np.testing.assert_allclose(
+            part.mean(0), mean_head.eyes.vertices[i * half : (i + 1) * half].mean(0), atol=2e-3
+        )

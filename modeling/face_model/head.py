@@ -22,7 +22,7 @@ the sockets use the texels of the eye fans they replace.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -301,6 +301,45 @@ def head_mesh(face_vertices: np.ndarray, head: HeadModel | None = None) -> HeadM
     )  # fmt: skip
 
 
+MAX_GAZE_ANGLE = np.radians(35.0)  # beyond this the iris landmarks are not trusted
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation `(3, 3)` taking unit vector `a` to unit vector `b`."""
+    axis = np.cross(a, b)
+    sin, cos = np.linalg.norm(axis), float(a @ b)
+    if sin < 1e-12:
+        return np.eye(3)
+    k = axis / sin
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + sin * cross + (1 - cos) * cross @ cross
+
+
+def aim_eyes(head: HeadMesh, gaze: np.ndarray) -> HeadMesh:
+    """The head with each eyeball turned about its centre so that its iris (the sphere's +z
+    pole) looks along `gaze` `(2, 3)` (right eye, left eye; object space, unit), each limited to
+    `MAX_GAZE_ANGLE` from straight ahead (+z)."""
+    ahead = np.array([0.0, 0.0, 1.0])
+    vertices = head.eyes.vertices.astype(np.float64).copy()
+    normals = head.eyes.normals.astype(np.float64).copy()
+    half = len(vertices) // 2
+    for i, (centre, direction) in enumerate(zip(head.eye_centres, gaze, strict=True)):
+        direction = np.asarray(direction, np.float64) / np.linalg.norm(direction)
+        angle = np.arccos(np.clip(direction @ ahead, -1, 1))
+        if angle > MAX_GAZE_ANGLE:  # keep the direction's azimuth, limit its angle
+            side = direction - ahead * (direction @ ahead)
+            side /= max(np.linalg.norm(side), 1e-12)
+            direction = ahead * np.cos(MAX_GAZE_ANGLE) + side * np.sin(MAX_GAZE_ANGLE)
+        rot = _rotation_between(ahead, direction)
+        part = slice(i * half, (i + 1) * half)
+        vertices[part] = (vertices[part] - centre) @ rot.T + centre
+        normals[part] = normals[part] @ rot.T
+    eyes = replace(
+        head.eyes, vertices=vertices.astype(np.float32), normals=normals.astype(np.float32)
+    )
+    return replace(head, eyes=eyes)
+
+
 def _seamless_normals(skin_vertices, skin_faces, head: HeadModel, unique) -> np.ndarray:
     """Vertex normals of the skin computed over unique positions, so UV seams do not show."""
     num_split = len(head.skin_source)
@@ -354,16 +393,31 @@ def eye_texture(iris_rgb: np.ndarray, size: int = 256) -> np.ndarray:
     return np.clip(image, 0, 1).astype(np.float32)
 
 
-def iris_colour(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """`(3,)` sRGB iris colour from the photo `(H, W, 3)` float in [0, 1], given the eye
-    openings' outlines in pixels `(n, 2)`: the median of the darker half of the pixels inside
-    (the sclera is brighter, the pupil and lashes darkest), brightened a little for the shade of
-    the lids; a neutral brown when the eye shows too few pixels."""
+def iris_colour(
+    image: np.ndarray, pixels: np.ndarray, iris: np.ndarray | None = None
+) -> np.ndarray:
+    """`(3,)` sRGB iris colour from the photo `(H, W, 3)` float in [0, 1], given one eye
+    opening's outline in pixels `(n, 2)` and, when known, the iris landmarks `(5, 2+)` (centre,
+    then 4 rim points): the median of the iris ring (0.4..0.9 of its radius: no pupil, no
+    limbus) inside the opening; without them, of the darker half of the opening's pixels (the
+    sclera is brighter, the pupil and lashes darkest). Brightened a little for the shade of the
+    lids; a neutral brown when the eye shows too few pixels."""
     import cv2
 
-    mask = np.zeros(image.shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(pixels).astype(np.int32)], 1)
-    inside = image[mask > 0]
+    opening = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(opening, [np.round(pixels).astype(np.int32)], 1)
+    if iris is not None:
+        centre = iris[0, :2]
+        radius = np.linalg.norm(iris[1:, :2] - centre, axis=1).mean()
+        h, w = image.shape[:2]
+        x0, y0 = (np.floor(centre - radius) - 1).astype(int).clip(0, [w, h])
+        x1, y1 = (np.ceil(centre + radius) + 2).astype(int).clip(0, [w, h])
+        rows, cols = np.mgrid[y0:y1, x0:x1]
+        r = np.hypot(cols + 0.5 - centre[0], rows + 0.5 - centre[1]) / max(radius, 1e-6)
+        ring = (opening[y0:y1, x0:x1] > 0) & (r > 0.4) & (r < 0.9)
+        if ring.sum() >= 6:
+            return np.clip(np.median(image[y0:y1, x0:x1][ring], axis=0) * 1.3, 0.02, 0.9)
+    inside = image[opening > 0]
     if len(inside) < 12:
         return np.array([0.35, 0.22, 0.14])
     luma = inside @ np.array([0.2126, 0.7152, 0.0722])

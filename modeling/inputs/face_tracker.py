@@ -104,14 +104,20 @@ class FaceLandmarks:
             pixels (same scale as x; smaller is closer to the camera).
         box (`np.ndarray` of shape `(4,)`, float64): the landmarks' bounding box x0, y0, x1, y1.
         image_size (`tuple[int, int]`): (height, width) of the image the face was found in.
+        iris (`np.ndarray` of shape `(10, 3)` or `None`): the iris landmarks of the refined face
+            mesh (MediaPipe 468..477: the subject's right iris centre and 4 rim points, then
+            the left's), same units as `points`; `None` where the refined mesh missed the face.
     """
 
     points: np.ndarray
     box: np.ndarray
     image_size: tuple[int, int]
+    iris: np.ndarray | None = None
 
     def __post_init__(self):
-        for name in ("points", "box"):
+        for name in ("points", "box", "iris"):
+            if getattr(self, name) is None:
+                continue
             array = np.array(getattr(self, name), dtype=np.float64)
             array.setflags(write=False)
             object.__setattr__(self, name, array)
@@ -122,10 +128,18 @@ class FaceLandmarks:
         return float(self.box[2] - self.box[0])
 
     @classmethod
-    def from_points(cls, points: np.ndarray, image_size: tuple[int, int]) -> FaceLandmarks:
+    def from_points(
+        cls, points: np.ndarray, image_size: tuple[int, int], iris: np.ndarray | None = None
+    ) -> FaceLandmarks:
         xy = points[:, :2]
         box = np.concatenate([xy.min(axis=0), xy.max(axis=0)])
-        return cls(points, box, (int(image_size[0]), int(image_size[1])))
+        return cls(points, box, (int(image_size[0]), int(image_size[1])), iris)
+
+    def mapped(self, points_map, image_size: tuple[int, int]) -> FaceLandmarks:
+        """The same face with `points_map` (`(N, 3)` -> `(N, 3)`) applied to its points and
+        iris, in an image of `image_size`."""
+        iris = None if self.iris is None else points_map(self.iris)
+        return FaceLandmarks.from_points(points_map(self.points), image_size, iris)
 
 
 class FaceTracker:
@@ -298,7 +312,7 @@ class FaceTracker:
         y0 = int(round((box[1] + box[3] - side) / 2))
         scale = side / _CROP_SIZE
         candidates = [
-            FaceLandmarks.from_points(f.points * scale + [x0, y0, 0], (height, width))
+            f.mapped(lambda p: p * scale + [x0, y0, 0], (height, width))
             for f in self._run_mesh(_crop_square(image, x0, y0, side))
         ]
         best = max(candidates, key=lambda f: _iou(f.box, box), default=None)
@@ -331,12 +345,14 @@ def largest_face(image: np.ndarray, tracker: FaceTracker | None = None) -> FaceL
 
 
 def _mesh_faces(graph, image: np.ndarray) -> list[FaceLandmarks]:
-    """The faces a MediaPipe face-mesh `graph` finds in `image` (first 468 points, pixels)."""
+    """The faces a MediaPipe face-mesh `graph` finds in `image` (468 points and, from the
+    refined graph, the 10 iris points; pixels)."""
     height, width = image.shape[:2]
     faces = []
     for face in graph.process(image).multi_face_landmarks or []:
-        norm = np.array([(p.x, p.y, p.z) for p in face.landmark[:NUM_LANDMARKS]])
-        faces.append(FaceLandmarks.from_points(norm * [width, height, width], (height, width)))
+        norm = np.array([(p.x, p.y, p.z) for p in face.landmark]) * [width, height, width]
+        iris = norm[NUM_LANDMARKS : NUM_LANDMARKS + 10] if len(norm) >= NUM_LANDMARKS + 10 else None
+        faces.append(FaceLandmarks.from_points(norm[:NUM_LANDMARKS], (height, width), iris))
     return faces
 
 
@@ -351,7 +367,7 @@ def _with_refined_eyes(faces: list[FaceLandmarks], refined: list[FaceLandmarks])
             continue
         points = face.points.copy()
         points[list(REFINED_EYE_CONTOURS)] = match.points[list(REFINED_EYE_CONTOURS)]
-        out.append(FaceLandmarks.from_points(points, face.image_size))
+        out.append(FaceLandmarks.from_points(points, face.image_size, match.iris))
     return out
 
 

@@ -71,7 +71,7 @@ def turn_camera(camera: PinholeCamera, k: int) -> PinholeCamera:
 def turn_landmarks(face: FaceLandmarks, k: int) -> FaceLandmarks:
     """`face` found in a photo -> the same face in the photo turned by `k` quarter turns."""
     size = face.image_size if k % 2 == 0 else face.image_size[::-1]
-    return FaceLandmarks.from_points(turn_points(face.points, k, face.image_size), size)
+    return face.mapped(lambda p: turn_points(p, k, face.image_size), size)
 
 
 def upright_turns(face: FaceLandmarks) -> int:

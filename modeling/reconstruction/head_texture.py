@@ -68,9 +68,30 @@ def _skin_like(colours: np.ndarray, spread: float = 0.15) -> np.ndarray:
     return keep * colours + (1 - keep) * median
 
 
-def photo_eye_texture(image: np.ndarray, face: FaceGeometry, head: HeadModel) -> np.ndarray:
+def photo_eye_texture(image: np.ndarray, face: FaceGeometry, head: HeadModel, iris=None):
     """The eyeball texture with the iris colour seen in the photo `(H, W, 3)` float in [0, 1]
-    (both eye openings, projected by the fitted camera)."""
+    (both eye openings, projected by the fitted camera; `iris` `(10, 3)` pixels: MediaPipe's
+    iris landmarks, right eye first, when tracked)."""
     pixels = [face.camera.project(face.vertices_camera[loop]) for loop in head.eye_loops.values()]
-    colours = [iris_colour(image, p) for p in pixels]
+    irises = [None, None] if iris is None else [iris[:5], iris[5:]]
+    colours = [iris_colour(image, p, i) for p, i in zip(pixels, irises, strict=True)]
     return eye_texture(np.mean(colours, axis=0))
+
+
+def iris_gaze(head: HeadMesh, face: FaceGeometry, iris: np.ndarray) -> np.ndarray:
+    """`(2, 3)` object-space gaze directions (right eye, left eye): from each eyeball's centre
+    to where the camera ray through the tracked iris centre (`iris` `(10, 3)` pixels) meets the
+    ball (or passes nearest to it)."""
+    camera = face.camera
+    rotation = np.asarray(camera.rotation, np.float64)
+    gaze = []
+    for centre, pixel in zip(head.eye_centres, iris[[0, 5], :2], strict=True):
+        c = camera.object_to_camera(centre[None])[0]
+        ray = camera.unproject(pixel[None], np.ones(1))[0]
+        ray /= np.linalg.norm(ray)
+        along = ray @ c
+        disc = along**2 - c @ c + head.eye_radius**2
+        point = ray * (along - np.sqrt(disc) if disc > 0 else along)
+        direction = point - c
+        gaze.append(rotation.T @ (direction / max(np.linalg.norm(direction), 1e-12)))
+    return np.array(gaze)
