@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+import cv2
 import numpy as np
 from diffusers import DiffusionPipeline
 
@@ -36,6 +37,7 @@ from modeling.face_model.topology import Topology, load_topology
 from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker, select_face
 from modeling.inputs.orientation import detect_upright, turn_axes, turn_camera, turn_landmarks
 from modeling.inputs.photo import load_image
+from modeling.inputs.skin_segmentation import SkinSegmenter
 from modeling.networks.delighting import check_white_balance
 from modeling.networks.reflectance import (
     check_super_resolution_mode,
@@ -48,6 +50,7 @@ from modeling.reconstruction.first_order import (
     albedo_light_gain,
     first_order_maps,
     fuse_first_order_maps,
+    fuse_skin_seen,
 )
 from modeling.reconstruction.fitting import FitResult, face_ambient_occlusion, fit_photos
 from modeling.reconstruction.geometry import FaceGeometry, fit_camera_and_shape
@@ -89,6 +92,8 @@ class View:
         first_order (`FirstOrderMaps` or `None`): the photo unwrapped and first-order de-lit.
         quarter_turns (`int`): counter-clockwise quarter turns that made the photo as given
             upright (`modeling.inputs.orientation`); outputs are turned back.
+        skin_mask (`(H, W)` float32 in [0, 1] or `None`): what of the upright photo is this
+            face's skin (`modeling.inputs.skin_segmentation`); gates the unwrapping.
     """
 
     photo: np.ndarray
@@ -98,6 +103,7 @@ class View:
     raster: ViewRaster | None = None
     first_order: FirstOrderMaps | None = None
     quarter_turns: int = 0
+    skin_mask: np.ndarray | None = None
 
     @cached_property
     def image(self) -> np.ndarray:
@@ -192,6 +198,7 @@ class AvatarPipeline(DiffusionPipeline):
             head=head,
         )
         self._tracker: FaceTracker | None = None
+        self._skin_segmenter: SkinSegmenter | None = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs):
@@ -246,6 +253,12 @@ class AvatarPipeline(DiffusionPipeline):
                 max_num_faces=self.config.max_num_faces, min_face_size=self.config.min_face_size
             )
         return self._tracker
+
+    @property
+    def skin_segmenter(self) -> SkinSegmenter:
+        if self._skin_segmenter is None:
+            self._skin_segmenter = SkinSegmenter()
+        return self._skin_segmenter
 
     def detect_faces(self, image) -> list[FaceLandmarks]:
         """All faces in a photo (path, PIL, array), largest first, found with the photo turned
@@ -321,6 +334,9 @@ class AvatarPipeline(DiffusionPipeline):
                     View(photo, lm, fit_camera_and_shape(lm, topology, fov), quarter_turns=k)
                     for k, photo, lm in tracked
                 ]
+            with timer("skin_segmentation"):
+                views = [replace(v, skin_mask=self.skin_segmenter.mask(v.photo, v.landmarks))
+                         for v in views]  # fmt: skip
             progress.update()
             views, ao, fit = self._fit(views, topology, run.num_fit_steps, timer)
             progress.update()
@@ -328,6 +344,7 @@ class AvatarPipeline(DiffusionPipeline):
                 unwrap_size = resolution // 4 if run.super_resolve else resolution
                 views = [_unwrap(v, unwrap_size, topology, ao) for v in views]
                 texture, albedo, visibility = fuse_first_order_maps([v.first_order for v in views])
+                skin_seen = _uv_skin_mask(views, resolution)
             progress.update()
             if run.super_resolve:
                 with timer("super_resolution"):
@@ -372,6 +389,7 @@ class AvatarPipeline(DiffusionPipeline):
             "diffuse_albedo": albedo,
             **shape,
             "visibility": visibility[..., None],
+            "skin_mask": skin_seen[..., None],
             **reflectance,  # replaces diffuse_albedo with the network's
         }
         out = AvatarPipelineOutput(
@@ -463,8 +481,18 @@ def _unwrap(view: View, resolution: int, topology: Topology, ao: np.ndarray) -> 
     """The view with its photo unwrapped into R x R UV maps and first-order de-lit."""
     g = view.geometry
     raster = rasterize_view(g.camera, g.vertices_camera, topology.dense_faces)
-    maps = first_order_maps(view.image, g, raster, resolution, topology, view.lighting, ao=ao)
+    maps = first_order_maps(view.image, g, raster, resolution, topology, view.lighting, ao=ao,
+                            photo_mask=view.skin_mask)  # fmt: skip
     return replace(view, raster=raster, first_order=maps)
+
+
+def _uv_skin_mask(views: list[View], resolution: int) -> np.ndarray:
+    """`(R, R)` float32: what the photos showed of each texel as skin (`fuse_skin_seen`),
+    at the maps' resolution (the unwrapping may run at a quarter of it)."""
+    seen = fuse_skin_seen([v.first_order for v in views])
+    if seen.shape[0] != resolution:
+        seen = cv2.resize(seen, (resolution, resolution), interpolation=cv2.INTER_LINEAR)
+    return np.clip(seen, 0, 1).astype(np.float32)
 
 
 def _view_output(view: View, quality: ViewQuality, topology: Topology, albedo: np.ndarray,
@@ -482,11 +510,17 @@ def _view_output(view: View, quality: ViewQuality, topology: Topology, albedo: n
         lighting=rotate_sh(lighting * light_gain[:, None], turn_axes(k)).astype(np.float32),
         render=np.ascontiguousarray(np.rot90(render, -k)),
         render_mask=np.ascontiguousarray(np.rot90(mask, -k)),
+        skin_mask=_turned_back(view.skin_mask, k),
         image=np.ascontiguousarray(np.rot90(view.photo, -k)),
         landmarks=turn_landmarks(view.landmarks, -k),
         quality=quality,
         quarter_turns=k,
     )
+
+
+def _turned_back(image: np.ndarray | None, k: int) -> np.ndarray | None:
+    """An upright-photo image `(H, W, ...)` turned back to the photo as given (`None` stays)."""
+    return None if image is None else np.ascontiguousarray(np.rot90(image, -k))
 
 
 def _head(view: View, head_model: HeadModel | None, topology: Topology, ao: np.ndarray):

@@ -42,6 +42,9 @@ class ViewOutput:
         render (`np.ndarray` `(H, W, 3)` float32 or PIL): albedo x lighting rendered over the
             photo.
         render_mask (`np.ndarray` `(H, W)` bool): pixels covered by the face.
+        skin_mask (`np.ndarray` `(H, W)` float32 in [0, 1] or `None`): what of the photo is
+            this face's skin (`modeling.inputs.skin_segmentation`: not background, a hand,
+            hair or glasses); only those pixels were unwrapped into the maps.
         image (`np.ndarray` `(H, W, 3)` uint8): the input photo, upright RGB.
         landmarks (`FaceLandmarks`): the tracked face.
         quality (`ViewQuality`): how far this photo's reconstruction can be trusted (fit PSNR,
@@ -59,6 +62,7 @@ class ViewOutput:
     landmarks: FaceLandmarks
     quality: ViewQuality | None = None
     quarter_turns: int = 0
+    skin_mask: np.ndarray | None = None
 
 
 def _first_view(name: str) -> property:
@@ -78,12 +82,14 @@ class AvatarPipelineOutput(BaseOutput):
             (or PIL images with `output_type="pil"`): `texture` (the photo unwrapped and
             completed, sRGB), `diffuse_albedo` (sRGB), `shape_normals` (object space, (n+1)/2),
             `shape_normals_tangent` (tangent space, (n+1)/2), `ambient_occlusion` and
-            `visibility` (1 channel each); with the reflectance networks also
-            `diffuse_albedo_first_order` (the backbone's; `diffuse_albedo` is then the
-            network's), `specular_albedo` (1 channel), `specular_normals` and `diffuse_normals`
-            (tangent space on the mesh's smooth frame, (n+1)/2).
+            `visibility` (1 channel each), `skin_mask` (1 channel: what the photos showed of
+            each texel as skin, the geometric visibility times the photo's skin mask); with the
+            reflectance networks also `diffuse_albedo_first_order` (the backbone's;
+            `diffuse_albedo` is then the network's), `specular_albedo` (1 channel),
+            `specular_normals` and `diffuse_normals` (tangent space on the mesh's smooth frame,
+            (n+1)/2).
         views (`list[ViewOutput]`): one per photo (several photos of one person share the mesh
-            and the maps); `camera`, `lighting`, `render`, `render_mask`, `image` and
+            and the maps); `camera`, `lighting`, `render`, `render_mask`, `skin_mask`, `image` and
             `landmarks` read the first.
         timings (`dict[str, float]`): seconds per stage.
         fit (`FitResult` or `None`): the photometric fit (losses, masked PSNR before/after),
@@ -108,5 +114,6 @@ class AvatarPipelineOutput(BaseOutput):
     lighting = _first_view("lighting")
     render = _first_view("render")
     render_mask = _first_view("render_mask")
+    skin_mask = _first_view("skin_mask")
     image = _first_view("image")
     landmarks = _first_view("landmarks")

@@ -99,6 +99,8 @@ class FirstOrderMaps:
     texture, albedo (`(R, R, 3)` float32 sRGB): completed photo texture and diffuse albedo.
     visibility (`(R, R)` float32).
     texture_seen, albedo_seen (`(R, R, 3)`): the same before completion (0 off the chart).
+    skin_seen (`(R, R)` float32 or `None`): what the photo showed of each texel as skin
+        (`UnwrappedTexture.skin_seen`; the geometric visibility where no photo mask was given).
     """
 
     unwrapped: UnwrappedTexture
@@ -108,6 +110,7 @@ class FirstOrderMaps:
     visibility: np.ndarray
     texture_seen: np.ndarray
     albedo_seen: np.ndarray
+    skin_seen: np.ndarray | None = None
 
 
 def first_order_maps(
@@ -118,6 +121,7 @@ def first_order_maps(
     topology: Topology,
     lighting: np.ndarray | None = None,
     ao: np.ndarray | None = None,
+    photo_mask: np.ndarray | None = None,
 ) -> FirstOrderMaps:
     """Unwrap the photo, estimate (or take) the SH lighting, divide it out, complete the maps.
 
@@ -126,8 +130,13 @@ def first_order_maps(
         lighting (`(3, 9)`, *optional*): a known light (e.g. fitted); re-normalised on the skin.
         ao (`(V,)`, *optional*): per-vertex ambient occlusion of the dense mesh, divided out
             with the light (the photo's shading includes the face's self-occlusion).
+        photo_mask (`(H, W)` in [0, 1], *optional*): the photo's skin mask
+            (`modeling.inputs.skin_segmentation`): rejected pixels give no texels, so they
+            neither colour the maps nor count for the light, and are completed instead.
     """
-    unwrapped = unwrap_texture(image, geometry, view_raster, resolution, topology)
+    unwrapped = unwrap_texture(
+        image, geometry, view_raster, resolution, topology, photo_mask=photo_mask
+    )
     atlas = unwrapped.atlas
     colors_lin = srgb_to_linear(unwrapped.colors)
     ao_texels = None if ao is None else atlas.interpolate(ao[:, None], topology.dense_faces)[:, 0]
@@ -146,9 +155,17 @@ def first_order_maps(
     albedo_seen = atlas.to_image(linear_to_srgb(albedo_lin))
     texture, _ = complete_uv_map(texture_seen, visibility)
     albedo, _ = complete_uv_map(albedo_seen, visibility)
+    skin_seen = atlas.to_image(unwrapped.skin_seen[:, None])[..., 0]
     return FirstOrderMaps(
-        unwrapped, lighting, texture, albedo, visibility, texture_seen, albedo_seen
+        unwrapped, lighting, texture, albedo, visibility, texture_seen, albedo_seen, skin_seen
     )
+
+
+def fuse_skin_seen(maps: list[FirstOrderMaps]) -> np.ndarray:
+    """`(R, R)` float32 in [0, 1]: what the photos showed of each texel as skin (the sum of
+    their `skin_seen`, capped at 1; the visibility for maps without it)."""
+    seen = [m.visibility if m.skin_seen is None else m.skin_seen for m in maps]
+    return np.clip(sum(seen), 0, 1).astype(np.float32)
 
 
 def fuse_first_order_maps(maps: list[FirstOrderMaps]):

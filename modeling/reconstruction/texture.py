@@ -3,9 +3,11 @@
 Unwrapping rasterizes the mesh in UV space (the *atlas*: which triangle and barycentrics each
 texel has, cached per resolution), carries every texel to the photo through the camera, samples
 the photo there, and scores the texel's visibility: hidden behind the face in the photo's depth
-buffer -> 0; seen at a grazing angle -> fades to 0. Completion mirrors through the symmetric UV
-layout (a texel's mirror partner is the horizontally flipped texel), then fills what is still
-missing, inside and outside the chart, by pull-push interpolation, so no texel is left empty.
+buffer -> 0; seen at a grazing angle -> fades to 0; on a pixel that a photo-space skin mask
+(`modeling.inputs.skin_segmentation`) rejects (hair, glasses, a hand, the background) -> 0.
+Completion mirrors through the symmetric UV layout (a texel's mirror partner is the horizontally
+flipped texel), then fills what is still missing, inside and outside the chart, by pull-push
+interpolation, so no texel is left empty.
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ class UnwrappedTexture:
     colors (`(N, 3)` float32): photo colours (as stored in the photo, sRGB) at each texel.
     visibility (`(N,)` float32 in [0, 1]): 0 hidden or off-image, 1 clearly seen.
     normals_camera, normals_object (`(N, 3)` float32): unit shape normals.
+    skin_seen (`(N,)` float32 in [0, 1] or `None`): how much of each texel the photo showed as
+        skin: the geometric visibility times the photo mask at the texel's pixel, before the
+        edge fade (`None` from older callers; the geometric visibility without a mask).
     """
 
     atlas: UVAtlas
@@ -102,6 +107,7 @@ class UnwrappedTexture:
     visibility: np.ndarray
     normals_camera: np.ndarray
     normals_object: np.ndarray
+    skin_seen: np.ndarray | None = None
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -116,6 +122,7 @@ def unwrap_texture(
     topology: Topology | None = None,
     depth_tolerance: float = 0.004,
     grazing: tuple[float, float] = (0.15, 0.5),
+    photo_mask: np.ndarray | None = None,
 ) -> UnwrappedTexture:
     """Unwrap the photo into UV space.
 
@@ -127,6 +134,9 @@ def unwrap_texture(
         depth_tolerance (`float`): metres a texel may lie behind the depth buffer and still count.
         grazing (`(float, float)`): cosines of the viewing angle between which visibility ramps
             from 0 to 1.
+        photo_mask (`(H, W)` float in [0, 1], *optional*): what of the photo is this face's
+            skin (`modeling.inputs.skin_segmentation`); each texel's visibility is multiplied by
+            it at the texel's pixel, so occluders get no texels and are completed instead.
     """
     topology = topology or load_topology()
     atlas = uv_atlas(resolution, topology)
@@ -152,8 +162,17 @@ def unwrap_texture(
     lo, hi = grazing
     facing = np.clip((cos_view - lo) / (hi - lo), 0, 1)
     visibility = (facing * unoccluded * inside).astype(np.float32)
+    if photo_mask is not None:
+        if photo_mask.shape != (h, w):
+            raise ValueError(
+                f"photo_mask must be the photo's size {(h, w)}, got shape {photo_mask.shape}"
+            )
+        mask = np.clip(np.asarray(photo_mask, np.float32), 0, 1)[..., None]
+        visibility = visibility * sample_image(mask, pixels)[:, 0]
+    # Before the fade: the fade also pulls back from the mask's edges (hair line, frames).
+    skin_seen = visibility.copy()
     visibility = _pull_back_from_edges(atlas, visibility)
-    return UnwrappedTexture(atlas, colors, visibility, normals_cam, normals_obj)
+    return UnwrappedTexture(atlas, colors, visibility, normals_cam, normals_obj, skin_seen)
 
 
 def _pull_back_from_edges(atlas: UVAtlas, visibility: np.ndarray) -> np.ndarray:

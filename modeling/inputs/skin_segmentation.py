@@ -1,0 +1,345 @@
+"""What of one tracked face the photo really shows: a photo-space skin mask.
+
+Three cues, multiplied:
+
+- **person**: MediaPipe's selfie segmentation (background and whatever is not the person). It
+  is ignored when it disagrees with the tracked face (under half of the face's central region
+  segmented as person: a face on a flat backdrop with no body, e.g. a render), since the face
+  mesh found a face there.
+- **hands**: MediaPipe's hand landmarks; each hand's 21 points -> convex hull, dilated by a
+  tenth of the hand's size (fingers are wider than their joints).
+- **skin colour**: a per-photo Gaussian in log-chromaticity + log-luminance (linear RGB),
+  seeded from landmark regions that are nearly always skin (cheek centres, forehead, nose
+  bridge), widened along the saturation direction (shading saturates skin; hair, frames and
+  backgrounds move across it). The seeds are robust: a seed region whose median colour is far from the others'
+  (a fringe over the forehead, a glasses bridge) is dropped, and the Gaussian is refitted on
+  the nearest 90 % of the kept pixels. Luminance gets a wider, asymmetric tolerance (shading
+  darkens skin far more than it changes its chromaticity). The per-pixel likelihood is then
+  cleaned (small specks and holes removed) and softened.
+
+The face's own non-skin parts (eyes, brows, lips, nostrils: landmark hulls) keep the colour
+cue's 1: they are part of the face's texture, not occluders. Outside the face (the face-oval
+hull, grown a little) the mask is 0: it says which pixels show *this* face's surface.
+
+>>> with SkinSegmenter() as segmenter:  # doctest: +SKIP
+...     mask = segmenter.mask(photo, landmarks)  # (H, W) float32 in [0, 1]
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from modeling.inputs.face_tracker import FaceLandmarks, _native_logs_hidden, mp
+from rendering.color import srgb_to_linear
+
+_CONNECTIONS = mp.solutions.face_mesh_connections
+
+
+def _indices(connections) -> tuple[int, ...]:
+    return tuple(sorted({i for edge in connections for i in edge}))
+
+
+FACE_OVAL = _indices(_CONNECTIONS.FACEMESH_FACE_OVAL)
+# The face's own non-skin parts: the colour cue does not apply there.
+FEATURES = (
+    _indices(_CONNECTIONS.FACEMESH_LEFT_EYE),
+    _indices(_CONNECTIONS.FACEMESH_RIGHT_EYE),
+    _indices(_CONNECTIONS.FACEMESH_LEFT_EYEBROW),
+    _indices(_CONNECTIONS.FACEMESH_RIGHT_EYEBROW),
+    _indices(_CONNECTIONS.FACEMESH_LIPS),
+    (48, 64, 98, 97, 2, 326, 327, 294, 278, 240, 460),  # nostrils
+)
+# Seed regions (MediaPipe face-mesh indices): each a disc around the mean of its points.
+SEED_REGIONS = {
+    "left_cheek": (205, 50, 187),
+    "right_cheek": (425, 280, 411),
+    "forehead": (151, 108, 337),
+    "nose_bridge": (6, 197, 195),
+}
+_SEED_RADIUS = 0.05  # of the face width
+_FACE_MARGIN = 0.03  # face-oval hull growth, of the face width
+_WORK_WIDTH = 160  # face width (pixels) at which the colour model runs
+_MIN_CHROMA_SIGMA = 0.04  # log units
+# Shaded skin is more saturated (light that scattered longer in it), lit skin less: its
+# chromaticity moves along the line from neutral grey through the skin's, by this much more
+# (log units) than across it; hair and frames move across it (a fringe's B/G drops).
+_SATURATION_SIGMA = 0.15
+_LUMA_SIGMA = (0.45, 0.3)  # minimum log-luminance std below / above the skin mean
+_MAHALANOBIS = (2.5, 4.0)  # distance at which the colour likelihood starts / ends falling
+
+
+@dataclass(frozen=True)
+class SkinSegmentation:
+    """One face's skin mask and its cues, all `(H, W)` float32 in [0, 1] (photo pixels).
+
+    Attributes:
+        mask: skin of this face that the photo shows (1), not (0): `face * person * (1 -
+            hands) * colour`.
+        face: the face-oval hull of the landmarks, grown by `_FACE_MARGIN` of the face width.
+        person: selfie segmentation (ones when it was ignored, see the module docstring).
+        hands: the hand mask (1 on a hand).
+        colour: skin-colour likelihood (1 on eyes, brows, lips and nostrils; 0 off the face).
+        seeds_used (`tuple[str, ...]`): the `SEED_REGIONS` the colour model was fitted on.
+    """
+
+    mask: np.ndarray
+    face: np.ndarray
+    person: np.ndarray
+    hands: np.ndarray
+    colour: np.ndarray
+    seeds_used: tuple[str, ...]
+
+    @property
+    def skin_fraction(self) -> float:
+        """Mean of `mask` over the face region: how much of the face the photo shows."""
+        return float(self.mask[self.face > 0.5].mean()) if (self.face > 0.5).any() else 0.0
+
+
+class SkinSegmenter:
+    """Photo-space skin masks of tracked faces (module docstring). Thread-safe; the MediaPipe
+    graphs are built on first use and released by `close()`, as `FaceTracker`'s.
+
+    Args:
+        selfie_model (`int`): MediaPipe selfie segmentation's `model_selection`: 0 (general,
+            256 x 256) or 1 (landscape, 144 x 256).
+        max_num_hands (`int`): hands looked for (0: no hand cue).
+    """
+
+    def __init__(self, selfie_model: int = 0, max_num_hands: int = 2):
+        if selfie_model not in (0, 1):
+            raise ValueError(f"selfie_model must be 0 or 1, got {selfie_model!r}")
+        self.selfie_model = selfie_model
+        self.max_num_hands = max_num_hands
+        self._lock = threading.Lock()
+        self._selfie = None
+        self._hands = None
+
+    def segment(self, image: np.ndarray, landmarks: FaceLandmarks) -> SkinSegmentation:
+        """The skin mask of the face `landmarks` in `image`.
+
+        Args:
+            image (`np.ndarray` of shape `(H, W, 3)`, uint8): RGB photo.
+            landmarks (`FaceLandmarks`): the face, tracked in `image`.
+
+        Raises:
+            ValueError: `image` is not a uint8 RGB array, or `landmarks` belong to an image
+                of another size.
+        """
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+                and image.shape[2] == 3):  # fmt: skip
+            raise ValueError("SkinSegmenter.segment expects a uint8 (H, W, 3) RGB array")
+        if tuple(landmarks.image_size) != image.shape[:2]:
+            raise ValueError(
+                f"the landmarks were tracked in a {landmarks.image_size} image, not in this "
+                f"{image.shape[:2]} one"
+            )
+        image = np.ascontiguousarray(image)
+        face = _face_region(landmarks, image.shape[:2])
+        with self._lock, _native_logs_hidden():
+            person = self._person(image, landmarks)
+            hands = self._hand_mask(image)
+        colour, seeds = skin_colour_likelihood(image, landmarks)
+        mask = face * person * (1 - hands) * colour
+        return SkinSegmentation(
+            mask.astype(np.float32), face, person, hands, colour.astype(np.float32), seeds
+        )
+
+    def mask(self, image: np.ndarray, landmarks: FaceLandmarks) -> np.ndarray:
+        """`segment(image, landmarks).mask`: `(H, W)` float32 in [0, 1]."""
+        return self.segment(image, landmarks).mask
+
+    def close(self) -> None:
+        """Release the MediaPipe graphs (rebuilt if `segment` is called again)."""
+        with self._lock:
+            for graph in (self._selfie, self._hands):
+                if graph is not None:
+                    graph.close()
+            self._selfie = self._hands = None
+
+    def __enter__(self) -> SkinSegmenter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def _person(self, image: np.ndarray, landmarks: FaceLandmarks) -> np.ndarray:
+        """Selfie segmentation `(H, W)` float32, or ones where it missed the tracked face."""
+        if self._selfie is None:
+            self._selfie = mp.solutions.selfie_segmentation.SelfieSegmentation(
+                model_selection=self.selfie_model
+            )
+        result = self._selfie.process(image).segmentation_mask
+        ones = np.ones(image.shape[:2], np.float32)
+        if result is None:
+            return ones
+        person = np.clip(np.asarray(result, np.float32), 0, 1)
+        core = _hull_mask(landmarks.points[list(SEED_REGIONS["nose_bridge"]) + [1, 4, 151]],
+                          image.shape[:2], grow=0.1 * landmarks.width)  # fmt: skip
+        if person[core > 0].mean() < 0.5:  # the segmentation did not see this face
+            return ones
+        return person
+
+    def _hand_mask(self, image: np.ndarray) -> np.ndarray:
+        """`(H, W)` float32: 1 inside each detected hand's dilated convex hull."""
+        hands = np.zeros(image.shape[:2], np.float32)
+        if self.max_num_hands <= 0:
+            return hands
+        if self._hands is None:
+            self._hands = mp.solutions.hands.Hands(
+                static_image_mode=True, max_num_hands=self.max_num_hands,
+                min_detection_confidence=0.5,
+            )  # fmt: skip
+        height, width = image.shape[:2]
+        for hand in self._hands.process(image).multi_hand_landmarks or []:
+            points = np.array([(p.x * width, p.y * height) for p in hand.landmark])
+            size = float(np.linalg.norm(points.max(0) - points.min(0)))
+            hands = np.maximum(hands, _hull_mask(points, (height, width), grow=0.1 * size))
+        return hands
+
+
+def skin_colour_likelihood(
+    image: np.ndarray, landmarks: FaceLandmarks
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Per-pixel skin-colour likelihood of the face `landmarks` (module docstring).
+
+    Args:
+        image (`(H, W, 3)` uint8): RGB photo; landmarks (`FaceLandmarks`): the face in it.
+
+    Returns:
+        `(H, W)` float32 in [0, 1] (0 off the face region, 1 on its eyes, brows, lips and
+        nostrils) and the names of the seed regions used.
+    """
+    height, width = image.shape[:2]
+    face = _face_region(landmarks, (height, width))
+    ys, xs = np.nonzero(face)
+    if len(xs) == 0:
+        return np.zeros((height, width), np.float32), ()
+    # Work on a crop around the face, scaled so the face is `_WORK_WIDTH` px wide.
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    scale = min(1.0, _WORK_WIDTH / max(landmarks.width, 1.0))
+    crop = image[y0:y1, x0:x1]
+    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+    small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA) if scale < 1 else crop
+    features = _colour_features(small)
+    points = (landmarks.points[:, :2] - [x0, y0]) * [size[0] / (x1 - x0), size[1] / (y1 - y0)]
+    face_width = landmarks.width * size[0] / (x1 - x0)
+    samples, used = _seed_samples(features, points, face_width)
+    mean, inv_cov, luma_sigma = _fit_gaussian(samples)
+    diff = features - mean
+    chroma = diff[..., :2]
+    d2 = np.einsum("...i,ij,...j->...", chroma, inv_cov, chroma)
+    luma = diff[..., 2] / np.where(diff[..., 2] < 0, luma_sigma[0], luma_sigma[1])
+    distance = np.sqrt(d2 + luma**2)
+    lo, hi = _MAHALANOBIS
+    likelihood = np.clip((hi - distance) / (hi - lo), 0, 1).astype(np.float32)
+    likelihood = _clean(likelihood, face_width)
+    features_mask = np.zeros(small.shape[:2], np.float32)
+    for region in FEATURES:
+        grow = 0.02 * face_width
+        features_mask = np.maximum(features_mask, _hull_mask(points[list(region)],
+                                                             small.shape[:2], grow))  # fmt: skip
+    likelihood = np.maximum(likelihood, features_mask)
+    if scale < 1:
+        likelihood = cv2.resize(likelihood, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    out = np.zeros((height, width), np.float32)
+    out[y0:y1, x0:x1] = likelihood
+    return out * face, used
+
+
+def _colour_features(image: np.ndarray) -> np.ndarray:
+    """`(h, w, 3)` uint8 sRGB -> `(h, w, 3)` float32: log(R/G), log(B/G), log(luminance),
+    in linear RGB."""
+    lin = srgb_to_linear(image.astype(np.float32) / 255.0) + 1e-3
+    luminance = lin @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    return np.stack(
+        [np.log(lin[..., 0] / lin[..., 1]), np.log(lin[..., 2] / lin[..., 1]), np.log(luminance)],
+        axis=-1,
+    ).astype(np.float32)
+
+
+def _seed_samples(features: np.ndarray, points: np.ndarray, face_width: float):
+    """Features `(M, 3)` of the seed regions that agree with each other, and their names."""
+    radius = max(1.5, _SEED_RADIUS * face_width)
+    h, w = features.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    regions = {}
+    for name, idx in SEED_REGIONS.items():
+        cx, cy = points[list(idx)].mean(0)
+        inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
+        if inside.sum() >= 3:
+            regions[name] = features[inside]
+    if not regions:
+        raise ValueError("the face's skin seed regions lie outside the photo")
+    medians = {k: np.median(v, axis=0) for k, v in regions.items()}
+    centre = np.median(np.stack(list(medians.values())), axis=0)
+    # Drop regions whose median is far from the others' (hair over the forehead, glasses):
+    # chromaticity off by > 0.15 (log units, ~16 %) or luminance by > 0.7 (a factor 2).
+    kept = [
+        k for k, m in medians.items()
+        if np.abs(m[:2] - centre[:2]).max() <= 0.15 and abs(m[2] - centre[2]) <= 0.7
+    ]  # fmt: skip
+    if not kept:  # no two regions agree: take the one nearest the centre
+        kept = [min(medians, key=lambda k: np.abs(medians[k] - centre).sum())]
+    return np.concatenate([regions[k] for k in kept]), tuple(kept)
+
+
+def _fit_gaussian(samples: np.ndarray):
+    """Chromaticity mean and inverse covariance `(2, 2)`, luminance std below / above the mean,
+    from seed features `(M, 3)`; refitted on the nearest 90 %."""
+    mean = np.median(samples, axis=0)
+    for _ in range(2):
+        cov = np.cov(samples[:, :2].T) + np.eye(2) * _MIN_CHROMA_SIGMA**2
+        inv = np.linalg.inv(cov)
+        d = samples - mean
+        dist = np.einsum("ni,ij,nj->n", d[:, :2], inv, d[:, :2]) + (d[:, 2] / 0.3) ** 2
+        near = samples[dist <= np.quantile(dist, 0.9)]
+        if len(near) >= 3:
+            samples = near
+        mean = samples.mean(0)
+    cov = np.cov(samples[:, :2].T) + np.eye(2) * _MIN_CHROMA_SIGMA**2
+    saturation = mean[:2] / max(float(np.linalg.norm(mean[:2])), 1e-6)
+    cov = cov + _SATURATION_SIGMA**2 * np.outer(saturation, saturation)
+    luma_std = float(samples[:, 2].std())
+    luma_sigma = (max(luma_std, _LUMA_SIGMA[0]), max(luma_std, _LUMA_SIGMA[1]))
+    return mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32), luma_sigma
+
+
+def _clean(likelihood: np.ndarray, face_width: float) -> np.ndarray:
+    """Remove specks and holes smaller than ~2 % of the face width (pores, highlights, stray
+    hairs) with a closing and an opening, then pull the skin back from what was rejected by
+    as much and soften the edge inwards: pixels at an occluder's edge mix its colour with the
+    skin's (strands of a fringe, a frame's anti-aliasing) and would bleed into the maps."""
+    r = max(1, round(0.02 * face_width))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    out = cv2.morphologyEx(likelihood, cv2.MORPH_CLOSE, kernel)
+    out = cv2.morphologyEx(out, cv2.MORPH_OPEN, kernel)
+    out = cv2.erode(out, kernel)
+    return np.minimum(out, cv2.GaussianBlur(out, (0, 0), r / 2))
+
+
+def _face_region(landmarks: FaceLandmarks, shape: tuple[int, int]) -> np.ndarray:
+    """`(H, W)` float32: the face-oval hull grown by `_FACE_MARGIN` of the face width."""
+    return _hull_mask(landmarks.points[list(FACE_OVAL)], shape, _FACE_MARGIN * landmarks.width)
+
+
+def _hull_mask(points: np.ndarray, shape: tuple[int, int], grow: float = 0.0) -> np.ndarray:
+    """`(H, W)` float32: 1 inside the convex hull of `points` `(N, 2)` (pixels), grown by
+    `grow` pixels."""
+    mask = np.zeros(shape, np.uint8)
+    hull = cv2.convexHull(np.round(np.asarray(points)[:, :2] * 16).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
+    r = int(round(grow))
+    if r > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        mask = cv2.dilate(mask, kernel)
+    return mask.astype(np.float32)
