@@ -223,3 +223,13 @@ def test_eyes_look_where_the_tracked_irises_are(mean_head):
         np.testing.assert_allclose(
             part.mean(0), mean_head.eyes.vertices[i * half : (i + 1) * half].mean(0), atol=2e-3
         )
+
+
+def test_no_skin_triangle_folds_over_where_the_head_meets_the_face(mean_head):
+    """A triangle whose own normal points against all three of its vertex normals is folded
+    (the joining strip, before `fair_border`, had 80 of them)."""
+    skin = mean_head.skin
+    v, f, n = skin.vertices.astype(np.float64), skin.faces, skin.normals.astype(np.float64)
+    own = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    folded = (np.einsum("fc,fkc->fk", own, n[f]) < 0).all(1)
+    assert folded[load_head_model().ring_charts].sum() == 0

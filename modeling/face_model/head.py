@@ -39,6 +39,7 @@ LID_CLEARANCE = 0.0005  # metres between a lid vertex and the eyeball
 SOCKET_DEPTH = 0.85  # socket ring radius, in eyeball radii (inside the ball: never seen)
 MOUTH_RINGS = ((0.15, 0.008), (0.5, 0.022))  # (shrink towards the centre, depth in metres)
 MOUTH_DEPTH = 0.03
+FAIR_RINGS = 3  # rows of ring vertices next to the face's border that `fair_border` relaxes
 _EYE_CENTRES = {"right": 469, "left": 470}  # base vertices of the fans (topology)
 _MOUTH_CENTRE = 468
 
@@ -151,6 +152,26 @@ class HeadModel:
         return np.concatenate([self.split_uvs] + [uv for _, uv in self.sockets.values()])
 
     @cached_property
+    def border_smoothing(self) -> tuple:
+        """What `fair_border` needs: the unique skin mesh's adjacency `(U, U)` (sparse), each
+        vertex's degree `(U,)`, and the ring vertices within `FAIR_RINGS` edges of the face's
+        border (the ones it moves)."""
+        import scipy.sparse as sp
+
+        faces = self.skin_source[self.split_faces]
+        count = self.num_dense + len(self.ring_template)
+        rows, cols = faces.ravel(), np.roll(faces, -1, axis=1).ravel()
+        adjacency = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(count, count))
+        adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
+        near = np.zeros(count, bool)
+        near[self.face_border] = True
+        for _ in range(FAIR_RINGS):
+            near |= adjacency @ near > 0
+        movable = np.flatnonzero(near & (np.arange(count) >= self.num_dense))
+        degree = np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1)
+        return adjacency, degree, movable
+
+    @cached_property
     def ring_charts(self) -> np.ndarray:
         """`(F,)` bool: skin triangles outside the face's chart (ring, strip)."""
         out = np.zeros(len(self.dense_faces), bool)
@@ -193,6 +214,18 @@ def ring_vertices(face_vertices: np.ndarray, head: HeadModel) -> np.ndarray:
     """`(R, 3)`: scalp, ears and neck for a dense face `(7305, 3)` in object space."""
     shift = face_vertices[:NUM_LANDMARKS] - head.topology.frontal_shape[:NUM_LANDMARKS]
     return head.ring_template + head.ring_from_landmarks @ shift
+
+
+def fair_border(unique: np.ndarray, head: HeadModel, iterations: int = 40) -> np.ndarray:
+    """Unique skin vertices `(U, 3)` with the ring's rows next to the face's border relaxed
+    towards their neighbours' mean (the face itself fixed): the fitted face and the head meet
+    at an angle along the jaw, which shows as a crease and folds the joining strip."""
+    adjacency, degree, movable = head.border_smoothing
+    out = unique.copy()
+    for _ in range(iterations):
+        mean = (adjacency @ out) / degree[:, None]
+        out[movable] = 0.5 * out[movable] + 0.5 * mean[movable]
+    return out
 
 
 def place_eye(loop_points: np.ndarray, radius: float) -> np.ndarray:
@@ -264,7 +297,7 @@ def head_mesh(face_vertices: np.ndarray, head: HeadModel | None = None) -> HeadM
     head = head or load_head_model()
     face_vertices = np.asarray(face_vertices, np.float64)
     scale = face_scale(face_vertices, head.topology)
-    unique = np.concatenate([face_vertices, ring_vertices(face_vertices, head)])
+    unique = fair_border(np.concatenate([face_vertices, ring_vertices(face_vertices, head)]), head)
     radius = EYE_RADIUS * scale
     centres, sockets = [], []
     for loop in head.eye_loops.values():
