@@ -11,11 +11,12 @@ Three cues, multiplied:
 - **skin colour**: a per-photo Gaussian in log-chromaticity + log-luminance (linear RGB),
   seeded from landmark regions that are nearly always skin (cheek centres, forehead, nose
   bridge), widened along the saturation direction (shading saturates skin; hair, frames and
-  backgrounds move across it). The seeds are robust: a seed region whose median colour is far from the others'
-  (a fringe over the forehead, a glasses bridge) is dropped, and the Gaussian is refitted on
-  the nearest 90 % of the kept pixels. Luminance gets a wider, asymmetric tolerance (shading
-  darkens skin far more than it changes its chromaticity). The per-pixel likelihood is then
-  cleaned (small specks and holes removed) and softened.
+  backgrounds move across it). The seeds are robust: a seed region whose median colour is far
+  from the others' (a fringe over the forehead, a glasses bridge) is dropped, and the Gaussian
+  is refitted on the nearest 90 % of the kept pixels. Luminance gets a wider, asymmetric
+  tolerance (shading darkens skin far more than it changes its chromaticity). The per-pixel
+  likelihood is then cleaned (small specks and holes removed), pulled back from what it
+  rejected (pixels at an occluder's edge mix both colours) and softened.
 
 The face's own non-skin parts (eyes, brows, lips, nostrils: landmark hulls) keep the colour
 cue's 1: they are part of the face's texture, not occluders. Outside the face (the face-oval
@@ -44,7 +45,8 @@ def _indices(connections) -> tuple[int, ...]:
 
 
 FACE_OVAL = _indices(_CONNECTIONS.FACEMESH_FACE_OVAL)
-# The face's own non-skin parts: the colour cue does not apply there.
+# The face's own non-skin parts: the colour cue does not apply there (grown by 2 % of the face
+# width, the brows not at all: glasses frames often cross just above them).
 FEATURES = (
     _indices(_CONNECTIONS.FACEMESH_LEFT_EYE),
     _indices(_CONNECTIONS.FACEMESH_RIGHT_EYE),
@@ -53,6 +55,7 @@ FEATURES = (
     _indices(_CONNECTIONS.FACEMESH_LIPS),
     (48, 64, 98, 97, 2, 326, 327, 294, 278, 240, 460),  # nostrils
 )
+_BROWS = (2, 3)  # their indices in FEATURES
 # Seed regions (MediaPipe face-mesh indices): each a disc around the mean of its points.
 SEED_REGIONS = {
     "left_cheek": (205, 50, 187),
@@ -105,11 +108,14 @@ class SkinSegmenter:
 
     Args:
         selfie_model (`int`): MediaPipe selfie segmentation's `model_selection`: 0 (general,
-            256 x 256) or 1 (landscape, 144 x 256).
+            256 x 256) or 1 (landscape, 144 x 256, the default: on the 11 bench portraits it
+            segments 99.0 % of the face hulls as person (min 97.2 %) against model 0's 89.7 %
+            (it misses the grey einstein photo entirely), and 4.4 % of the background corners
+            against 7.7 %).
         max_num_hands (`int`): hands looked for (0: no hand cue).
     """
 
-    def __init__(self, selfie_model: int = 0, max_num_hands: int = 2):
+    def __init__(self, selfie_model: int = 1, max_num_hands: int = 2):
         if selfie_model not in (0, 1):
             raise ValueError(f"selfie_model must be 0 or 1, got {selfie_model!r}")
         self.selfie_model = selfie_model
@@ -244,8 +250,8 @@ def skin_colour_likelihood(
     likelihood = np.clip((hi - distance) / (hi - lo), 0, 1).astype(np.float32)
     likelihood = _clean(likelihood, face_width)
     features_mask = np.zeros(small.shape[:2], np.float32)
-    for region in FEATURES:
-        grow = 0.02 * face_width
+    for i, region in enumerate(FEATURES):
+        grow = 0.0 if i in _BROWS else 0.02 * face_width
         features_mask = np.maximum(features_mask, _hull_mask(points[list(region)],
                                                              small.shape[:2], grow))  # fmt: skip
     likelihood = np.maximum(likelihood, features_mask)

@@ -1,0 +1,187 @@
+"""The photo-space skin mask rejects what covers the face and keeps its skin, and the unwrapping
+it gates keeps the occluders' colours out of the maps (synthetic faces: the truth is known)."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.synthetic import render_view, synthetic_albedo
+from modeling.face_model.topology import load_topology
+from modeling.inputs.face_tracker import FaceLandmarks
+from modeling.inputs.skin_segmentation import FEATURES, SkinSegmenter, _face_region, _hull_mask
+from modeling.reconstruction.first_order import first_order_maps
+from modeling.reconstruction.geometry import FaceGeometry
+from modeling.reconstruction.texture import skin_mask
+from rendering.mesh import vertex_normals
+from rendering.render import rasterize_view
+
+ROOT = Path(__file__).resolve().parents[1]
+HAIR = (0.36, 0.22, 0.12)  # sRGB: a brown fringe
+FRAME = (0.07, 0.07, 0.09)  # sRGB: a black glasses frame
+
+
+@pytest.fixture(scope="module")
+def topo():
+    return load_topology()
+
+
+@pytest.fixture(scope="module")
+def view(topo):
+    return render_view(topo, synthetic_albedo(128), light_direction=(0.3, 0.3, 0.9), size=256)
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    with SkinSegmenter() as segmenter:
+        yield segmenter
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def fringe(landmarks: FaceLandmarks) -> np.ndarray:
+    """`(H, W)` bool: a block over the forehead, from above the face down to the brows' top."""
+    p = landmarks.points[:, :2]
+    brow_top = p[[105, 334, 66, 296], 1].min()
+    mask = np.zeros(landmarks.image_size, bool)
+    x0, x1 = int(landmarks.box[0]) - 5, int(landmarks.box[2]) + 5
+    mask[: int(brow_top - 0.06 * landmarks.width), x0:x1] = True
+    return mask
+
+
+def glasses(landmarks: FaceLandmarks) -> np.ndarray:
+    """`(H, W)` bool: two rectangular frames around the eyes and a bridge over the nose."""
+    p = landmarks.points[:, :2]
+    mask = np.zeros(landmarks.image_size, np.uint8)
+    thick = max(2, round(0.04 * landmarks.width))
+    margin = 0.08 * landmarks.width
+    boxes = []
+    for eye in (FEATURES[0], FEATURES[1]):
+        (x0, y0), (x1, y1) = p[list(eye)].min(0) - margin, p[list(eye)].max(0) + margin
+        boxes.append((x0, y0, x1, y1))
+        cv2.rectangle(mask, (round(x0), round(y0)), (round(x1), round(y1)), 1, thick)
+    (a, b) = sorted(boxes)
+    y = round((a[1] + a[3]) / 2 - 0.02 * landmarks.width)
+    cv2.line(mask, (round(a[2]), y), (round(b[0]), y), 1, thick)
+    return mask.astype(bool)
+
+
+def _paint(image: np.ndarray, where: np.ndarray, color) -> np.ndarray:
+    out = image.copy()
+    out[where] = color
+    return out
+
+
+def _features(landmarks: FaceLandmarks) -> np.ndarray:
+    """The face's own eyes, brows, lips and nostrils as the mask keeps them (grown hulls)."""
+    keep = np.zeros(landmarks.image_size, np.float32)
+    for region in FEATURES:
+        points = landmarks.points[list(region), :2]
+        keep = np.maximum(keep, _hull_mask(points, landmarks.image_size, 0.05 * landmarks.width))
+    return keep > 0
+
+
+def _true_geometry(view) -> FaceGeometry:
+    topo = load_topology()
+    verts = view.camera.object_to_camera(view.vertices_object)
+    normals = vertex_normals(verts, topo.dense_faces)
+    return FaceGeometry(view.camera, verts, view.vertices_object, normals,
+                        normals @ view.camera.rotation)  # fmt: skip
+
+
+@pytest.mark.parametrize("occluder", ["fringe", "glasses"])
+def test_mask_rejects_an_occluder_and_keeps_the_clean_skin(view, segmenter, occluder):
+    lm = view.landmarks
+    where, color = (fringe(lm), HAIR) if occluder == "fringe" else (glasses(lm), FRAME)
+    photo = _to_uint8(_paint(view.image, where, color))
+    seg = segmenter.segment(photo, lm)
+    assert seg.mask.shape == photo.shape[:2] and seg.mask.dtype == np.float32
+    assert 0 <= seg.mask.min() and seg.mask.max() <= 1
+    face = seg.face > 0
+    occluded = where & face & ~_features(lm)
+    assert occluded.sum() > 100
+    assert (seg.mask[occluded] < 0.5).mean() > 0.95
+    # The clean skin: on the face, away from the occluder and from the face's border.
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (21, 21))
+    near = cv2.dilate(where.astype(np.uint8), grow) > 0
+    inner = cv2.erode(face.astype(np.uint8), grow) > 0
+    clean = inner & ~near & (np.abs(view.image - 0.3).max(-1) > 0.02)  # the face, not backdrop
+    assert clean.sum() > 2000
+    assert (seg.mask[clean] > 0.5).mean() > 0.9
+
+
+def test_mask_rejects_the_background(view, segmenter):
+    seg = segmenter.segment(_to_uint8(view.image), view.landmarks)
+    backdrop = np.abs(view.image - 0.3).max(-1) < 1e-6  # the render's flat background
+    assert backdrop.sum() > 1000
+    assert (seg.mask[backdrop] < 0.5).mean() > 0.99
+    assert seg.skin_fraction > 0.6
+
+
+def test_unwrapping_with_the_mask_keeps_the_occluder_out_of_the_albedo(view, segmenter, topo):
+    """Leakage: the fraction of skin texels whose albedo moved toward the fringe's colour."""
+    lm = view.landmarks
+    photo = _to_uint8(_paint(view.image, fringe(lm), HAIR))
+    image = photo.astype(np.float32) / 255
+    geometry = _true_geometry(view)
+    raster = rasterize_view(geometry.camera, geometry.vertices_camera, topo.dense_faces)
+    mask = segmenter.mask(photo, lm)
+    clean = first_order_maps(view.image, geometry, raster, 128, topo)
+    plain = first_order_maps(image, geometry, raster, 128, topo)
+    gated = first_order_maps(image, geometry, raster, 128, topo, photo_mask=mask)
+    skin = skin_mask(128, topo)
+
+    def leakage(maps) -> float:
+        # darker than the clean albedo by > 0.12 and browner (less blue): the fringe's colour;
+        # after the best per-channel scale (albedo and light share one, set on the skin seen)
+        albedo, truth = maps.albedo[skin], clean.albedo[skin]
+        albedo = albedo * (albedo * truth).sum(0) / (albedo**2).sum(0)
+        drop = truth - albedo
+        return float(((drop.mean(-1) > 0.12) & (drop[:, 2] > drop[:, 0])).mean())
+
+    assert leakage(plain) > 0.05  # the test's fringe does reach the maps without the mask
+    assert leakage(gated) < 0.01, leakage(gated)
+    # The UV skin mask: what the photo showed as skin, in [0, 1], less than without the mask.
+    assert gated.skin_seen.shape == (128, 128)
+    assert 0 <= gated.skin_seen.min() and gated.skin_seen.max() <= 1
+    assert gated.skin_seen[skin].mean() < plain.skin_seen[skin].mean() - 0.05
+
+
+def test_clear_errors_for_bad_input(view, segmenter):
+    photo = _to_uint8(view.image)
+    with pytest.raises(ValueError, match="uint8"):
+        segmenter.segment(photo.astype(np.float32), view.landmarks)
+    with pytest.raises(ValueError, match="tracked in"):
+        segmenter.segment(photo[:100], view.landmarks)
+    with pytest.raises(ValueError, match="selfie_model"):
+        SkinSegmenter(selfie_model=2)
+
+
+def test_face_region_is_the_grown_face_oval(view):
+    region = _face_region(view.landmarks, view.landmarks.image_size)
+    x0, y0, x1, y1 = view.landmarks.box
+    ys, xs = np.nonzero(region)
+    assert xs.min() < x0 and xs.max() > x1 - 1 and ys.min() < y0 and ys.max() > y1 - 1
+    assert xs.min() > x0 - 0.05 * view.landmarks.width
+
+
+def test_pipeline_outputs_the_skin_masks_and_keeps_a_fringe_out_of_the_maps():
+    from pipelines import AvatarPipeline
+
+    photo = np.asarray(Image.open(ROOT / "examples" / "synthetic_mean_face.jpg").convert("RGB"))
+    pipe = AvatarPipeline.from_pretrained(ROOT / "weights_config")
+    pipe.set_progress_bar_config(disable=True)
+    lm = pipe.detect_faces(photo)[0]
+    occluded = _paint(photo, fringe(lm), (np.array(HAIR) * 255).astype(np.uint8))
+    out = pipe(occluded, resolution=128, num_fit_steps=0, head=False)
+    assert out.skin_mask.shape == photo.shape[:2] and out.skin_mask.dtype == np.float32
+    assert (out.skin_mask[fringe(lm) & ~_features(lm)] < 0.5).mean() > 0.95
+    uv = out.maps["skin_mask"]
+    assert uv.shape == (128, 128, 1) and 0 <= uv.min() and uv.max() <= 1
+    texture = out.maps["texture"][skin_mask(128, load_topology())]
+    hair_like = np.abs(texture - np.array(HAIR)).max(-1) < 0.1
+    assert hair_like.mean() < 0.01, hair_like.mean()
