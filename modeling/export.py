@@ -429,10 +429,13 @@ def _finish_geometry(data: bytes, tangents: np.ndarray | None, camera) -> bytes:
 
 
 # Eyes: a wet cornea (sharp highlight) with the cornea's refractive index (Le Grand's eye); mouth:
-# the skin's textures, rougher, so the cavity shows no sharp highlight from inside.
+# the skin's textures, rougher, so the cavity shows no sharp highlight from inside, and darker
+# (`MOUTH_SHADE` as glTF's baseColorFactor): viewers compute no occlusion inside it, which left a
+# lit pink bag that read as a tongue in three.js.
 EYE_ROUGHNESS = 0.1
 CORNEA_IOR = 1.376
 MOUTH_ROUGHNESS = 0.8
+MOUTH_SHADE = 0.4
 
 
 def _check_head(head: HeadMesh, num_skin_vertices: int) -> None:
@@ -469,6 +472,7 @@ def _add_head(
     pbr = mouth_material["pbrMetallicRoughness"]
     pbr.pop("metallicRoughnessTexture", None)  # the ORM's G is the skin's roughness
     pbr.update(metallicFactor=metallic, roughnessFactor=MOUTH_ROUGHNESS)
+    pbr["baseColorFactor"] = [MOUTH_SHADE, MOUTH_SHADE, MOUTH_SHADE, 1.0]
     eyes_pbr = {"metallicFactor": 0.0, "roughnessFactor": EYE_ROUGHNESS}
     if head.eye_texture is not None:
         png = _png_bytes(to_pil(head.eye_texture, rgb=True))

@@ -11,6 +11,7 @@ skin-coloured scalp is the honest default: hair is out of scope.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from modeling.face_model.head import HeadMesh, HeadModel, eye_texture, iris_colour
@@ -36,8 +37,9 @@ def complete_head_map(image: np.ndarray, head: HeadModel, atlas: UVAtlas) -> np.
         image (`(R, R, C)` float32): a map whose face texels are final (photo colours, albedo).
         head (`HeadModel`): the layout; atlas (`UVAtlas`): `uv_atlas(R, head)`.
     Returns:
-        `(R, R, C)` float32: face texels unchanged, ring texels from the border's colours,
-        the padding around every chart re-filled (pull-push) from the charts.
+        `(R, R, C)` float32: face texels unchanged, ring texels from the border's colours; the
+        padding off the charts is the face's fill next to the face's chart (as it came) and a
+        fill of the ring's charts next to those.
     """
     border = _skin_like(sample_uv_map(image, head.topology.dense_uvs[head.face_border]))
     weights = head.ring_colour_weights
@@ -49,13 +51,23 @@ def complete_head_map(image: np.ndarray, head: HeadModel, atlas: UVAtlas) -> np.
     ]
     in_ring = head.ring_charts[atlas.faces]
     flat = image.reshape(-1, image.shape[-1]).copy()
-    flat[atlas.texels[in_ring]] = barycentric_interpolate(
+    ring_texels = atlas.texels[in_ring]
+    flat[ring_texels] = barycentric_interpolate(
         skin, head.dense_faces, atlas.faces[in_ring], atlas.bary[in_ring]
     )
     filled = flat.reshape(image.shape)
-    return pull_push_fill(filled, atlas.chart.astype(np.float32)) * (~atlas.chart)[..., None] + (
-        filled * atlas.chart[..., None]
-    )
+    ring = np.zeros(image.shape[0] * image.shape[1], bool)
+    ring[ring_texels] = True
+    ring = ring.reshape(image.shape[:2])
+    face = atlas.chart & ~ring
+    # Each chart gets its own padding, so that bilinear lookups and mipmaps at a chart's edge
+    # see that chart's colours: a texel off the charts takes the pull-push fill of the ring's
+    # charts if a ring chart is its nearest, else keeps the face's fill it came with.
+    ring_fill = pull_push_fill(filled, ring.astype(np.float32))
+    to_ring = cv2.distanceTransform((~ring).astype(np.uint8), cv2.DIST_L2, 3)
+    to_face = cv2.distanceTransform((~face).astype(np.uint8), cv2.DIST_L2, 3)
+    padding = np.where((to_ring < to_face)[..., None], ring_fill, image)
+    return np.where(atlas.chart[..., None], filled, padding).astype(np.float32)
 
 
 def _skin_like(colours: np.ndarray, spread: float = 0.15) -> np.ndarray:
