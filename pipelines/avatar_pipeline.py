@@ -32,7 +32,13 @@ import numpy as np
 from diffusers import DiffusionPipeline
 
 from modeling.export import to_pil
-from modeling.face_model.head import HeadModel, aim_eyes, head_mesh, load_head_model
+from modeling.face_model.head import (
+    HeadModel,
+    aim_eyes,
+    head_mesh,
+    load_head_model,
+    skin_ambient_occlusion,
+)
 from modeling.face_model.topology import Topology, load_topology
 from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker, select_face
 from modeling.inputs.orientation import detect_upright, turn_axes, turn_camera, turn_landmarks
@@ -416,6 +422,7 @@ class AvatarPipeline(DiffusionPipeline):
                 render_size=self.config.fit_resolution,
                 callback=lambda step, loss: bar.update(),
                 device=self.device,
+                masks=[v.skin_mask for v in views],
             )
         views = [
             replace(v, geometry=fit.geometry(i, v.geometry.camera, topology), lighting=fit.sh[i])
@@ -497,13 +504,17 @@ def _uv_skin_mask(views: list[View], resolution: int) -> np.ndarray:
 
 def _view_output(view: View, quality: ViewQuality, topology: Topology, albedo: np.ndarray,
                  ao: np.ndarray, light_gain: np.ndarray) -> ViewOutput:  # fmt: skip
-    """The render over the photo with the first-order albedo and the photo's own light, and the
-    light re-expressed for the exported albedo; all turned back to the photo as given."""
+    """The render over the photo with the first-order albedo and the photo's own light (where
+    the photo shows the face's skin: what the skin mask rejected, hair, glasses, a hand, stays
+    in front), and the light re-expressed for the exported albedo; all turned back to the photo
+    as given."""
     lighting = view.first_order.lighting
     render, mask = render_over_photo(
         view.image, view.raster, topology.dense_faces, topology.dense_uvs,
         view.geometry.normals_camera, ao, albedo, lighting,
     )  # fmt: skip
+    if view.skin_mask is not None:
+        render = view.image + (render - view.image) * view.skin_mask[..., None]
     k = view.quarter_turns
     return ViewOutput(
         camera=turn_camera(view.geometry.camera, k),
@@ -536,7 +547,7 @@ def _head(view: View, head_model: HeadModel | None, topology: Topology, ao: np.n
     texture = photo_eye_texture(view.image, view.geometry, head_model, iris)
     head = replace(head, eye_texture=texture)
     skin = skin_geometry(view.geometry, head)
-    return head, head_model, skin, face_ambient_occlusion(skin.vertices_object, head_model)
+    return head, head_model, skin, skin_ambient_occlusion(ao, head_model)
 
 
 def _face_mesh(geometry: FaceGeometry, topology: Topology | HeadModel) -> FaceMesh:

@@ -40,7 +40,7 @@ class ViewOutput:
             de-lighting network, scaled per channel to its `diffuse_albedo` (least squares over
             the visible texels), so that albedo x lighting still reproduces the photo.
         render (`np.ndarray` `(H, W, 3)` float32 or PIL): albedo x lighting rendered over the
-            photo.
+            photo where it shows the face's skin (`skin_mask`; occluders stay in front).
         render_mask (`np.ndarray` `(H, W)` bool): pixels covered by the face.
         skin_mask (`np.ndarray` `(H, W)` float32 in [0, 1] or `None`): what of the photo is
             this face's skin (`modeling.inputs.skin_segmentation`: not background, a hand,

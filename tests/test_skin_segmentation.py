@@ -185,3 +185,33 @@ def test_pipeline_outputs_the_skin_masks_and_keeps_a_fringe_out_of_the_maps():
     texture = out.maps["texture"][skin_mask(128, load_topology())]
     hair_like = np.abs(texture - np.array(HAIR)).max(-1) < 0.1
     assert hair_like.mean() < 0.01, hair_like.mean()
+
+
+def test_photometric_fit_with_the_mask_ignores_the_occluder(view, segmenter, topo):
+    """A few fitting steps: the fitted albedo, re-estimated from the photo halfway, takes the
+    fringe's colour without the mask and not with it; the crop of the mask follows the photo's."""
+    from modeling.reconstruction.fitting import fit_photos, prepare_view
+
+    lm = view.landmarks
+    photo = _to_uint8(_paint(view.image, fringe(lm), HAIR))
+    image = photo.astype(np.float32) / 255
+    mask = segmenter.mask(photo, lm)
+    geometry = _true_geometry(view)
+    fit_view = prepare_view(image, lm, geometry.camera, 96, mask)
+    assert fit_view.mask.shape == (96, 96) and fit_view.mask.max() <= 1
+    # the crop holds the face: the mask's crop keeps about as much of it as the mask
+    kept = float(fit_view.mask.sum()) * (1.6 * max(lm.box[2:] - lm.box[:2]) / 96) ** 2
+    assert abs(kept / mask.sum() - 1) < 0.1
+
+    skin = skin_mask(128, topo)
+    raster = rasterize_view(geometry.camera, geometry.vertices_camera, topo.dense_faces)
+    clean_albedo = first_order_maps(view.image, geometry, raster, 128, topo).albedo[skin]
+
+    def hair_texels(masks) -> float:
+        fit = fit_photos([image], [lm], [geometry], topo, num_steps=5, render_size=96,
+                         masks=masks)  # fmt: skip
+        drop = clean_albedo - fit.albedo[skin]
+        return float(((drop.mean(-1) > 0.12) & (drop[:, 2] > drop[:, 0])).mean())
+
+    assert hair_texels(None) > 0.02
+    assert hair_texels([mask]) < 0.005

@@ -11,7 +11,8 @@ from `modeling.reconstruction.geometry`, optimise
   specular intensity;
 
 against a landmark loss and a robust photometric loss on the skin (eyes, brows and lips left
-out), by rendering the face with the differentiable CPU renderer at a small resolution.
+out; pixels that a photo's skin mask rejects, such as hair, glasses, hands or background, get
+no weight), by rendering the face with the differentiable CPU renderer at a small resolution.
 """
 
 from __future__ import annotations
@@ -50,18 +51,26 @@ class FitView:
         camera (`PinholeCamera`): the crop's intrinsics and the initial object-to-camera pose.
         landmarks (`torch.Tensor` `(468, 2)`): detected landmarks in crop pixels.
         face_size (`float`): landmark box diagonal in crop pixels (normalises the landmark loss).
+        mask (`torch.Tensor` `(S, S)` in [0, 1] or `None`): the crop of the photo's skin mask
+            (`modeling.inputs.skin_segmentation`): the photometric loss's per-pixel weight.
     """
 
     image: torch.Tensor
     camera: PinholeCamera
     landmarks: torch.Tensor
     face_size: float
+    mask: torch.Tensor | None = None
 
 
 def prepare_view(
-    image: np.ndarray, landmarks: FaceLandmarks, camera: PinholeCamera, size: int = 256
+    image: np.ndarray,
+    landmarks: FaceLandmarks,
+    camera: PinholeCamera,
+    size: int = 256,
+    mask: np.ndarray | None = None,
 ) -> FitView:
-    """Crop `image` `(H, W, 3)` float around the face (1.6 x its landmark box) to `size`^2."""
+    """Crop `image` `(H, W, 3)` float around the face (1.6 x its landmark box) to `size`^2, and
+    its skin `mask` `(H, W)` in [0, 1] if given (0 off the photo)."""
     x0, y0, x1, y1 = landmarks.box
     side = 1.6 * max(x1 - x0, y1 - y0)
     left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
@@ -84,7 +93,13 @@ def prepare_view(
     )
     pts = (landmarks.points[:, :2] - [left, top]) * scale
     face_size = float(np.linalg.norm(pts.max(0) - pts.min(0)))
-    return FitView(torch.from_numpy(crop), cam, torch.from_numpy(pts).float(), face_size)
+    mask_crop = None
+    if mask is not None:
+        mask_crop = torch.from_numpy(cv2.warpAffine(
+            np.asarray(mask, np.float32), affine_idx, (size, size), flags=cv2.INTER_AREA,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        ))  # fmt: skip
+    return FitView(torch.from_numpy(crop), cam, torch.from_numpy(pts).float(), face_size, mask_crop)
 
 
 @dataclass
@@ -96,7 +111,8 @@ class FitResult:
     albedo (`(R, R, 3)`): fitted low-resolution diffuse albedo, sRGB-encoded.
     specular (`float`): fitted specular intensity.
     losses (`list[float]`): total loss per step; steps (`int`): steps taken.
-    psnr_before, psnr_after (`list[float]`): masked (skin) PSNR of the render per photo.
+    psnr_before, psnr_after (`list[float]`): masked (skin) PSNR of the render per photo (on
+        the pixels the photo's skin mask keeps, where one was given).
     ambient_occlusion (`(V,)` or `None`): AO of the fitted mesh (set by `fit_photos`).
     """
 
@@ -252,21 +268,27 @@ def dominant_sh_light(sh: np.ndarray) -> DirectionalLight | None:
 
 
 def _reestimate_albedo(
-    renders: list[ViewRender], photos: list[torch.Tensor], albedo_logit: torch.Tensor
+    renders: list[ViewRender],
+    photos: list[torch.Tensor],
+    albedo_logit: torch.Tensor,
+    masks: list | None = None,
 ) -> torch.Tensor:
     """Albedo logits re-estimated from the photos under the current pose and light: every skin
     pixel's (colour - specular) / shading is splatted to its nearest texel, weighted by how
-    squarely it is seen; texels no photo sees take their mirror partner's value, or keep their
-    own."""
+    squarely it is seen (and by the photo's skin mask `(S, S)`, where given); texels no photo
+    sees take their mirror partner's value, or keep their own."""
     res = albedo_logit.shape[0]
     num = albedo_logit.new_zeros(res * res, 3)
     den = albedo_logit.new_zeros(res * res)
-    for render, photo in zip(renders, photos, strict=True):
+    masks = masks or [None] * len(photos)
+    for render, photo, mask in zip(renders, photos, masks, strict=True):
         skin = render.skin
         uv = render.uv[skin]
         shading = render.shading[skin].clamp_min(0.05)
         observed = (srgb_to_linear(photo[skin]) - render.specular[skin]) / shading
         weight = render.facing[skin] ** 2
+        if mask is not None:
+            weight = weight * mask[skin]
         col = (uv[:, 0] * res).long().clamp(0, res - 1)
         row = ((1 - uv[:, 1]) * res).long().clamp(0, res - 1)
         idx = row * res + col
@@ -364,6 +386,7 @@ class _Problem:
         photos (`P x (S, S, 3)`), targets (`P x (468, 2)`), face_sizes (`P x float`): the crops,
             their landmarks and landmark box diagonals (see `FitView`).
         ao (`(V,)` or `None`): per-vertex ambient occlusion.
+        masks (`P x (S, S)` or `None` each): the crops' skin masks (see `FitView`).
     """
 
     renderer: FaceRenderer
@@ -379,6 +402,7 @@ class _Problem:
     targets: list
     face_sizes: list
     ao: torch.Tensor | None
+    masks: list
 
 
 def _problem(views, shape_object, topology, skin_mask_uv, weights, ambient_occlusion, device):
@@ -398,6 +422,7 @@ def _problem(views, shape_object, topology, skin_mask_uv, weights, ambient_occlu
         targets=[v.landmarks.to(device) for v in views],
         face_sizes=[v.face_size for v in views],
         ao=None if ambient_occlusion is None else _tensor(ambient_occlusion, device),
+        masks=[None if v.mask is None else v.mask.to(device) for v in views],
     )
 
 
@@ -444,7 +469,13 @@ def _view_terms(problem: _Problem, p: int, verts_cam, sh, render: ViewRender):
     w, n_views = problem.weights, len(problem.photos)
     # Grazing pixels mix skin with what lies behind it: trust them less.
     residual = _charbonnier(render.color - problem.photos[p]).sum(-1) * render.facing
-    yield w["photo"] * residual[render.skin].mean() / n_views
+    mask = problem.masks[p]
+    if mask is None:
+        yield w["photo"] * residual[render.skin].mean() / n_views
+    else:  # what the skin mask rejects (hair, glasses, hands) is not the face's to match
+        weight = mask[render.skin]
+        photo_term = (residual[render.skin] * weight).sum() / weight.sum().clamp_min(1.0)
+        yield w["photo"] * photo_term / n_views
     fx, fy, cx, cy = problem.intrinsics[p]
     lm = verts_cam[:NUM_LANDMARKS]
     px = torch.stack([fx * lm[:, 0] / -lm[:, 2] + cx, -fy * lm[:, 1] / -lm[:, 2] + cy], 1)
@@ -492,9 +523,12 @@ def _loss(problem: _Problem, params: _Parameters) -> tuple[torch.Tensor, list[Vi
 
 
 def _psnr(problem: _Problem, renders: list[ViewRender]) -> list[float]:
-    """Masked (skin) PSNR of each photo's render."""
-    pairs = zip(renders, problem.photos, strict=True)
-    return [masked_psnr(r.color, photo, r.skin) for r, photo in pairs]
+    """Masked (skin) PSNR of each photo's render (on the skin mask's pixels, where given)."""
+    out = []
+    for r, photo, mask in zip(renders, problem.photos, problem.masks, strict=True):
+        region = r.skin if mask is None else r.skin & (mask > 0.5)
+        out.append(masked_psnr(r.color, photo, region if region.any() else r.skin))
+    return out
 
 
 def _optimize(problem: _Problem, params: _Parameters, num_steps: int, tolerance: float,
@@ -518,7 +552,7 @@ def _optimize(problem: _Problem, params: _Parameters, num_steps: int, tolerance:
             with torch.no_grad():  # restart the albedo from the photos seen with the new poses
                 _, renders = _loss(problem, params)
                 params.albedo_logit.copy_(
-                    _reestimate_albedo(renders, problem.photos, params.albedo_logit)
+                    _reestimate_albedo(renders, problem.photos, params.albedo_logit, problem.masks)
                 )
             optimizer.add_param_group({"params": [params.albedo_logit], "lr": 1e-2})
             optimizer.add_param_group({"params": [params.specular_raw], "lr": 3e-2})
@@ -580,6 +614,7 @@ def fit_photos(
     albedo_resolution: int = 128,
     callback=None,
     device: str | torch.device = "cpu",
+    masks: list[np.ndarray | None] | None = None,
 ) -> FitResult:
     """Initialise and run `fit` for one or more photos of one person.
 
@@ -591,6 +626,9 @@ def fit_photos(
         images (`list` of `(H, W, 3)` float32 sRGB), landmarks (`list[FaceLandmarks]`),
         geometries (`list[FaceGeometry]`, from
         `modeling.reconstruction.geometry.fit_camera_and_shape`).
+        masks (`list` of `(H, W)` in [0, 1] or `None`, *optional*): each photo's skin mask
+            (`modeling.inputs.skin_segmentation`): rejected pixels neither start the albedo nor
+            weigh in the photometric loss.
     """
     from modeling.reconstruction.first_order import first_order_maps
     from modeling.reconstruction.texture import skin_mask
@@ -599,10 +637,12 @@ def fit_photos(
     shape = np.mean([g.vertices_object[:NUM_LANDMARKS] for g in geometries], axis=0)
     ao = face_ambient_occlusion(topology.lift(shape), topology)
     views, lights, albedos, weights = [], [], [], []
-    for image, lm, geometry in zip(images, landmarks, geometries, strict=True):
+    masks = masks or [None] * len(images)
+    for image, lm, geometry, mask in zip(images, landmarks, geometries, masks, strict=True):
         rast = rasterize_view(geometry.camera, geometry.vertices_camera, topology.dense_faces)
-        init = first_order_maps(image, geometry, rast, albedo_resolution, topology, ao=ao)
-        views.append(prepare_view(image, lm, geometry.camera, render_size))
+        init = first_order_maps(image, geometry, rast, albedo_resolution, topology, ao=ao,
+                                photo_mask=mask)  # fmt: skip
+        views.append(prepare_view(image, lm, geometry.camera, render_size, mask))
         lights.append(init.lighting)
         albedos.append(init.albedo)
         weights.append(init.visibility[..., None] + 1e-3)  # unseen: average the completions
