@@ -105,6 +105,7 @@ class HeadModel:
     mouth_loop: np.ndarray
     action_names: tuple[str, ...]
     action_deltas: np.ndarray  # (52, U, 3) float16, mean-face scale
+    ring_ambient_occlusion: np.ndarray  # (R,) baked on the head around the mean face
 
     @property
     def num_dense(self) -> int:
@@ -200,7 +201,19 @@ def load_head_model(path: str | Path = ASSET) -> HeadModel:
         mouth_loop=d["mouth_loop"].astype(np.int64),
         action_names=tuple(str(s) for s in d["action_names"]),
         action_deltas=d["action_deltas"],
+        ring_ambient_occlusion=d["ring_ambient_occlusion"].astype(np.float64)
+        if "ring_ambient_occlusion" in d
+        else np.ones(len(d["ring_template"])),  # while scripts/build_head.py bakes it
     )
+
+
+def skin_ambient_occlusion(face_ao: np.ndarray, head: HeadModel) -> np.ndarray:
+    """`(V_skin,)` ambient occlusion of the skin: the fitted face's own `(7305,)` on the face,
+    the ring's baked one (`ring_ambient_occlusion`) on the ring, the sockets' floor inside the
+    eye sockets."""
+    unique = np.concatenate([np.asarray(face_ao, np.float64), head.ring_ambient_occlusion])
+    sockets = len(head.dense_uvs) - len(head.skin_source)
+    return np.concatenate([unique[head.skin_source], np.full(sockets, unique.min())])
 
 
 def face_scale(face_vertices: np.ndarray, topology: Topology) -> float:
