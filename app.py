@@ -443,6 +443,8 @@ def reconstruct(
             preview.save(path)
             relit.append((_served(path, folder), caption))
     gallery = [(_served(paths[f"map:{key}"], folder), _caption(key)) for key in out.maps]
+    if "skin_mask" in paths:  # what of the photo was taken as the face's skin
+        gallery.append((_served(paths["skin_mask"], folder), "skin mask (photo)"))
     glb = _served(paths["glb"], folder)
     files = [glb, _served(paths["zip"], folder), _served(maps_zip, folder)]
     summary = _summary(out, face_index, num_fit_steps, time.perf_counter() - start)

@@ -23,7 +23,8 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
 
     Files: `<name>.glb`, `obj/<name>.obj` (+ `.mtl` and the textures it names:
     `<name>_BaseColor.png`, `_Normal`, `_Specular`, `_ORM`), `maps/<map>.png`, `camera.json`
-    (intrinsics, pose, SH lighting), `render.png`, `input.png`, `<name>.zip`. With
+    (intrinsics, pose, SH lighting), `render.png`, `input.png`, `skin_mask.png` (the photo's
+    skin mask, `ViewOutput.skin_mask`, 8-bit grey), `<name>.zip`. With
     `output.head`, the GLB and OBJ hold the whole head (skin, eyes, mouth; the GLB with the 52
     ARKit morph targets), the OBJ's textures include `<name>_Eye.png` and the maps
     `maps/eye_texture.png`.
@@ -61,6 +62,9 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
     Image.fromarray(to_uint8(_as_array(output.render))).save(paths["render"])
     paths["input"] = folder / "input.png"
     Image.fromarray(output.image).save(paths["input"])
+    if output.skin_mask is not None:
+        paths["skin_mask"] = folder / "skin_mask.png"
+        Image.fromarray(to_uint8(output.skin_mask)).save(paths["skin_mask"])
     files = [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".zip"]
     paths["zip"] = write_zip(sorted(files), folder / f"{name}.zip", root=folder)
     paths.update({f"map:{k}": p for k, p in map_paths.items()})

@@ -86,6 +86,7 @@ def test_reconstruct_astronaut(output_root):
     # whatever maps the pipeline makes, in its order; these at least
     assert captions[:2] == ["texture", "diffuse albedo"]
     assert {"shape normals", "shape normals (tangent)", "visibility"} <= set(captions)
+    assert {"skin mask", "skin mask (photo)"} <= set(captions)  # UV and photo space
     assert all(Path(p).is_file() and p.endswith(".png") for p, _ in gallery)
     assert Path(render).is_file()
     assert len(relit) == 8  # 4 environments x (photo view, 3/4 view)

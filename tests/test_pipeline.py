@@ -68,7 +68,10 @@ def test_mesh_projects_onto_the_detected_landmarks(pipe, photo, out):
 def test_fitting_improves_the_match_to_the_photo(out):
     assert out.fit is not None and 20 <= out.fit.steps <= 80
     before, after = out.fit.psnr_before[0], out.fit.psnr_after[0]
-    assert after > before + 5 and after > 30, (before, after)
+    # On the skin the photo shows (its skin mask: no fringe, no background) the first-order
+    # start already matches well: measured 33.1 -> 37.3 dB (25.6 -> 31.7 at 40 steps without
+    # the mask, the fringe counted).
+    assert after > before + 3 and after > 33, (before, after)
     assert out.timings["fit"] > 0
 
 
@@ -83,7 +86,11 @@ def test_maps_are_complete_and_in_range(out):
         lum = out.maps[name].mean(-1)
         assert np.percentile(lum, 0.1) > 0.05, f"{name} has empty texels"
     vis = out.maps["visibility"]
-    assert vis.shape == (RES, RES, 1) and 0.3 < vis.mean() < 0.8
+    # the skin mask leaves out the fringe and the hair at the temples: 0.27 (0.35 without it)
+    assert vis.shape == (RES, RES, 1) and 0.2 < vis.mean() < 0.8
+    skin_seen = out.maps["skin_mask"]
+    assert skin_seen.shape == (RES, RES, 1) and 0 <= skin_seen.min() and skin_seen.max() <= 1
+    assert out.skin_mask.shape == out.image.shape[:2]
     # Skin colour: the albedo of the cheeks is reddish-beige, not grey or blue.
     cheek = out.maps["diffuse_albedo"][RES // 2 : RES // 2 + 20, RES // 5 : RES // 5 + 20]
     r, g, b = cheek.reshape(-1, 3).mean(0)
