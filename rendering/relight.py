@@ -308,13 +308,16 @@ def relight_previews(
     size: int = 512,
 ) -> list[tuple[Image.Image, str]]:
     """`[(image, caption)]` for every environment kind and camera yaw (AO baked once); by
-    default the photo's view and a 3/4 view, and a profile for a full head."""
+    default the photo's view and a 3/4 view, and for a full head also a profile under the first
+    kind (one more image, not one per kind: each costs as much as the rest of a preview)."""
     scene = prepare_scene(output)
-    if yaws is None:
-        yaws = (0.0, THREE_QUARTER_YAW) + ((PROFILE_YAW,) if scene.eyes is not None else ())
     previews = []
-    for kind in kinds:
-        for yaw in yaws:
+    for i, kind in enumerate(kinds):
+        kind_yaws = yaws
+        if kind_yaws is None:
+            profile = (PROFILE_YAW,) if scene.eyes is not None and i == 0 else ()
+            kind_yaws = (0.0, THREE_QUARTER_YAW, *profile)
+        for yaw in kind_yaws:
             image = relight(scene, kind, yaw, size)
             view = "photo view" if yaw == 0 else f"{yaw:g}° view"
             pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
