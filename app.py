@@ -1,4 +1,4 @@
-"""Gradio demo: one face photo -> a textured 3D face (GLB), its UV maps, a render over the photo
+"""Gradio demo: one face photo -> a textured 3D head (GLB), its UV maps, a render over the photo
 and relit previews.
 
 Run:  python app.py            (then open http://127.0.0.1:7860; GRADIO_SERVER_PORT to change)
@@ -461,7 +461,8 @@ def build_demo() -> gr.Blocks:
     config = _config()  # the defaults shown are the pipeline's
     with gr.Blocks(title="OpenAvatar", delete_cache=(CLEANUP_EVERY_S, KEEP_S)) as demo:
         gr.Markdown(
-            "# OpenAvatar\nOne photo of a face → a textured 3D face: mesh (GLB, OBJ), UV maps "
+            "# OpenAvatar\nOne photo of a face → a textured 3D head (bald: hair is not "
+            "reconstructed; eyes, mouth and 52 ARKit blend shapes): mesh (GLB, OBJ), UV maps "
             "(texture, diffuse and specular albedo, diffuse and specular normals, shape normals, "
             "occlusion, visibility), a render over the photo and "
             "previews relit under new light. Runs on a CPU; larger maps and more fitting steps "
@@ -514,7 +515,7 @@ def build_demo() -> gr.Blocks:
                 summary = gr.Markdown(elem_id="summary")
                 warnings = gr.Markdown(elem_id="warnings")
             with gr.Column():
-                model = gr.Model3D(label="3D face (GLB)", height=420, elem_id="model3d")
+                model = gr.Model3D(label="3D head (GLB)", height=420, elem_id="model3d")
                 render = gr.Image(label="Render over the photo", type="filepath", elem_id="render")
         maps = gr.Gallery(
             label="UV maps", columns=5, height="auto", object_fit="contain", elem_id="maps"

@@ -89,7 +89,8 @@ def test_reconstruct_astronaut(output_root):
     assert {"skin mask", "skin mask (photo)"} <= set(captions)  # UV and photo space
     assert all(Path(p).is_file() and p.endswith(".png") for p, _ in gallery)
     assert Path(render).is_file()
-    assert len(relit) == 8  # 4 environments x (photo view, 3/4 view)
+    assert len(relit) == 9  # 4 environments x (photo view, 3/4 view), the head in profile
+    assert "studio, 90° view" in [c for _, c in relit]
     assert {c.split(",")[0] for _, c in relit} == {"studio", "overcast", "sunny", "window"}
     assert all(Image.open(p).size == (app.RELIGHT_SIZE, app.RELIGHT_SIZE) for p, _ in relit)
     assert [Path(f).name for f in files] == ["face.glb", "face.zip", "maps.zip"]

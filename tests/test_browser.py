@@ -137,7 +137,7 @@ def test_demo_in_chromium(server, server_tmp, shots, tmp_path):
     viewer = np.asarray(Image.open(shots / "viewer.png").convert("RGB"), np.float32)
     assert viewer.std(axis=(0, 1)).mean() > 10, "the 3D viewer drew the face, not a blank canvas"
     assert result["map_images"] >= 5  # texture, albedo, normals, visibility (+ later maps)
-    assert result["relit_images"] == 8  # 4 environments x 2 views
+    assert result["relit_images"] == 9  # 4 environments x 2 views, and the head in profile
     assert "512² maps, 2 fitting steps" in result["summary"]
     assert all(name in result["downloads"].replace("\n", "") for name in ("face.glb", "maps.zip"))
     assert result["warnings"] == "", "the astronaut raises no warning"
