@@ -334,6 +334,7 @@ KEPT_SECTIONS = (
     ("<!-- demo-load:begin -->", "<!-- demo-load:end -->"),  # bench.bench_demo_load
     ("<!-- batch:begin -->", "<!-- batch:end -->"),  # bench.bench_batch
     ("<!-- head:begin -->", "<!-- head:end -->"),  # bench.bench_head
+    ("<!-- occlusion:begin -->", "<!-- occlusion:end -->"),  # bench.bench_occlusion
 )
 
 

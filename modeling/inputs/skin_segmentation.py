@@ -18,8 +18,10 @@ Three cues, multiplied:
   likelihood is then cleaned (small specks and holes removed), pulled back from what it
   rejected (pixels at an occluder's edge mix both colours) and softened.
 
-The face's own non-skin parts (eyes, brows, lips, nostrils: landmark hulls) keep the colour
-cue's 1: they are part of the face's texture, not occluders. Outside the face (the face-oval
+The face's own non-skin parts (eyes, brows, lips, nostrils: landmark hulls) are part of the
+face's texture, not occluders: there the colour cue only rejects chromaticity far off the skin's
+saturation line (a blue face mask over the lips), not darkness or greyness (brows, pupils,
+sclera), so dark glasses frames that cross them are kept. Outside the face (the face-oval
 hull, grown a little) the mask is 0: it says which pixels show *this* face's surface.
 
 >>> with SkinSegmenter() as segmenter:  # doctest: +SKIP
@@ -63,6 +65,7 @@ SEED_REGIONS = {
     "forehead": (151, 108, 337),
     "nose_bridge": (6, 197, 195),
 }
+_MIN_REDNESS = 0.02  # log(R/G) of a plausible skin seed region
 _SEED_RADIUS = 0.05  # of the face width
 _FACE_MARGIN = 0.03  # face-oval hull growth, of the face width
 _WORK_WIDTH = 160  # face width (pixels) at which the colour model runs
@@ -73,6 +76,7 @@ _MIN_CHROMA_SIGMA = 0.04  # log units
 _SATURATION_SIGMA = 0.15
 _LUMA_SIGMA = (0.45, 0.3)  # minimum log-luminance std below / above the skin mean
 _MAHALANOBIS = (2.5, 4.0)  # distance at which the colour likelihood starts / ends falling
+_FEATURE_TOLERANCE = 3.5  # on eyes, brows, lips and nostrils: chromaticity only, x3.5
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ class SkinSegmentation:
         face: the face-oval hull of the landmarks, grown by `_FACE_MARGIN` of the face width.
         person: selfie segmentation (ones when it was ignored, see the module docstring).
         hands: the hand mask (1 on a hand).
-        colour: skin-colour likelihood (1 on eyes, brows, lips and nostrils; 0 off the face).
+        colour: skin-colour likelihood (chromaticity only on eyes, brows, lips and nostrils;
+            0 off the face).
         seeds_used (`tuple[str, ...]`): the `SEED_REGIONS` the colour model was fitted on.
     """
 
@@ -108,10 +113,10 @@ class SkinSegmenter:
 
     Args:
         selfie_model (`int`): MediaPipe selfie segmentation's `model_selection`: 0 (general,
-            256 x 256) or 1 (landscape, 144 x 256, the default: on the 11 bench portraits it
-            segments 99.0 % of the face hulls as person (min 97.2 %) against model 0's 89.7 %
-            (it misses the grey einstein photo entirely), and 4.4 % of the background corners
-            against 7.7 %).
+            256 x 256) or 1 (landscape, 144 x 256, the default: on the 12 public bench
+            portraits it segments 99.0 % of the face hulls as person (min 97.2 %), model 0
+            90.4 % (it misses the grey einstein photo entirely), and 4.1 % of the top corners
+            off the face against 7.0 %; `python -m bench.bench_occlusion`).
         max_num_hands (`int`): hands looked for (0: no hand cue).
     """
 
@@ -222,8 +227,8 @@ def skin_colour_likelihood(
         image (`(H, W, 3)` uint8): RGB photo; landmarks (`FaceLandmarks`): the face in it.
 
     Returns:
-        `(H, W)` float32 in [0, 1] (0 off the face region, 1 on its eyes, brows, lips and
-        nostrils) and the names of the seed regions used.
+        `(H, W)` float32 in [0, 1] (0 off the face region; a chromaticity-only test on its
+        eyes, brows, lips and nostrils) and the names of the seed regions used.
     """
     height, width = image.shape[:2]
     face = _face_region(landmarks, (height, width))
@@ -254,7 +259,17 @@ def skin_colour_likelihood(
         grow = 0.0 if i in _BROWS else 0.02 * face_width
         features_mask = np.maximum(features_mask, _hull_mask(points[list(region)],
                                                              small.shape[:2], grow))  # fmt: skip
-    likelihood = np.maximum(likelihood, features_mask)
+    # The features' own colours (red lips, white sclera, dark brows and pupils) lie along the
+    # saturation line or near grey: on them only chromaticity far off it (a blue face mask over
+    # the lips) is rejected, with a wider tolerance and no luminance test.
+    # Grey is as far as they go: a chromaticity beyond it, on the far side from the skin's
+    # (blue, green), is rejected.
+    k = _FEATURE_TOLERANCE
+    feature_likelihood = np.clip((k * hi - np.sqrt(d2)) / (k * (hi - lo)), 0, 1)
+    saturation = mean[:2] / max(float(np.linalg.norm(mean[:2])), 1e-6)
+    along = features[..., :2] @ saturation  # 0 at grey, |mean| at the skin's chromaticity
+    feature_likelihood *= np.clip((along + 0.15) / 0.1, 0, 1)
+    likelihood = np.maximum(likelihood, features_mask * feature_likelihood.astype(np.float32))
     if scale < 1:
         likelihood = cv2.resize(likelihood, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     out = np.zeros((height, width), np.float32)
@@ -287,7 +302,11 @@ def _seed_samples(features: np.ndarray, points: np.ndarray, face_width: float):
     if not regions:
         raise ValueError("the face's skin seed regions lie outside the photo")
     medians = {k: np.median(v, axis=0) for k, v in regions.items()}
-    centre = np.median(np.stack(list(medians.values())), axis=0)
+    # Skin reflects red more than green, green more than blue (in any white light): a region
+    # that does not (a blue face mask over both cheeks, black frames) cannot set the centre,
+    # or two covered regions out of four would pull it halfway to the cover.
+    plausible = [m for m in medians.values() if m[0] > _MIN_REDNESS and m[1] < 0]
+    centre = np.median(np.stack(plausible or list(medians.values())), axis=0)
     # Drop regions whose median is far from the others' (hair over the forehead, glasses):
     # chromaticity off by > 0.15 (log units, ~16 %) or luminance by > 0.7 (a factor 2).
     kept = [
