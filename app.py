@@ -46,6 +46,7 @@ import gradio as gr
 from modeling.errors import (
     AvatarInputError,
     CorruptImageError,
+    FaceCoveredError,
     ImageTooLargeError,
     ImageTooSmallError,
     NoFaceFoundError,
@@ -81,6 +82,7 @@ _HINTS = {
     ImageTooLargeError: "Use a smaller photo.",
     CorruptImageError: "The file may be incomplete: save or export the photo again.",
     NotAnImageError: "Upload a JPEG, PNG or WebP photo.",
+    FaceCoveredError: "Use a photo where the face is not covered by a mask, hands or hair.",
 }
 
 

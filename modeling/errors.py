@@ -30,5 +30,9 @@ class FaceIndexError(AvatarInputError):
     """The requested face number is beyond the faces found in the image."""
 
 
+class FaceCoveredError(AvatarInputError):
+    """Too little of the face is skin the photo shows (a mask, a hand, hair over most of it)."""
+
+
 class WeightsError(RuntimeError):
     """A pipeline component's weights are missing or corrupt (message names the component)."""

@@ -43,7 +43,7 @@ from modeling.face_model.topology import Topology, load_topology
 from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker, select_face
 from modeling.inputs.orientation import detect_upright, turn_axes, turn_camera, turn_landmarks
 from modeling.inputs.photo import load_image
-from modeling.inputs.skin_segmentation import SkinSegmenter
+from modeling.inputs.skin_segmentation import MIN_SKIN_FRACTION, SkinSegmenter
 from modeling.networks.delighting import check_white_balance
 from modeling.networks.reflectance import (
     check_super_resolution_mode,
@@ -341,7 +341,8 @@ class AvatarPipeline(DiffusionPipeline):
                     for k, photo, lm in tracked
                 ]
             with timer("skin_segmentation"):
-                views = [replace(v, skin_mask=self.skin_segmenter.mask(v.photo, v.landmarks))
+                segment = self.skin_segmenter.mask
+                views = [replace(v, skin_mask=segment(v.photo, v.landmarks, MIN_SKIN_FRACTION))
                          for v in views]  # fmt: skip
             progress.update()
             views, ao, fit = self._fit(views, topology, run.num_fit_steps, timer)

@@ -215,3 +215,27 @@ def test_photometric_fit_with_the_mask_ignores_the_occluder(view, segmenter, top
 
     assert hair_texels(None) > 0.02
     assert hair_texels([mask]) < 0.005
+
+
+def test_a_mostly_covered_face_is_a_clear_error_a_half_covered_one_is_not(view, segmenter):
+    from bench.bench_occlusion import occluder
+    from modeling.errors import FaceCoveredError
+    from modeling.inputs.skin_segmentation import MIN_SKIN_FRACTION
+
+    lm = view.landmarks
+    masked = _to_uint8(_paint(view.image, occluder("face mask", lm), (0.55, 0.75, 0.85)))
+    half = segmenter.segment(masked, lm)
+    assert MIN_SKIN_FRACTION < half.skin_fraction < 0.7
+    assert segmenter.mask(masked, lm, MIN_SKIN_FRACTION).shape == masked.shape[:2]
+    for top in (168, 151):  # all but the forehead and the upper eyes; all but the hair line
+        covered = np.ones(lm.image_size, bool)
+        covered[: int(lm.points[top, 1])] = False
+        covered_photo = _to_uint8(_paint(view.image, covered, (0.55, 0.75, 0.85)))
+        with pytest.raises(FaceCoveredError, match="visible skin"):
+            segmenter.mask(covered_photo, lm, MIN_SKIN_FRACTION)
+
+
+def test_a_black_and_white_photo_is_all_skin_not_covered(view, segmenter):
+    grey = _to_uint8(np.repeat(view.image.mean(-1, keepdims=True), 3, -1))
+    seg = segmenter.segment(grey, view.landmarks)
+    assert len(seg.seeds_used) >= 3 and seg.skin_fraction > 0.6

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from modeling.errors import FaceCoveredError
 from modeling.inputs.face_tracker import FaceLandmarks, _native_logs_hidden, mp
 from rendering.color import srgb_to_linear
 
@@ -66,6 +67,9 @@ SEED_REGIONS = {
     "nose_bridge": (6, 197, 195),
 }
 _MIN_REDNESS = 0.02  # log(R/G) of a plausible skin seed region
+_GREY = 0.05  # |log(R/G)|, |log(B/G)| under which every seed region is grey: a grey photo
+# Under this share of the face shown as skin there is too little to reconstruct from.
+MIN_SKIN_FRACTION = 0.2
 _SEED_RADIUS = 0.05  # of the face width
 _FACE_MARGIN = 0.03  # face-oval hull growth, of the face width
 _WORK_WIDTH = 160  # face width (pixels) at which the colour model runs
@@ -91,7 +95,8 @@ class SkinSegmentation:
         hands: the hand mask (1 on a hand).
         colour: skin-colour likelihood (chromaticity only on eyes, brows, lips and nostrils;
             0 off the face).
-        seeds_used (`tuple[str, ...]`): the `SEED_REGIONS` the colour model was fitted on.
+        seeds_used (`tuple[str, ...]`): the `SEED_REGIONS` the colour model was fitted on
+            (empty when none showed a skin colour: the colour cue, and so the mask, is 0).
     """
 
     mask: np.ndarray
@@ -159,9 +164,22 @@ class SkinSegmenter:
             mask.astype(np.float32), face, person, hands, colour.astype(np.float32), seeds
         )
 
-    def mask(self, image: np.ndarray, landmarks: FaceLandmarks) -> np.ndarray:
-        """`segment(image, landmarks).mask`: `(H, W)` float32 in [0, 1]."""
-        return self.segment(image, landmarks).mask
+    def mask(
+        self, image: np.ndarray, landmarks: FaceLandmarks, min_skin_fraction: float = 0.0
+    ) -> np.ndarray:
+        """`segment(image, landmarks).mask`: `(H, W)` float32 in [0, 1].
+
+        Raises:
+            FaceCoveredError: under `min_skin_fraction` of the face region is skin
+                (`SkinSegmentation.skin_fraction`; the pipeline asks for `MIN_SKIN_FRACTION`).
+        """
+        found = self.segment(image, landmarks)
+        if found.skin_fraction < min_skin_fraction:
+            raise FaceCoveredError(
+                f"only {100 * found.skin_fraction:.0f} % of the face is visible skin (at least "
+                f"{100 * min_skin_fraction:.0f} % is needed): a mask, hands or hair cover it"
+            )
+        return found.mask
 
     def close(self) -> None:
         """Release the MediaPipe graphs (rebuilt if `segment` is called again)."""
@@ -245,6 +263,8 @@ def skin_colour_likelihood(
     points = (landmarks.points[:, :2] - [x0, y0]) * [size[0] / (x1 - x0), size[1] / (y1 - y0)]
     face_width = landmarks.width * size[0] / (x1 - x0)
     samples, used = _seed_samples(features, points, face_width)
+    if samples is None:  # no seed region shows skin: the face is covered (or out of the photo)
+        return np.zeros((height, width), np.float32), ()
     mean, inv_cov, luma_sigma = _fit_gaussian(samples)
     diff = features - mean
     chroma = diff[..., :2]
@@ -289,7 +309,8 @@ def _colour_features(image: np.ndarray) -> np.ndarray:
 
 
 def _seed_samples(features: np.ndarray, points: np.ndarray, face_width: float):
-    """Features `(M, 3)` of the seed regions that agree with each other, and their names."""
+    """Features `(M, 3)` of the seed regions that agree with each other, and their names;
+    `(None, ())` when no region in the photo has a skin colour."""
     radius = max(1.5, _SEED_RADIUS * face_width)
     h, w = features.shape[:2]
     yy, xx = np.mgrid[:h, :w]
@@ -299,14 +320,17 @@ def _seed_samples(features: np.ndarray, points: np.ndarray, face_width: float):
         inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
         if inside.sum() >= 3:
             regions[name] = features[inside]
-    if not regions:
-        raise ValueError("the face's skin seed regions lie outside the photo")
     medians = {k: np.median(v, axis=0) for k, v in regions.items()}
-    # Skin reflects red more than green, green more than blue (in any white light): a region
-    # that does not (a blue face mask over both cheeks, black frames) cannot set the centre,
-    # or two covered regions out of four would pull it halfway to the cover.
+    # Skin reflects red more than green, green more than blue (in white light, which a camera's
+    # white balance makes of most light): a region that does not (a blue face mask over both
+    # cheeks, black frames) cannot set the centre, or two covered regions out of four would
+    # pull it halfway to the cover; with none that does, no skin is seen.
     plausible = [m for m in medians.values() if m[0] > _MIN_REDNESS and m[1] < 0]
-    centre = np.median(np.stack(plausible or list(medians.values())), axis=0)
+    if all(np.abs(m[:2]).max() < _GREY for m in medians.values()):  # a black-and-white photo
+        plausible = list(medians.values())
+    if not plausible:
+        return None, ()
+    centre = np.median(np.stack(plausible), axis=0)
     # Drop regions whose median is far from the others' (hair over the forehead, glasses):
     # chromaticity off by > 0.15 (log units, ~16 %) or luminance by > 0.7 (a factor 2).
     kept = [
