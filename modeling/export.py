@@ -436,6 +436,7 @@ EYE_ROUGHNESS = 0.1
 CORNEA_IOR = 1.376
 MOUTH_ROUGHNESS = 0.8
 MOUTH_SHADE = 0.4
+TEETH_ROUGHNESS = 0.35  # wet enamel
 
 
 def _check_head(head: HeadMesh, num_skin_vertices: int) -> None:
@@ -445,6 +446,8 @@ def _check_head(head: HeadMesh, num_skin_vertices: int) -> None:
         "skin_actions": (num_actions, num_skin_vertices, 3),
         "mouth_actions": (num_actions, len(head.mouth.vertices), 3),
     }
+    if head.teeth is not None:
+        expected["teeth_actions"] = (num_actions, len(head.teeth.vertices), 3)
     for field, shape in expected.items():
         if np.shape(getattr(head, field)) != shape:
             raise ValueError(
@@ -496,9 +499,23 @@ def _add_head(
         {"POSITION": _append_morph_target(tree, binary, delta[mouth_source])}
         for delta in head.mouth_actions
     ]
+    parts = [eyes, mouth]
+    if head.teeth is not None:  # one colour, no texture: the enamel
+        from rendering.color import srgb_to_linear
+
+        colour = [float(c) for c in srgb_to_linear(np.asarray(head.teeth_colour, np.float64))]
+        teeth_pbr = {"baseColorFactor": [*colour, 1.0], "metallicFactor": 0.0,
+                     "roughnessFactor": TEETH_ROUGHNESS}  # fmt: skip
+        materials.append({"name": "teeth", "pbrMetallicRoughness": teeth_pbr})
+        teeth, teeth_source = _append_primitive(tree, binary, head.teeth, len(materials) - 1, False)
+        teeth["targets"] = [
+            {"POSITION": _append_morph_target(tree, binary, delta[teeth_source])}
+            for delta in head.teeth_actions
+        ]
+        parts.append(teeth)
     no_motion = _append_morph_target(tree, binary, np.zeros((len(eyes_source), 3), np.float32))
     eyes["targets"] = [{"POSITION": no_motion} for _ in head.action_names]
-    mesh["primitives"] += [eyes, mouth]
+    mesh["primitives"] += parts
     mesh["name"] = "head"
     mesh.setdefault("extras", {})["targetNames"] = list(head.action_names)
     mesh["weights"] = [0.0] * len(head.action_names)
@@ -857,13 +874,21 @@ def export_obj(
             *_mtl_material("mouth", ks, ior, _shininess_from_roughness(MOUTH_ROUGHNESS),
                            MOUTH_ROUGHNESS, skin_maps),
         ]  # fmt: skip
-        for part_name, part in (("eyes", head.eyes), ("mouth", head.mouth)):
+        extra = [("eyes", head.eyes), ("mouth", head.mouth)]
+        if head.teeth is not None:
+            mtl += [
+                "# the teeth: one colour (enamel)",
+                *_mtl_material("teeth", 0.5, CORNEA_IOR, _shininess_from_roughness(TEETH_ROUGHNESS),
+                               TEETH_ROUGHNESS, [], kd=head.teeth_colour),
+            ]  # fmt: skip
+            extra.append(("teeth", head.teeth))
+        for part_name, part in extra:
             arrays = _check_mesh(part.vertices, part.faces, part.uvs, part.normals)
             parts.append((part_name, part_name, *arrays))
     mtl_path = folder / f"{name}.mtl"
     mtl_path.write_text("\n".join(mtl) + "\n")
 
-    kind = "face" if head is None else "head (skin, eyes, mouth)"
+    kind = "face" if head is None else "head (skin, eyes, mouth, teeth)"
     obj = [f"# openavatar {kind} mesh: metres, +y up, UV origin bottom-left\n",
            f"mtllib {mtl_path.name}\n"]  # fmt: skip
     first = 1  # OBJ indices are 1-based and count over the whole file
@@ -886,13 +911,14 @@ def _shininess_from_roughness(roughness: float) -> float:
 
 
 def _mtl_material(
-    name: str, ks: float, ior: float, shininess: float, roughness: float, maps: list[str]
-) -> list[str]:
-    """One MTL material's lines: white `Kd`, grey `Ks`, then the `maps` lines as given."""
+    name: str, ks: float, ior: float, shininess: float, roughness: float, maps: list[str],
+    kd: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> list[str]:  # fmt: skip
+    """One MTL material's lines: `Kd` (white unless given), grey `Ks`, then the `maps` lines."""
     return [
         f"newmtl {name}",
         "Ka 0.000000 0.000000 0.000000",  # Blender maps Ka to metallic unless Pm is given
-        "Kd 1.000000 1.000000 1.000000",
+        "Kd {:.6f} {:.6f} {:.6f}".format(*kd),
         f"Ks {ks:.6f} {ks:.6f} {ks:.6f}",
         "Ke 0.000000 0.000000 0.000000",
         f"Ns {shininess:.6f}",  # the shader's Blinn-Phong exponent

@@ -65,7 +65,8 @@ class RelightScene:
         specular (`(R, R, C)` linear, or a float).
         specular_normals, diffuse_normals (`(R, R, 3)` tangent space in [-1, 1], or `None`).
         centre (`(3,)`), radius (`float`): the head's bounding sphere.
-        eyes (`EyeParts` or `None`): the eyeballs of a full head (their own texture).
+        eyes (`EyeParts` or `None`): the eyeballs (their own texture) and the teeth of a full
+            head, glossy.
 
     With a full head (`output.head`), the skin and the mouth bag (which share the maps' UV
     layout) are `vertices` ... `ao`; the eyeballs are rendered with them, glossy, unlit by the
@@ -155,14 +156,33 @@ def prepare_scene(output, ao_directions: int = 64) -> RelightScene:
 
 
 def _eye_parts(head, camera: PinholeCamera) -> EyeParts:
+    """The eyeballs and, when the head has them, the teeth as one textured part: the teeth's
+    single colour is a strip appended to the right of the eye texture, their UVs its centre."""
     eyes = head.eyes
-    texture = head.eye_texture if head.eye_texture is not None else np.full((4, 4, 3), 0.8)
+    texture = _as_float_map(head.eye_texture if head.eye_texture is not None
+                            else np.full((4, 4, 3), 0.8))[..., :3]  # fmt: skip
+    parts = [(eyes, np.asarray(eyes.uvs, np.float64))]
+    teeth = getattr(head, "teeth", None)
+    if teeth is not None:
+        size, strip = texture.shape[0], 8
+        colour = np.asarray(head.teeth_colour, np.float32)
+        texture = np.concatenate([texture, np.broadcast_to(colour, (size, strip, 3))], axis=1)
+        squeeze = texture.shape[0] / texture.shape[1]
+        parts = [(eyes, np.asarray(eyes.uvs, np.float64) * [squeeze, 1])]
+        centre = np.array([1 - 0.5 * strip / texture.shape[1], 0.5])
+        parts.append((teeth, np.broadcast_to(centre, (len(teeth.vertices), 2))))
+    starts = np.cumsum([0] + [len(p.vertices) for p, _ in parts])
     return EyeParts(
-        vertices=camera.object_to_camera(np.asarray(eyes.vertices, np.float64)),
-        normals=np.asarray(eyes.normals, np.float64) @ np.asarray(camera.rotation).T,
-        faces=np.asarray(eyes.faces, np.int32),
-        uvs=np.asarray(eyes.uvs, np.float64),
-        albedo=srgb_to_linear(_as_float_map(texture)[..., :3]),
+        vertices=camera.object_to_camera(
+            np.concatenate([np.asarray(p.vertices, np.float64) for p, _ in parts])
+        ),
+        normals=np.concatenate([np.asarray(p.normals, np.float64) for p, _ in parts])
+        @ np.asarray(camera.rotation).T,
+        faces=np.concatenate(
+            [np.asarray(p.faces) + s for (p, _), s in zip(parts, starts, strict=False)]
+        ).astype(np.int32),
+        uvs=np.concatenate([uv for _, uv in parts]),
+        albedo=srgb_to_linear(np.ascontiguousarray(texture)),
     )
 
 

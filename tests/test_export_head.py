@@ -15,7 +15,7 @@ from modeling.face_model.head import eye_texture, head_mesh
 from modeling.face_model.topology import NUM_LANDMARKS, load_topology
 
 R = 32
-PARTS = ("skin", "eyes", "mouth")
+PARTS = ("skin", "eyes", "mouth", "teeth")
 _COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 _DTYPES = {5126: "<f4", 5125: "<u4", 5123: "<u2"}
 # MediaPipe landmarks: lower lip's outer centre, upper lip's outer centre
@@ -107,7 +107,10 @@ def test_head_glb_is_one_mesh_with_skin_eyes_mouth_and_their_materials(head_glb,
     primitives = _primitives(tree)
     assert list(primitives) == list(PARTS)
     assert [m["name"] for m in tree["materials"]] == list(PARTS)
-    skin, eyes, mouth = (tree["materials"][primitives[p]["material"]] for p in PARTS)
+    skin, eyes, mouth, teeth = (tree["materials"][primitives[p]["material"]] for p in PARTS)
+    # the teeth: one enamel colour, no texture
+    assert "baseColorTexture" not in teeth["pbrMetallicRoughness"]
+    assert min(teeth["pbrMetallicRoughness"]["baseColorFactor"][:3]) > 0.4
     # the mouth shares the skin's textures (no PNG written twice) and is rougher
     texture = "baseColorTexture"
     assert mouth["pbrMetallicRoughness"][texture] == skin["pbrMetallicRoughness"][texture]
@@ -212,7 +215,8 @@ def test_head_obj_has_an_object_and_material_per_part(tmp_path, head, maps):
                       head=head)  # fmt: skip
     lines = path.read_text().splitlines()
     assert [line for line in lines if line.startswith(("o ", "usemtl "))] == [
-        "o skin", "usemtl skin", "o eyes", "usemtl eyes", "o mouth", "usemtl mouth"
+        "o skin", "usemtl skin", "o eyes", "usemtl eyes", "o mouth", "usemtl mouth",
+        "o teeth", "usemtl teeth",
     ]  # fmt: skip
     mtl = (tmp_path / "face.mtl").read_text()
     assert [line for line in mtl.splitlines() if line.startswith("newmtl")] == [

@@ -233,3 +233,21 @@ def test_no_skin_triangle_folds_over_where_the_head_meets_the_face(mean_head):
     own = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     folded = (np.einsum("fc,fkc->fk", own, n[f]) < 0).all(1)
     assert folded[load_head_model().ring_charts].sum() == 0
+
+
+def test_teeth_sit_behind_the_lips_and_the_lower_arch_follows_the_jaw(mean_head):
+    topology = load_topology()
+    face = topology.lift(topology.frontal_shape[:468])
+    teeth = mean_head.teeth.vertices.astype(np.float64)
+    lips = face[[13, 14]]  # inner lips
+    assert teeth[:, 2].max() < lips[:, 2].min() - 0.002  # behind the lips
+    assert np.abs(teeth[:, 0]).max() < 0.03  # within the mouth's width, not through the cheeks
+    # a closed band: positive enclosed volume (triangles face outwards)
+    f = mean_head.teeth.faces
+    volume = np.einsum("ij,ij->i", teeth[f[:, 0]], np.cross(teeth[f[:, 1]], teeth[f[:, 2]])).sum()
+    assert volume > 0
+    jaw = mean_head.teeth_actions[mean_head.action_names.index("jawOpen")]
+    moving = np.linalg.norm(jaw, axis=1) > 0
+    assert 0 < moving.sum() < len(teeth)  # the lower arch only
+    assert teeth[moving, 1].mean() < teeth[~moving, 1].mean()
+    assert (jaw[moving, 1] < -0.005).all()  # opens by more than 5 mm

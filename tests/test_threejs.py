@@ -108,7 +108,7 @@ def test_threejs_loads_and_renders_the_head(tmp_path, shots):
 
     # one three.js Mesh per glTF primitive, each with its material, all read as physical
     meshes = {m["material"]["name"]: m for m in report["meshes"]}
-    assert len(report["meshes"]) == 3 and sorted(meshes) == ["eyes", "mouth", "skin"]
+    assert len(report["meshes"]) == 4 and sorted(meshes) == ["eyes", "mouth", "skin", "teeth"]
     assert {m["material"]["type"] for m in meshes.values()} == {"MeshPhysicalMaterial"}
     # the 52 ARKit actions, by name, on every primitive (the eyes' all-zero) in the GLB's order
     for mesh in meshes.values():

@@ -42,6 +42,11 @@ MOUTH_DEPTH = 0.03
 FAIR_RINGS = 3  # rows of ring vertices next to the face's border that `fair_border` relaxes
 _EYE_CENTRES = {"right": 469, "left": 470}  # base vertices of the fans (topology)
 _MOUTH_CENTRE = 468
+_UPPER_INNER_LIP, _LOWER_INNER_LIP, _MOUTH_CORNERS = 13, 14, (78, 308)
+TEETH_HALF_WIDTH, TEETH_DEPTH = 0.02, 0.03  # metres, mean face: the arch's extent
+TEETH_SETBACK, TEETH_THICKNESS = 0.004, 0.006  # behind the inner lips; front to back of a tooth
+TEETH_HEIGHT, TEETH_GAP = 0.009, 0.0005  # crown height; half the gap between the arches
+TEETH_COLOUR = (0.85, 0.82, 0.74)  # sRGB, enamel
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,10 @@ class HeadMesh:
             action's vertex offsets at weight 1 (glTF morph targets).
         eye_texture (`(S, S, 3)` float32 sRGB or `None`): the eyeballs' texture (`eye_texture`),
             set by the pipeline from the photo's iris colour.
+        teeth (`MeshPart`): upper and lower dental arches behind the lips (one colour,
+            `TEETH_COLOUR`; their UVs are a planar map, unused by the exports);
+            teeth_actions (`(52, V_teeth, 3)`): the lower arch follows the lower lip;
+            teeth_colour: sRGB.
     """
 
     skin: MeshPart
@@ -84,6 +93,9 @@ class HeadMesh:
     skin_actions: np.ndarray
     mouth_actions: np.ndarray
     eye_texture: np.ndarray | None = None
+    teeth: MeshPart | None = None
+    teeth_actions: np.ndarray | None = None
+    teeth_colour: tuple[float, float, float] = TEETH_COLOUR
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity (a cache key, like `Topology`)
@@ -340,11 +352,80 @@ def head_mesh(face_vertices: np.ndarray, head: HeadModel | None = None) -> HeadM
         vertex_normals(bag_vertices, bag_faces).astype(np.float32),
     )
     skin_actions, mouth_actions = _actions(head, scale, skin_vertices, np.array(centres), radius)
+    teeth, lower = dental_arches(face_vertices, scale)
+    jaw = head.action_deltas[:, _LOWER_INNER_LIP].astype(np.float32) * scale  # (52, 3)
+    teeth_actions = np.where(lower[None, :, None], jaw[:, None, :], 0.0).astype(np.float32)
     return HeadMesh(
         MeshPart(skin_vertices.astype(np.float32), skin_faces, head.dense_uvs.astype(np.float32),
                  skin_normals.astype(np.float32)),
         eyes, mouth, np.array(centres), radius, head.action_names, skin_actions, mouth_actions,
+        teeth=teeth, teeth_actions=teeth_actions,
     )  # fmt: skip
+
+
+def dental_arches(face_vertices: np.ndarray, scale: float, segments: int = 16):
+    """Upper and lower teeth: two horseshoe bands behind the lips (a closed mouth hides them, an
+    open one shows their edges).
+
+    Each arch follows `z = front - depth (x / half_width)^2` for |x| <= half_width, with a
+    rectangular cross-section (`TEETH_HEIGHT` tall, `TEETH_THICKNESS` thick), sized with the
+    face. Returns the `MeshPart` and a `(V,)` bool mask of the lower arch's vertices."""
+    lips = face_vertices[[_UPPER_INNER_LIP, _LOWER_INNER_LIP]]
+    corners = face_vertices[[_MOUTH_CORNERS[0], _MOUTH_CORNERS[1]]]
+    centre_x = corners[:, 0].mean()
+    half_width = TEETH_HALF_WIDTH * scale
+    depth = TEETH_DEPTH * scale
+    front = lips[:, 2].min() - (TEETH_SETBACK + TEETH_THICKNESS / 2) * scale  # the path's
+    midline = lips[:, 1].mean()
+    # the upper incisors show ~2 mm below the upper lip, the lower ones hide behind the lower
+    # lip; with the lips together both meet at the midline
+    upper_edge = max(midline + TEETH_GAP * scale, lips[0, 1] - 0.002 * scale)
+    lower_edge = min(midline - TEETH_GAP * scale, lips[1, 1] + 0.001 * scale)
+    t = np.linspace(-1, 1, segments + 1)
+    path = np.stack([centre_x + t * half_width, np.zeros_like(t), front - depth * t**2], 1)
+    tangent = np.gradient(path, axis=0)
+    outward = np.stack([tangent[:, 2], np.zeros_like(t), -tangent[:, 0]], 1)  # in the xz-plane
+    outward /= np.linalg.norm(outward, axis=1, keepdims=True)
+    outward *= np.sign(outward[segments // 2, 2])  # towards the lips at the front
+    thick = TEETH_THICKNESS * scale
+    parts, lower_mask, faces, start = [], [], [], 0
+    for lower, (top, bottom) in enumerate(
+        ((upper_edge + TEETH_HEIGHT * scale, upper_edge),
+         (lower_edge, lower_edge - TEETH_HEIGHT * scale))
+    ):  # fmt: skip
+        rings = [path + outward * (thick / 2) + [0, y, 0] for y in (top, bottom)]
+        rings += [path - outward * (thick / 2) + [0, y, 0] for y in (bottom, top)]
+        vertices = np.concatenate(
+            rings
+        )  # 4 rows (outer top, outer bottom, inner bottom, inner top)
+        n = segments + 1
+        for row in range(4):
+            a, b = row * n, ((row + 1) % 4) * n
+            for k in range(segments):
+                faces += [(start + a + k, start + b + k, start + b + k + 1),
+                          (start + a + k, start + b + k + 1, start + a + k + 1)]  # fmt: skip
+        q0, q1, q2, q3 = (start + row * n for row in range(4))  # the ends' quads, consistent
+        faces += [(q1, q0, q3), (q3, q2, q1)]  # with the strips' boundary edges
+        q0, q1, q2, q3 = (start + row * n + segments for row in range(4))
+        faces += [(q0, q1, q2), (q2, q3, q0)]
+        parts.append(vertices)
+        lower_mask.append(np.full(len(vertices), bool(lower)))
+        start += len(vertices)
+    vertices = np.concatenate(parts)
+    faces = np.array(faces)
+    faces = _outward(vertices, faces)
+    uvs = (vertices[:, :2] - vertices[:, :2].min(0)) / np.ptp(vertices[:, :2], axis=0).max()
+    part = MeshPart(vertices.astype(np.float32), faces.astype(np.int32), uvs.astype(np.float32),
+                    vertex_normals(vertices, faces).astype(np.float32))  # fmt: skip
+    return part, np.concatenate(lower_mask)
+
+
+def _outward(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """The two closed bands' faces (consistently wound), all turned if they face inwards (a
+    negative enclosed volume, measured about the first band's centre)."""
+    tri = vertices[faces] - vertices.mean(0)
+    volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum()
+    return faces if volume > 0 else faces[:, ::-1].copy()
 
 
 MAX_GAZE_ANGLE = np.radians(35.0)  # beyond this the iris landmarks are not trusted
