@@ -335,6 +335,7 @@ KEPT_SECTIONS = (
     ("<!-- batch:begin -->", "<!-- batch:end -->"),  # bench.bench_batch
     ("<!-- head:begin -->", "<!-- head:end -->"),  # bench.bench_head
     ("<!-- occlusion:begin -->", "<!-- occlusion:end -->"),  # bench.bench_occlusion
+    ("<!-- speed:begin -->", "<!-- speed:end -->"),  # bench.bench_speed
 )
 
 
