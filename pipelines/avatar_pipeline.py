@@ -373,15 +373,8 @@ class AvatarPipeline(DiffusionPipeline):
                 shape = shape_maps(skin, atlas, layout, ao_skin)
             with timer("reflectance"):
                 reflectance = self.reflectance_maps(
-                    texture, albedo, shape, visibility, atlas.chart, run.white_balance
+                    texture, albedo, shape, visibility, atlas.chart, run.white_balance, run.head
                 )
-                if head is not None:  # the ring as the networks' face border, seamless
-                    names = [k for k in ("diffuse_albedo", "specular_albedo") if k in reflectance]
-                    stacked = [reflectance[k] for k in names]
-                    if names:
-                        done = complete_head_map(np.concatenate(stacked, -1), head_model, atlas)
-                        splits = np.cumsum([m.shape[-1] for m in stacked])[:-1]
-                        reflectance.update(zip(names, np.split(done, splits, axis=-1), strict=True))
                 # the light, re-expressed for the exported albedo (albedo x light ~ the photo)
                 gain = albedo_light_gain(albedo, reflectance.get("diffuse_albedo"), visibility)
             with timer("render"):
@@ -432,11 +425,14 @@ class AvatarPipeline(DiffusionPipeline):
         return views, fit.ambient_occlusion, fit
 
     def reflectance_maps(
-        self, texture, albedo, shape_maps, visibility, chart=None, white_balance="camera"
-    ) -> dict[str, np.ndarray]:
+        self, texture, albedo, shape_maps, visibility, chart=None, white_balance="camera",
+        head=None,
+    ) -> dict[str, np.ndarray]:  # fmt: skip
         """The loaded reflectance networks over the first-order maps
         (`modeling.networks.reflectance.reflectance_maps`), by sliding window on `self.device` /
-        `self.dtype`. `__call__` runs it; call it again on an output's maps to change
+        `self.dtype`; for maps in the head's layout (`head`, default: the config's) the diffuse
+        and specular albedo of the ring are then completed from the face's border
+        (`complete_head_map`). `__call__` runs it; call it again on an output's maps to change
         `white_balance` without refitting:
 
         >>> maps = out.maps  # doctest: +SKIP
@@ -444,7 +440,7 @@ class AvatarPipeline(DiffusionPipeline):
         >>> pipe.reflectance_maps(maps["texture"], maps["diffuse_albedo_first_order"], shape,
         ...                       maps["visibility"], white_balance="skin_prior")  # doctest: +SKIP
         """
-        return reflectance_maps(
+        maps = reflectance_maps(
             texture,
             albedo,
             shape_maps,
@@ -457,6 +453,18 @@ class AvatarPipeline(DiffusionPipeline):
             device=self.device,
             dtype=self.dtype,
         )
+        if not (self.config.get("head", True) if head is None else head):
+            return maps
+        # the ring as the networks' face border, seamless
+        head_model = load_head_model()
+        atlas = uv_atlas(np.asarray(texture).shape[0], head_model)
+        names = [k for k in ("diffuse_albedo", "specular_albedo") if k in maps]
+        if names:
+            stacked = [maps[k] for k in names]
+            done = complete_head_map(np.concatenate(stacked, -1), head_model, atlas)
+            splits = np.cumsum([m.shape[-1] for m in stacked])[:-1]
+            maps.update(zip(names, np.split(done, splits, axis=-1), strict=True))
+        return maps
 
 
 def _track_upright(tracker: FaceTracker, photo: np.ndarray, face_index: int):
