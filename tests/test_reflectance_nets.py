@@ -151,6 +151,50 @@ def test_sliding_window_matches_the_full_image_without_seams():
     assert grad[borders].max() < 2 * grad[10:-10].median() + 1e-4
 
 
+@pytest.mark.parametrize("norm", [False, True])
+def test_constant_channels_as_a_bias_match_the_expanded_channels(norm):
+    # The reference: the constants expanded over the image and concatenated, as the networks
+    # were trained; the fast path folds them into the first conv's bias (replicate padding keeps
+    # them constant), channels-last as the reflectance stage runs it.
+    torch.manual_seed(0)
+    net = TinyUNet(5 + 7, 4, (4, 8, 16), norm=norm).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x, constants = torch.rand(2, 5, 37, 50), torch.rand(2, 7)
+    with torch.no_grad():
+        expanded = net(torch.cat([x, constants[:, :, None, None].expand(-1, -1, 37, 50)], 1))
+        folded = net(x.contiguous(memory_format=torch.channels_last), constants)
+    assert (folded - expanded).abs().max() < 1e-5 * expanded.abs().max()
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_replicate_pad_is_torchs_in_the_same_memory_format(memory_format):
+    from modeling.networks.blocks import replicate_pad
+
+    x = torch.rand(2, 5, 7, 9).contiguous(memory_format=memory_format)
+    padded = replicate_pad(x)
+    assert torch.equal(padded, torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"))
+    assert padded.is_contiguous(memory_format=memory_format)
+
+
+def test_unet_gives_the_same_with_and_without_gradients():
+    torch.manual_seed(0)
+    net = TinyUNet(3, 2, (4, 8)).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.3)
+    x = torch.rand(1, 3, 30, 20)
+    with torch.no_grad():
+        fast = net(x)
+    assert torch.allclose(net(x), fast, atol=1e-6)
+
+
+def test_detail_normals_are_unit_vectors_as_normalize_gives():
+    from modeling.networks.normals import _unit
+
+    v = torch.randn(2, 3, 16, 16)
+    v[0, :, 0, 0] = 0  # F.normalize's eps: the zero vector stays zero
+    assert torch.allclose(_unit(v), torch.nn.functional.normalize(v, dim=1), atol=1e-6)
+
+
 def _copy_weights(tmp_path, dummy=False) -> Path:
     folder = tmp_path / "weights"
     if dummy:

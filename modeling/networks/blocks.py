@@ -34,8 +34,42 @@ class ConvBlock(nn.Module):
             layers.append(nn.SiLU())
         self.body = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    def forward(self, x: torch.Tensor, constants: torch.Tensor | None = None) -> torch.Tensor:
+        """`x` `(B, C, H, W)`; `constants` `(B, K)`, *optional*: K more input channels, each
+        constant over the image, after `x`'s (the first conv's `in_channels` is C + K). A
+        constant channel stays constant under replicate padding, so its share of the first
+        conv is a per-image bias: the same output as the channels expanded and concatenated,
+        up to float rounding, without convolving K full-size channels."""
+        inference = not torch.is_grad_enabled()
+        for i, layer in enumerate(self.body):
+            if isinstance(layer, nn.Conv2d):  # the layer's own conv, padding done here
+                padded = replicate_pad(x) if inference else F.pad(x, (1, 1, 1, 1), "replicate")
+                weight, extra = layer.weight, None
+                if i == 0 and constants is not None:
+                    c = x.shape[1]
+                    weight, extra = weight[:, :c], constants @ weight[:, c:].sum(dim=(2, 3)).T
+                x = F.conv2d(padded, weight, layer.bias)
+                if extra is not None:
+                    x = x + extra[:, :, None, None]
+            elif isinstance(layer, nn.SiLU) and inference:
+                x = F.silu(x, inplace=True)  # x is the conv's (or the norm's) own output
+            else:
+                x = layer(x)
+        return x
+
+
+def replicate_pad(x: torch.Tensor) -> torch.Tensor:
+    """`F.pad(x, (1, 1, 1, 1), mode="replicate")` of `(B, C, H, W)`, the same values in the same
+    memory format, by copies into an empty tensor: PyTorch's replication-pad kernel is about
+    twice as slow on channels-last tensors (which the reflectance stage runs on)."""
+    b, c, h, w = x.shape
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    y = torch.empty(b, c, h + 2, w + 2, dtype=x.dtype, device=x.device, memory_format=fmt)
+    y[..., 1:-1, 1:-1] = x
+    y[..., 1:-1, 0], y[..., 1:-1, -1] = x[..., 0], x[..., -1]
+    y[..., 0, :], y[..., -1, :] = y[..., 1, :], y[..., -2, :]
+    return y
 
 
 class TinyUNet(nn.Module):
@@ -50,7 +84,10 @@ class TinyUNet(nn.Module):
             without it the network is strictly local and the sliding window reproduces the
             full-image output away from tile borders.
 
-    `forward(x)`: `(B, in_channels, H, W)` -> `(B, out_channels, H, W)` (any H, W).
+    `forward(x, constants=None)`: `(B, in_channels, H, W)` -> `(B, out_channels, H, W)` (any H,
+    W); with `constants` `(B, K)`, `x` has `in_channels - K` channels and the last K input
+    channels are those constants over the whole image (`ConvBlock.forward`: computed as a bias,
+    without expanding them).
     """
 
     def __init__(self, in_channels: int, out_channels: int, channels=(16, 32, 64), norm=False):
@@ -70,7 +107,7 @@ class TinyUNet(nn.Module):
         nn.init.zeros_(self.head.weight)  # start as the identity of the residual it predicts
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, constants: torch.Tensor | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
         s = self.stride
         ph, pw = (-h) % s, (-w) % s
@@ -80,7 +117,7 @@ class TinyUNet(nn.Module):
         for i, block in enumerate(self.down):
             if i:
                 x = F.avg_pool2d(x, 2)
-            x = block(x)
+            x = block(x, constants) if i == 0 else block(x)
             skips.append(x)
         for block, skip in zip(self.up, reversed(skips[:-1]), strict=True):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)

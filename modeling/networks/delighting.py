@@ -154,12 +154,11 @@ class DelightingNet(ModelMixin, ConfigMixin):
             `torch.Tensor` of shape `(B, 3, H, W)`: diffuse albedo, sRGB (not clamped; clamp to
             [0, 1] for display).
         """
-        b, _, h, w = texture.shape
         gain = self.global_gain(stats, white_balance)[:, :, None, None]
-        constant = (stats * 2 - 1)[:, :, None, None].expand(b, NUM_STATS, h, w)
         maps = torch.cat([texture, delit_albedo, shape_normals, ao, visibility], 1)
-        x = torch.cat([maps * 2 - 1, constant], 1)
-        log_shading, specular, residual = self.unet(x).split(3, dim=1)
+        # the statistics are the U-Net's last NUM_STATS input channels, constant over the image
+        constant = (stats * 2 - 1).expand(len(texture), -1)
+        log_shading, specular, residual = self.unet(maps * 2 - 1, constant).split(3, dim=1)
         albedo_linear = (srgb_to_linear(delit_albedo) - 0.1 * specular) * torch.exp(
             gain - log_shading
         )

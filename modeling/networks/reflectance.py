@@ -57,6 +57,16 @@ def _tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None]
 
 
+def _channels_last(fn):
+    """`fn` run on tiles in channels-last memory format: oneDNN's convolutions take it
+    without reordering, 1.6-1.8x faster per U-Net on 2 CPU cores (same values, bench_speed)."""
+
+    def run(*tiles: torch.Tensor) -> torch.Tensor:
+        return fn(*(t.contiguous(memory_format=torch.channels_last) for t in tiles))
+
+    return run
+
+
 def _finite(out: torch.Tensor, name: str, inputs: list[torch.Tensor]) -> torch.Tensor:
     """`out`, the output of component `name` on `inputs`, if it is finite. Otherwise a
     `WeightsError` naming the component (finite inputs: the weights are to blame), or a
@@ -142,8 +152,8 @@ def reflectance_maps(
         return {}
 
     def run(net, name, inputs, channels):
-        out = sliding_window(net, inputs, channels, TILE_SIZE, TILE_OVERLAP, TILE_BATCH,
-                             device=device, dtype=dtype)  # fmt: skip
+        out = sliding_window(_channels_last(net), inputs, channels, TILE_SIZE, TILE_OVERLAP,
+                             TILE_BATCH, device=device, dtype=dtype)  # fmt: skip
         return _numpy(_finite(out, name, inputs))
 
     def on_device(x: torch.Tensor) -> torch.Tensor:

@@ -114,22 +114,13 @@ class SpecularAlbedoNet(ModelMixin, ConfigMixin):
         Returns:
             `torch.Tensor` of shape `(B, 1, H, W)`: specular albedo (not clamped).
         """
-        b, _, h, w = texture.shape
+        b = len(texture)
         lum = luminance(texture, axis=1)
         highpass = (lum - gaussian_blur(lum, self.config.highpass_sigma)) * 8
         uv = uv.expand(b, -1, -1, -1) * 2 - 1
         vector = self.context(context).expand(b, -1)
         log_level, features = vector[:, :1], vector[:, 1:]
-        x = torch.cat(
-            [
-                diffuse_albedo * 2 - 1,
-                shape_normals * 2 - 1,
-                lum * 2 - 1,
-                highpass,
-                uv,
-                features[:, :, None, None].expand(-1, -1, h, w),
-            ],
-            1,
-        )
+        x = torch.cat([diffuse_albedo * 2 - 1, shape_normals * 2 - 1, lum * 2 - 1, highpass, uv], 1)
         level = torch.exp(log_level)[:, :, None, None]
-        return (self.config.mean_specular + self.unet(x)) * level
+        # the context features are the U-Net's last input channels, constant over the image
+        return (self.config.mean_specular + self.unet(x, features)) * level
