@@ -432,14 +432,19 @@ class AvatarPipeline(DiffusionPipeline):
         (`modeling.networks.reflectance.reflectance_maps`), by sliding window on `self.device` /
         `self.dtype`; for maps in the head's layout (`head`, default: the config's) the diffuse
         and specular albedo of the ring are then completed from the face's border
-        (`complete_head_map`). `__call__` runs it; call it again on an output's maps to change
-        `white_balance` without refitting:
+        (`complete_head_map`). `chart` (`(R, R)` bool) defaults to the layout's. `__call__`
+        runs it; call it again on an output's maps to change `white_balance` without refitting:
 
         >>> maps = out.maps  # doctest: +SKIP
         >>> shape = {k: maps[k] for k in ("shape_normals", "ambient_occlusion")}  # doctest: +SKIP
         >>> pipe.reflectance_maps(maps["texture"], maps["diffuse_albedo_first_order"], shape,
         ...                       maps["visibility"], white_balance="skin_prior")  # doctest: +SKIP
         """
+        use_head = self.config.get("head", True) if head is None else head
+        layout = load_head_model() if use_head else load_topology()
+        atlas = uv_atlas(np.asarray(texture).shape[0], layout)
+        if chart is None:  # the layout's own chart, as `__call__` passes it
+            chart = atlas.chart
         maps = reflectance_maps(
             texture,
             albedo,
@@ -453,15 +458,13 @@ class AvatarPipeline(DiffusionPipeline):
             device=self.device,
             dtype=self.dtype,
         )
-        if not (self.config.get("head", True) if head is None else head):
+        if not use_head:
             return maps
         # the ring as the networks' face border, seamless
-        head_model = load_head_model()
-        atlas = uv_atlas(np.asarray(texture).shape[0], head_model)
         names = [k for k in ("diffuse_albedo", "specular_albedo") if k in maps]
         if names:
             stacked = [maps[k] for k in names]
-            done = complete_head_map(np.concatenate(stacked, -1), head_model, atlas)
+            done = complete_head_map(np.concatenate(stacked, -1), layout, atlas)
             splits = np.cumsum([m.shape[-1] for m in stacked])[:-1]
             maps.update(zip(names, np.split(done, splits, axis=-1), strict=True))
         return maps
