@@ -33,6 +33,7 @@ from bench import report
 from bench.bench_backbone import bench_resolution, machine_info, peak_rss_bytes, reset_peak_rss
 from bench.metrics import (
     colour_shift,
+    face_vertices_of,
     masked_ssim,
     mean_vertex_distance_mm,
     mesh_ibug68,
@@ -117,7 +118,7 @@ def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dic
             row["fit_psnr_before"] = float(out.fit.psnr_before[0])
             row["fit_psnr_after"] = float(out.fit.psnr_after[0])
         row.update(albedo_colour_shifts(pipe, out))
-        mesh_pts = mesh_ibug68(out.mesh.vertices, out.camera)
+        mesh_pts = mesh_ibug68(face_vertices_of(out), out.camera)
         dlib_pts = None
         if dlib_ref is not None:
             found = dlib_ref.landmarks_near(out.image, mesh_pts)
@@ -162,7 +163,7 @@ def run_annotated(pipe, resolution, dlib_ref, progress) -> dict:
             rows.append(row)
             progress.update()
             continue
-        ours = mesh_ibug68(out.mesh.vertices, out.camera)
+        ours = mesh_ibug68(face_vertices_of(out), out.camera)
         row["iod_px"] = float(np.linalg.norm(human[45] - human[36]))
         row["nme_regions"] = region_errors(ours, human)
         if dlib_ref is not None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from bench import landmarks68
 from bench.landmarks68 import ibug68_from_pixels, mesh_ibug68
-from bench.metrics import OUTER_EYE_CORNERS, REGIONS, nme, region_errors
+from bench.metrics import OUTER_EYE_CORNERS, REGIONS, face_vertices_of, nme, region_errors
 from modeling.face_model.topology import IBUG68_FROM_MEDIAPIPE, load_topology
 from rendering.camera import PinholeCamera
 
@@ -57,12 +57,12 @@ def collect(photos: list[Path], refresh: bool = False) -> dict[str, dict]:
         for path in todo:
             print(f"fitting {path.name} ...", flush=True)
             out = pipe(str(path), resolution=512)
-            mesh = mesh_ibug68(out.mesh.vertices, out.camera, load_topology())
+            mesh = mesh_ibug68(face_vertices_of(out), out.camera, load_topology())
             found = ref.landmarks_near(out.image, mesh)  # the face we fitted, as the bench
             pts = None if found is None else found[1]
             np.savez_compressed(
                 folder / f"{path.name}.npz",
-                vertices_object=out.mesh.vertices,
+                vertices_object=face_vertices_of(out),
                 camera=out.camera.to_json(),
                 mediapipe=out.landmarks.points,
                 dlib=np.zeros((0, 2)) if pts is None else pts,

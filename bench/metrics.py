@@ -124,3 +124,13 @@ def colour_shift(albedo: np.ndarray, first_order: np.ndarray, where: np.ndarray)
     a, b = mean_linear(albedo, where), mean_linear(first_order, where)
     a = a * luminance(b) / max(float(luminance(a)), 1e-12)
     return float(np.linalg.norm(lab(a)[1:] - lab(b)[1:]))
+
+
+def face_vertices_of(out) -> np.ndarray:
+    """The dense face's vertices `(7305, 3)` of a pipeline output (a head's skin holds them:
+    `modeling.face_model.head.face_vertices`)."""
+    if out.head is None:
+        return out.mesh.vertices
+    from modeling.face_model.head import face_vertices
+
+    return face_vertices(out.mesh.vertices)

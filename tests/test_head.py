@@ -251,3 +251,11 @@ def test_teeth_sit_behind_the_lips_and_the_lower_arch_follows_the_jaw(mean_head)
     assert 0 < moving.sum() < len(teeth)  # the lower arch only
     assert teeth[moving, 1].mean() < teeth[~moving, 1].mean()
     assert (jaw[moving, 1] < -0.005).all()  # opens by more than 5 mm
+
+
+def test_the_dense_face_is_recovered_from_the_heads_skin(mean_head):
+    from modeling.face_model.head import face_vertices
+
+    topology = load_topology()
+    face = topology.lift(topology.frontal_shape[:468])
+    np.testing.assert_allclose(face_vertices(mean_head.skin.vertices), face, atol=1e-6)

@@ -228,6 +228,22 @@ def skin_ambient_occlusion(face_ao: np.ndarray, head: HeadModel) -> np.ndarray:
     return np.concatenate([unique[head.skin_source], np.full(sockets, unique.min())])
 
 
+def face_vertices(skin_vertices: np.ndarray, head: HeadModel | None = None) -> np.ndarray:
+    """The dense face `(7305, 3)` inside a head's skin vertices `(V_skin, 3)` (its UV-split
+    copies and sockets dropped; the three fan centres, not part of the head's skin, lifted from
+    the landmarks as `Topology.lift` places them)."""
+    head = head or load_head_model()
+    skin = np.asarray(skin_vertices, np.float64)
+    num_dense = head.num_dense
+    first = head._split_index
+    out = np.zeros((num_dense, 3))
+    used = np.array([v for v in first if v < num_dense])
+    out[used] = skin[[first[v] for v in used]]
+    missing = np.setdiff1d(np.arange(num_dense), used)
+    out[missing] = head.topology.lift(out[:NUM_LANDMARKS])[missing]
+    return out
+
+
 def face_scale(face_vertices: np.ndarray, topology: Topology) -> float:
     """Size of a face relative to the mean face (RMS landmark distance from their centroid)."""
     own = face_vertices[:NUM_LANDMARKS]
