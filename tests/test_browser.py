@@ -34,26 +34,9 @@ NODE = shutil.which("node")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a server, a browser and a reconstruction
 
 
-def _missing() -> str | None:
-    """Why the browser test cannot run here, or None."""
-    if not Path(CHROMIUM).is_file():
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)"
-    if NODE is None:
-        return "Node.js is not installed"
-    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        return "playwright-core is not installed (run `npm ci` in tests/browser)"
-    return None
-
-
 @pytest.fixture(autouse=True)
-def _prerequisites():
-    """Skip without Chromium, Node or playwright-core; fail instead where CI promised them
-    (OPENAVATAR_REQUIRE_BROWSER=1, set by .ci/run after installing them)."""
-    reason = _missing()
-    if reason and os.environ.get("OPENAVATAR_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"browser test required but {reason}")
-    if reason:
-        pytest.skip(reason)
+def _prerequisites(require_node_tools):
+    require_node_tools(("playwright-core",), "browser test", chromium=True)
 
 
 def _status(url: str) -> int:

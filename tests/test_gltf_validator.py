@@ -7,7 +7,6 @@ under OPENAVATAR_REQUIRE_BROWSER=1, as in CI).
 """
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -47,22 +46,9 @@ process.stdin.on('end', () => {
 """
 
 
-def _missing() -> str | None:
-    if NODE is None:
-        return "Node.js is not installed"
-    for package in ("gltf-validator", "mikktspace"):
-        if not (BROWSER_DIR / "node_modules" / package).is_dir():
-            return f"{package} is not installed (run `npm ci` in tests/browser)"
-    return None
-
-
 @pytest.fixture(autouse=True)
-def _prerequisites():
-    reason = _missing()
-    if reason and os.environ.get("OPENAVATAR_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"the glTF reference tools are required but {reason}")
-    if reason:
-        pytest.skip(reason)
+def _prerequisites(require_node_tools):
+    require_node_tools(("gltf-validator", "mikktspace"), "the glTF reference tools are")
 
 
 def _node(script: str, *args: str, data: bytes = b"") -> bytes:

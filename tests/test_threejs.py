@@ -43,25 +43,9 @@ ARKIT = (
 ).split()
 
 
-def _missing() -> str | None:
-    """Why the test cannot run here, or None."""
-    if not Path(CHROMIUM).is_file():
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)"
-    if NODE is None:
-        return "Node.js is not installed"
-    for package in ("playwright-core", "three"):
-        if not (BROWSER_DIR / "node_modules" / package).is_dir():
-            return f"{package} is not installed (run `npm ci` in tests/browser)"
-    return None
-
-
 @pytest.fixture(autouse=True)
-def _prerequisites():
-    reason = _missing()
-    if reason and os.environ.get("OPENAVATAR_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"the three.js test is required but {reason}")
-    if reason:
-        pytest.skip(reason)
+def _prerequisites(require_node_tools):
+    require_node_tools(("playwright-core", "three"), "the three.js test is", chromium=True)
 
 
 @pytest.fixture
