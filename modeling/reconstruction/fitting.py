@@ -53,6 +53,8 @@ class FitView:
         face_size (`float`): landmark box diagonal in crop pixels (normalises the landmark loss).
         mask (`torch.Tensor` `(S, S)` in [0, 1] or `None`): the crop of the photo's skin mask
             (`modeling.inputs.skin_segmentation`): the photometric loss's per-pixel weight.
+        landmark_weights (`torch.Tensor` `(468,)` in [0, 1] or `None`): each landmark's weight
+            in the landmark loss (`landmark_visibility`; `None`: all 1).
     """
 
     image: torch.Tensor
@@ -60,6 +62,28 @@ class FitView:
     landmarks: torch.Tensor
     face_size: float
     mask: torch.Tensor | None = None
+    landmark_weights: torch.Tensor | None = None
+
+
+# A landmark whose surface turns away from the camera was not seen: MediaPipe placed it from its
+# face prior. It keeps this much weight (it still says roughly where the hidden side is) ...
+HIDDEN_LANDMARK_WEIGHT = 0.05
+# ... and full weight from this cosine between its normal and the direction to the camera.
+SEEN_LANDMARK_COSINE = 0.3
+
+
+def landmark_visibility(geometry: FaceGeometry) -> np.ndarray:
+    """`(468,)` float32 in [HIDDEN_LANDMARK_WEIGHT, 1]: how much each landmark of a photo was
+    seen, from the facing of the initial mesh (`geometry`, camera space) at its vertex: 1 where
+    the cosine between the normal and the direction to the camera is at least
+    `SEEN_LANDMARK_COSINE`, falling linearly to the floor at grazing and back-facing points
+    (the far cheek and jaw of a turned face, which MediaPipe invents)."""
+    verts = geometry.vertices_camera[:NUM_LANDMARKS]
+    normals = geometry.normals_camera[:NUM_LANDMARKS]
+    to_camera = -verts / np.linalg.norm(verts, axis=1, keepdims=True)
+    cosine = (normals * to_camera).sum(1)
+    weight = np.clip(cosine / SEEN_LANDMARK_COSINE, 0.0, 1.0)
+    return np.maximum(weight, HIDDEN_LANDMARK_WEIGHT).astype(np.float32)
 
 
 def prepare_view(
@@ -68,9 +92,11 @@ def prepare_view(
     camera: PinholeCamera,
     size: int = 256,
     mask: np.ndarray | None = None,
+    landmark_weights: np.ndarray | None = None,
 ) -> FitView:
     """Crop `image` `(H, W, 3)` float around the face (1.6 x its landmark box) to `size`^2, and
-    its skin `mask` `(H, W)` in [0, 1] if given (0 off the photo)."""
+    its skin `mask` `(H, W)` in [0, 1] if given (0 off the photo); `landmark_weights` `(468,)`
+    (`landmark_visibility`) are kept with it."""
     x0, y0, x1, y1 = landmarks.box
     side = 1.6 * max(x1 - x0, y1 - y0)
     left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
@@ -99,7 +125,10 @@ def prepare_view(
             np.asarray(mask, np.float32), affine_idx, (size, size), flags=cv2.INTER_AREA,
             borderMode=cv2.BORDER_CONSTANT, borderValue=0,
         ))  # fmt: skip
-    return FitView(torch.from_numpy(crop), cam, torch.from_numpy(pts).float(), face_size, mask_crop)
+    weights = None if landmark_weights is None else torch.as_tensor(landmark_weights).float()
+    return FitView(
+        torch.from_numpy(crop), cam, torch.from_numpy(pts).float(), face_size, mask_crop, weights
+    )
 
 
 @dataclass
@@ -387,6 +416,8 @@ class _Problem:
             their landmarks and landmark box diagonals (see `FitView`).
         ao (`(V,)` or `None`): per-vertex ambient occlusion.
         masks (`P x (S, S)` or `None` each): the crops' skin masks (see `FitView`).
+        landmark_weights (`P x (468,)`): each photo's landmark weights, summing to 1 (see
+            `FitView`).
     """
 
     renderer: FaceRenderer
@@ -403,6 +434,7 @@ class _Problem:
     face_sizes: list
     ao: torch.Tensor | None
     masks: list
+    landmark_weights: list
 
 
 def _problem(views, shape_object, topology, skin_mask_uv, weights, ambient_occlusion, device):
@@ -423,7 +455,16 @@ def _problem(views, shape_object, topology, skin_mask_uv, weights, ambient_occlu
         face_sizes=[v.face_size for v in views],
         ao=None if ambient_occlusion is None else _tensor(ambient_occlusion, device),
         masks=[None if v.mask is None else v.mask.to(device) for v in views],
+        landmark_weights=[_normalised_weights(v.landmark_weights, device) for v in views],
     )
+
+
+def _normalised_weights(weights: torch.Tensor | None, device) -> torch.Tensor:
+    """`(468,)` landmark weights summing to 1 (uniform for `None`)."""
+    if weights is None:
+        return torch.full((NUM_LANDMARKS,), 1.0 / NUM_LANDMARKS, device=device)
+    weights = weights.to(device)
+    return weights / weights.sum()
 
 
 @dataclass(frozen=True)
@@ -479,7 +520,8 @@ def _view_terms(problem: _Problem, p: int, verts_cam, sh, render: ViewRender):
     fx, fy, cx, cy = problem.intrinsics[p]
     lm = verts_cam[:NUM_LANDMARKS]
     px = torch.stack([fx * lm[:, 0] / -lm[:, 2] + cx, -fy * lm[:, 1] / -lm[:, 2] + cy], 1)
-    lm_err = ((px - problem.targets[p]) ** 2).sum(1).mean() / problem.face_sizes[p] ** 2
+    per_point = ((px - problem.targets[p]) ** 2).sum(1)
+    lm_err = (per_point * problem.landmark_weights[p]).sum() / problem.face_sizes[p] ** 2
     yield w["landmarks"] * 100 * lm_err / n_views
     yield w["light"] * (sh[:, 1:] ** 2).sum() / n_views
 
@@ -642,7 +684,8 @@ def fit_photos(
         rast = rasterize_view(geometry.camera, geometry.vertices_camera, topology.dense_faces)
         init = first_order_maps(image, geometry, rast, albedo_resolution, topology, ao=ao,
                                 photo_mask=mask)  # fmt: skip
-        views.append(prepare_view(image, lm, geometry.camera, render_size, mask))
+        seen = landmark_visibility(geometry)
+        views.append(prepare_view(image, lm, geometry.camera, render_size, mask, seen))
         lights.append(init.lighting)
         albedos.append(init.albedo)
         weights.append(init.visibility[..., None] + 1e-3)  # unseen: average the completions
