@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import cv2
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -373,17 +374,22 @@ def fit(
     """
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)  # index_add etc. in a fixed order: same result
-    threads = torch.get_num_threads()
+    threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
     if torch.device(device).type == "cpu":
         # The fit's tensors are small (a 256^2 render, 7k vertices): on 2 cores one thread is
         # ~10 % faster than two (bench/bench_fitting.py), the threading overhead dominating.
+        # The same holds for the rasterizer (numba) at this size, and on a busy machine much
+        # more: 2.7 ms a 256^2 render on one thread, 20-40 ms on two (OpenMP threads waiting
+        # for each other at every kernel's end, measured with two other processes running).
         torch.set_num_threads(1)
+        numba.set_num_threads(1)
     try:
         return _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps,
                     weights, tolerance, seed, callback, ambient_occlusion, device)  # fmt: skip
     finally:
         torch.use_deterministic_algorithms(deterministic)
         torch.set_num_threads(threads)
+        numba.set_num_threads(numba_threads)
 
 
 DEFAULT_WEIGHTS = {
@@ -402,13 +408,40 @@ def _tensor(x, device, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(np.asarray(x), dtype=dtype, device=device)
 
 
+class _Lift:
+    """`x` `(468, 3)` -> `matrix @ x` `(V, 3)` for the constant, dense `matrix` `(V, 468)`
+    (`Topology.dense_from_landmarks`), differentiable w.r.t. `x`. Both products are written with
+    the 3 columns as the leading dimension: the plain `matrix @ x` and its backward `matrix.T @
+    grad` run 4-5x slower with a 3-column right operand (22 ms vs 5 ms a step on one thread, a
+    fifth of the step before this)."""
+
+    def __init__(self, matrix: torch.Tensor):
+        self.matrix = matrix.contiguous()
+        self.matrix_t = matrix.T.contiguous()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _LiftFunction.apply(x, self.matrix, self.matrix_t)
+
+
+class _LiftFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, matrix, matrix_t):
+        ctx.save_for_backward(matrix)
+        return (x.T @ matrix_t).T.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (matrix,) = ctx.saved_tensors
+        return (grad.T.contiguous() @ matrix).T, None, None
+
+
 @dataclass(frozen=True)
 class _Problem:
     """What the fit matches, on its device; fixed during the optimisation (P photos).
 
     Attributes:
         renderer (`FaceRenderer`), weights (`dict`): the loss weights (`DEFAULT_WEIGHTS` keys).
-        lift (`(V, 468)`): dense vertices from landmark vertices; base (`(468, 3)`): the initial
+        lift (`_Lift`): dense vertices from landmark vertices; base (`(468, 3)`): the initial
             landmark shape, object space; laplacian (sparse `(468, 468)`): of the landmark mesh.
         rot0 (`(P, 3, 3)`), trans0 (`(P, 3)`): initial poses; projections (`P x (4, 4)`),
             intrinsics (`P x (4,)`: fx, fy, cx, cy): the crops' cameras.
@@ -422,7 +455,7 @@ class _Problem:
 
     renderer: FaceRenderer
     weights: dict
-    lift: torch.Tensor
+    lift: _Lift
     base: torch.Tensor
     laplacian: torch.Tensor
     rot0: torch.Tensor
@@ -443,7 +476,7 @@ def _problem(views, shape_object, topology, skin_mask_uv, weights, ambient_occlu
     return _Problem(
         renderer=FaceRenderer(topology, views[0].image.shape[0], skin_mask_uv, device),
         weights={**DEFAULT_WEIGHTS, **(weights or {})},
-        lift=_tensor(topology.dense_from_landmarks, device),
+        lift=_Lift(_tensor(topology.dense_from_landmarks, device)),
         base=_tensor(shape_object, device),
         laplacian=_uniform_laplacian(topology.landmark_faces, NUM_LANDMARKS).to(device),
         rot0=_tensor(np.stack([c.rotation for c in cams]), device),
@@ -500,7 +533,7 @@ class _Parameters:
 
     def dense_vertices(self, problem: _Problem) -> torch.Tensor:
         """`(V, 3)` dense mesh of the identity, object space."""
-        return problem.lift @ (problem.base + self.offsets)
+        return problem.lift(problem.base + self.offsets)
 
 
 def _view_terms(problem: _Problem, p: int, verts_cam, sh, render: ViewRender):
@@ -548,7 +581,7 @@ def _loss(problem: _Problem, params: _Parameters) -> tuple[torch.Tensor, list[Vi
     dense = params.dense_vertices(problem)
     albedo = torch.sigmoid(params.albedo_logit)
     specular = F.softplus(params.specular_raw)
-    loss = problem.lift.new_zeros(())
+    loss = problem.base.new_zeros(())
     renders, mean_shadings = [], []
     for p in range(len(problem.photos)):
         verts_cam = dense @ params.rotation(problem, p).T + problem.trans0[p] + params.tau[p]
