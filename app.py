@@ -21,6 +21,11 @@ folder under `OUTPUT_ROOT`; Gradio serves its copies of them, so that folder goe
 (`delete_cache`). Before each request and every `CLEANUP_EVERY_S`, the oldest files are
 deleted while the two folders hold more than `MAX_DISK_MB`; at shutdown (Ctrl-C, SIGTERM)
 everything goes. The functions return only files from the request's folder.
+
+FLAME (issue 21): a server whose operator holds a FLAME licence sets `OPENAVATAR_FLAME_MODEL`
+to their converted model (`python -m scripts.convert_flame`); every head is then FLAME's, and
+the downloads add `flame_params.npz` / `.json`. FLAME is never offered otherwise: it is not
+shipped, and visitors cannot point the server at a file.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ RESOLUTIONS = [512, 1024, 2048]
 MAX_FIT_STEPS = 150
 MAX_FILE_SIZE = "20mb"
 RELIGHT_SIZE = 384
+# The operator's converted FLAME model (never a visitor's choice); unset: the bundled head.
+FLAME_MODEL = os.environ.get("OPENAVATAR_FLAME_MODEL") or None
 
 _load_lock = threading.Lock()
 _run_lock = threading.Lock()
@@ -99,7 +106,12 @@ def _load_pipeline():
 
     from pipelines import AvatarPipeline
 
-    pipe = AvatarPipeline.from_pretrained(WEIGHTS)
+    if FLAME_MODEL is None:
+        pipe = AvatarPipeline.from_pretrained(WEIGHTS)
+    else:
+        pipe = AvatarPipeline.from_pretrained(
+            WEIGHTS, head_model="flame", flame_model_path=FLAME_MODEL
+        )
     if torch.cuda.is_available():
         pipe = pipe.to("cuda")
     pipe.set_progress_bar_config(desc="Reconstructing")
@@ -469,6 +481,13 @@ def build_demo() -> gr.Blocks:
             "occlusion, visibility), a render over the photo and "
             "previews relit under new light. Runs on a CPU; larger maps and more fitting steps "
             "take longer."
+            + (
+                "\n\nThis server builds the heads on **FLAME** (its operator's licensed model): "
+                "FLAME's mesh and UV layout, and its fitted parameters (`flame_params.json`, "
+                "`.npz`) in the zip."
+                if FLAME_MODEL
+                else ""
+            )
         )
         with gr.Row():
             with gr.Column():

@@ -32,6 +32,7 @@ import numpy as np
 from diffusers import DiffusionPipeline
 
 from modeling.export import to_pil
+from modeling.face_model.flame import FlameLayout
 from modeling.face_model.head import (
     HeadModel,
     aim_eyes,
@@ -39,6 +40,7 @@ from modeling.face_model.head import (
     load_head_model,
     skin_ambient_occlusion,
 )
+from modeling.face_model.head_models import load_head_choice
 from modeling.face_model.topology import Topology, load_topology
 from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker, select_face
 from modeling.inputs.orientation import detect_upright, turn_axes, turn_camera, turn_landmarks
@@ -59,6 +61,12 @@ from modeling.reconstruction.first_order import (
     fuse_skin_seen,
 )
 from modeling.reconstruction.fitting import FitResult, face_ambient_occlusion, fit_photos
+from modeling.reconstruction.flame_fit import (
+    FlameParameters,
+    fit_flame,
+    flame_ambient_occlusion,
+    flame_geometry,
+)
 from modeling.reconstruction.geometry import FaceGeometry, fit_camera_and_shape
 from modeling.reconstruction.head_texture import (
     complete_head_map,
@@ -157,6 +165,13 @@ class AvatarPipeline(DiffusionPipeline):
     "skin_prior" (it also re-balances the colour toward the skin colours it was trained on; see
     `modeling.networks.delighting.DelightingNet.global_gain`).
 
+    Head model (`head_model`, `flame_model_path`; `modeling.face_model.head_models`): the
+    bundled open head (default), or a user's licensed FLAME, converted once with
+    `python -m scripts.convert_flame`: the mesh is then FLAME's, fitted to the reconstructed
+    face (`modeling.reconstruction.flame_fit`), the maps are in FLAME's UV layout and
+    `out.flame` holds FLAME's parameters. Neither is part of the config: a saved pipeline never
+    names or holds the user's FLAME file.
+
     Every stage is a function in `modeling/` or `rendering/`; `__call__` runs them in order on
     one `View` per photo.
 
@@ -165,6 +180,8 @@ class AvatarPipeline(DiffusionPipeline):
     >>> out = pipe("examples/astronaut.jpg", resolution=1024)
     >>> out.maps["diffuse_albedo"].shape
     (1024, 1024, 3)
+    >>> flame = AvatarPipeline.from_pretrained(
+    ...     "weights_config", head_model="flame", flame_model_path="flame.npz")  # doctest: +SKIP
     """
 
     _optional_components = ["superres", "delighting", "specular", "normals"]
@@ -184,8 +201,12 @@ class AvatarPipeline(DiffusionPipeline):
         super_resolution: str = "auto",
         white_balance: str = "camera",
         head: bool = True,
+        head_model: str = "bundled",
+        flame_model_path: str | Path | None = None,
     ):
         super().__init__()
+        # not in the config: FLAME's file stays the user's (never saved with the pipeline)
+        self.flame = load_head_choice(head_model, flame_model_path)
         check_resolution(resolution)
         check_super_resolution_mode(super_resolution)
         check_white_balance(white_balance)
@@ -282,6 +303,9 @@ class AvatarPipeline(DiffusionPipeline):
             raise ValueError("no photo given")
         resolution = check_resolution(resolution or self.config.resolution)
         sr_mode = super_resolution or self.config.super_resolution
+        if self.flame is not None and head is False:
+            raise ValueError("head=False gives the face patch alone; this pipeline builds "
+                             "FLAME's head (head_model='flame')")  # fmt: skip
         return CallSettings(
             images=images,
             resolution=resolution,
@@ -346,6 +370,10 @@ class AvatarPipeline(DiffusionPipeline):
                          for v in views]  # fmt: skip
             progress.update()
             views, ao, fit = self._fit(views, topology, run.num_fit_steps, timer)
+            face_views, flame = views, None
+            if self.flame is not None:  # FLAME's mesh and layout from here on
+                with timer("flame_fit"):
+                    views, topology, ao, flame = _flame_views(views, self.flame)
             progress.update()
             with timer("unwrap_and_delight"):
                 unwrap_size = resolution // 4 if run.super_resolve else resolution
@@ -359,7 +387,7 @@ class AvatarPipeline(DiffusionPipeline):
                         self.superres, texture, albedo, visibility, self.device, self.dtype
                     )
             with timer("head"):
-                head_model = load_head_model() if run.head else None
+                head_model = load_head_model() if run.head and flame is None else None
                 head, layout, skin, ao_skin = _head(views[0], head_model, topology, ao)
                 atlas = uv_atlas(resolution, layout)
                 face_albedo = albedo  # the render over the photo shows the face alone
@@ -373,12 +401,14 @@ class AvatarPipeline(DiffusionPipeline):
                 shape = shape_maps(skin, atlas, layout, ao_skin)
             with timer("reflectance"):
                 reflectance = self.reflectance_maps(
-                    texture, albedo, shape, visibility, atlas.chart, run.white_balance, run.head
-                )
+                    texture, albedo, shape, visibility, atlas.chart, run.white_balance,
+                    head_model is not None,
+                )  # fmt: skip
                 # the light, re-expressed for the exported albedo (albedo x light ~ the photo)
                 gain = albedo_light_gain(albedo, reflectance.get("diffuse_albedo"), visibility)
             with timer("render"):
-                qualities = [_measure(v, i, fit, topology) for i, v in enumerate(views)]
+                qualities = [_measure(v, i, fit, topology, face_views[i].geometry)
+                             for i, v in enumerate(views)]  # fmt: skip
                 outputs = [
                     _view_output(v, q, topology, face_albedo, ao, gain)
                     for v, q in zip(views, qualities, strict=True)
@@ -394,7 +424,7 @@ class AvatarPipeline(DiffusionPipeline):
         }
         out = AvatarPipelineOutput(
             _face_mesh(skin, layout), maps, outputs, timer.timings, fit,
-            warnings=_warnings(qualities), head=head,
+            warnings=_warnings(qualities), head=head, flame=flame,
         )  # fmt: skip
         out = _as_pil(out) if output_type == "pil" else out
         return out if return_dict else tuple(out.values())
@@ -441,7 +471,10 @@ class AvatarPipeline(DiffusionPipeline):
         ...                       maps["visibility"], white_balance="skin_prior")  # doctest: +SKIP
         """
         use_head = self.config.get("head", True) if head is None else head
-        layout = load_head_model() if use_head else load_topology()
+        if self.flame is not None:  # FLAME's own layout, nothing to complete around a face
+            use_head, layout = False, self.flame.layout
+        else:
+            layout = load_head_model() if use_head else load_topology()
         atlas = uv_atlas(np.asarray(texture).shape[0], layout)
         if chart is None:  # the layout's own chart, as `__call__` passes it
             chart = atlas.chart
@@ -477,12 +510,14 @@ def _track_upright(tracker: FaceTracker, photo: np.ndarray, face_index: int):
     return turns, np.ascontiguousarray(np.rot90(photo, turns)), select_face(faces, face_index)
 
 
-def _measure(view: View, index: int, fit: FitResult | None, topology: Topology) -> ViewQuality:
-    """How far photo `index`'s reconstruction can be trusted (`modeling.reconstruction.quality`)."""
+def _measure(view: View, index: int, fit: FitResult | None, topology: Topology,
+             face: FaceGeometry | None = None) -> ViewQuality:  # fmt: skip
+    """How far photo `index`'s reconstruction can be trusted (`modeling.reconstruction.quality`);
+    `face`: the fitted dense face whose landmarks are measured (default: the view's mesh)."""
     first = view.first_order
     return measure_view(
         view.landmarks,
-        view.geometry,
+        view.geometry if face is None else face,
         first.texture_seen,
         first.visibility,
         skin_mask(first.visibility.shape[0], topology),
@@ -494,6 +529,23 @@ def _warnings(qualities: list[ViewQuality]) -> list[str]:
     count = len(qualities)
     names = ["the photo"] if count == 1 else [f"photo {i + 1}" for i in range(count)]
     return [w for q, name in zip(qualities, names, strict=True) for w in warnings_for(q, name)]
+
+
+def _flame_views(views: list[View], flame) -> tuple:
+    """FLAME fitted to the views' reconstructed face (`fit_flame`; several photos share it) ->
+    (the views with FLAME's mesh as their geometry, FLAME's `FlameLayout`, its per-vertex
+    ambient occlusion `(T,)`, the `FlameParameters`)."""
+    face = np.mean([v.geometry.vertices_object for v in views], axis=0)
+    params: FlameParameters = fit_flame(
+        flame,
+        face,
+        [v.geometry.camera for v in views],
+        [v.landmarks.points[:, :2] for v in views],
+        [v.landmarks.iris for v in views],
+    )
+    layout: FlameLayout = flame.layout
+    views = [replace(v, geometry=flame_geometry(params, v.geometry.camera, layout)) for v in views]
+    return views, layout, flame_ambient_occlusion(params, layout), params
 
 
 def _unwrap(view: View, resolution: int, topology: Topology, ao: np.ndarray) -> View:

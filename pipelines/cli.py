@@ -200,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the face patch alone (no scalp, ears, neck, eyeballs or mouth)",
     )
+    p.add_argument(
+        "--flame-model",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="build the head on your FLAME model (converted once with python -m "
+        "scripts.convert_flame): FLAME's mesh and UV layout, plus flame_params.npz/.json",
+    )
     p.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="folder or Hub repo id")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -217,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--max-faces must be at least 1")
         if args.fit_steps is not None and args.fit_steps < 0:
             raise ValueError("--fit-steps must be 0 or more")
+        if args.flame_model is not None:
+            if args.face_only:
+                raise ValueError("--face-only and --flame-model: FLAME is a whole head")
+            if not args.flame_model.is_file():
+                raise ValueError(f"--flame-model: no file at {args.flame_model}")
         check_writable(args.output)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -225,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.outputs import save_outputs
 
     try:
-        pipe = load_pipeline(args.weights, args.device, args.verbose)
+        pipe = load_pipeline(args.weights, args.device, args.verbose, args.flame_model)
     except (OSError, ValueError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -283,9 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
-def load_pipeline(weights: str, device: str = "cpu", verbose: bool = False):
+def load_pipeline(weights: str, device: str = "cpu", verbose: bool = False,
+                  flame_model: Path | None = None):  # fmt: skip
     """`AvatarPipeline.from_pretrained(weights).to(device)`, quietly: no bar while the networks
-    load, and MediaPipe's native log lines hidden unless `verbose`.
+    load, and MediaPipe's native log lines hidden unless `verbose`. With `flame_model`, the
+    head is that FLAME model (`head_model="flame"`).
 
     Raises `OSError`, `ValueError` or `modeling.errors.WeightsError` for unusable weights.
     """
@@ -296,7 +311,11 @@ def load_pipeline(weights: str, device: str = "cpu", verbose: bool = False):
 
     diffusers_logging.disable_progress_bar()  # loading the networks takes a second
     silence_native_logs(not verbose)
-    return AvatarPipeline.from_pretrained(weights).to(device)
+    if flame_model is None:
+        return AvatarPipeline.from_pretrained(weights).to(device)
+    return AvatarPipeline.from_pretrained(
+        weights, head_model="flame", flame_model_path=flame_model
+    ).to(device)
 
 
 def _show_progress(pipe, label: str, quiet: bool) -> None:

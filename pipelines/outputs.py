@@ -27,7 +27,9 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
     skin mask, `ViewOutput.skin_mask`, 8-bit grey), `<name>.zip`. With
     `output.head`, the GLB and OBJ hold the whole head (skin, eyes, mouth; the GLB with the 52
     ARKit morph targets), the OBJ's textures include `<name>_Eye.png` and the maps
-    `maps/eye_texture.png`.
+    `maps/eye_texture.png`. With `output.flame` (a FLAME head), `flame_params.npz` and
+    `flame_params.json`: FLAME's fitted parameters and each photo's camera in FLAME's frame
+    (`FlameParameters.save`).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,6 +64,8 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
     Image.fromarray(to_uint8(_as_array(output.render))).save(paths["render"])
     paths["input"] = folder / "input.png"
     Image.fromarray(output.image).save(paths["input"])
+    if output.flame is not None:  # for other FLAME tools, with each photo's camera
+        paths.update(output.flame.save(folder, [v.camera for v in output.views]))
     if output.skin_mask is not None:
         paths["skin_mask"] = folder / "skin_mask.png"
         Image.fromarray(to_uint8(output.skin_mask)).save(paths["skin_mask"])

@@ -10,6 +10,7 @@ from diffusers.utils import BaseOutput
 from modeling.face_model.head import HeadMesh
 from modeling.inputs.face_tracker import FaceLandmarks
 from modeling.reconstruction.fitting import FitResult
+from modeling.reconstruction.flame_fit import FlameParameters
 from modeling.reconstruction.quality import ViewQuality
 from rendering.camera import PinholeCamera
 
@@ -100,6 +101,9 @@ class AvatarPipelineOutput(BaseOutput):
         warnings (`list[str]`): what makes this reconstruction doubtful (poor fit, dark or
             blown-out photo, small face, little skin seen; `modeling.reconstruction.quality`);
             empty when nothing does. The CLI prints them, the demo shows them.
+        flame (`FlameParameters` or `None`): with a FLAME head (`head_model="flame"`): the
+            fitted FLAME parameters (shape, expression, poses, translation; FLAME's frame), and
+            `mesh` is FLAME's (split at its UV seams), the maps in FLAME's UV layout.
     """
 
     mesh: FaceMesh
@@ -109,6 +113,7 @@ class AvatarPipelineOutput(BaseOutput):
     fit: FitResult | None = None
     warnings: list[str] = field(default_factory=list)
     head: HeadMesh | None = None
+    flame: FlameParameters | None = None
 
     camera = _first_view("camera")
     lighting = _first_view("lighting")

@@ -621,3 +621,90 @@ def test_save_flame_round_trips(converted, tmp_path):
     again = load_flame(path)
     for key, value in converted.arrays().items():
         np.testing.assert_array_equal(getattr(again, key), value)
+
+
+# --- the pipeline, the CLI -------------------------------------------------------------------
+
+
+def test_the_pipeline_refuses_flame_without_a_usable_model(converted, flame_files, tmp_path):
+    from pipelines import AvatarPipeline
+
+    with pytest.raises(FlameModelError, match="needs flame_model_path"):
+        AvatarPipeline(head_model="flame")
+    with pytest.raises(FlameModelError, match="does not exist"):
+        AvatarPipeline(head_model="flame", flame_model_path=tmp_path / "none.npz")
+    with pytest.raises(FlameModelError, match="is a pickle: convert"):
+        AvatarPipeline(head_model="flame", flame_model_path=flame_files[0] / "generic_model.pkl")
+    no_uvs = save_flame(converted.with_arrays(), tmp_path / "no_uvs.npz")
+    arrays = dict(np.load(no_uvs))
+    del arrays["uvs"], arrays["uv_faces"]
+    np.savez(no_uvs, **arrays)
+    with pytest.raises(FlameModelError, match="no UV layout"):
+        AvatarPipeline(head_model="flame", flame_model_path=no_uvs)
+    with pytest.raises(ValueError, match="head_model must be one of"):
+        AvatarPipeline(head_model="smpl")
+    pipe = AvatarPipeline(head_model="flame", flame_model_path=converted.source)
+    assert pipe.flame is not None
+    assert "flame" not in json.dumps(dict(pipe.config), default=str).lower()  # never saved
+    with pytest.raises(ValueError, match="head=False"):
+        pipe(ROOT / "examples" / "astronaut.jpg", head=False)
+
+
+def test_the_cli_checks_the_flame_option_before_loading(tmp_path, capsys):
+    from pipelines.cli import main
+
+    photo = str(ROOT / "examples" / "astronaut.jpg")
+    out = str(tmp_path / "out")
+    assert main([photo, "-o", out, "--flame-model", str(tmp_path / "none.npz")]) == 2
+    assert "--flame-model: no file at" in capsys.readouterr().err
+    (tmp_path / "m.npz").write_bytes(b"")
+    assert main([photo, "-o", out, "--flame-model", str(tmp_path / "m.npz"), "--face-only"]) == 2
+    assert "FLAME is a whole head" in capsys.readouterr().err
+    assert main([photo, "-o", out, "--flame-model", str(tmp_path / "m.npz")]) == 2
+    assert "not a converted FLAME model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_pipeline_builds_a_flame_head_from_a_photo(converted, tmp_path):
+    """End to end on the synthetic FLAME: maps in FLAME's layout, FLAME's mesh in the GLB and
+    OBJ, its parameters in flame_params.npz/.json; FLAME's landmarks on the photo's."""
+    from pipelines import AvatarPipeline
+    from pipelines.outputs import save_outputs
+
+    pipe = AvatarPipeline.from_pretrained(
+        ROOT / "weights_config", head_model="flame", flame_model_path=converted.source
+    )
+    out = pipe(ROOT / "examples" / "astronaut.jpg", resolution=64, num_fit_steps=3)
+    layout = converted.layout
+    assert out.head is None and out.flame is not None
+    assert out.mesh.vertices.shape == (layout.num_dense, 3)
+    np.testing.assert_array_equal(out.mesh.faces, layout.dense_faces)
+    np.testing.assert_allclose(out.mesh.uvs, layout.dense_uvs, atol=1e-6)
+    for key in ("texture", "diffuse_albedo", "specular_albedo", "diffuse_normals",
+                "specular_normals", "shape_normals"):  # fmt: skip
+        assert out.maps[key].shape[:2] == (64, 64) and np.isfinite(out.maps[key]).all()
+    # the photo's face lands in FLAME's UV layout: seen texels are on FLAME's face chart
+    from modeling.reconstruction.texture import skin_mask, uv_atlas
+
+    seen = out.maps["visibility"][..., 0] > 0.5
+    assert seen.sum() > 0.2 * skin_mask(64, layout).sum()
+    assert not (seen & ~uv_atlas(64, layout).chart).any()
+    # FLAME follows the face: its MediaPipe points project onto the detected landmarks
+    face = converted.faces[converted.mediapipe_faces[:NUM_LANDMARKS]]
+    points = surface_points(out.flame.vertices_object(), face,
+                            converted.mediapipe_bary[:NUM_LANDMARKS])  # fmt: skip
+    cam = out.camera
+    px = cam.project(cam.object_to_camera(points))
+    size = np.linalg.norm(out.landmarks.box[2:] - out.landmarks.box[:2])
+    assert np.linalg.norm(px - out.landmarks.points[:, :2], axis=1).mean() < 0.02 * size
+    paths = save_outputs(out, tmp_path)
+    assert paths["glb"].stat().st_size > 0 and (tmp_path / "obj" / "face.obj").exists()
+    doc = json.loads(paths["flame_json"].read_text())
+    assert len(doc["shape"]) == converted.num_shape and len(doc["eye_pose"]) == 6
+    # the exported FLAME-frame camera projects FLAME's vertices where the output mesh projects
+    flame_cam = out.flame.camera_for_flame(out.camera)
+    with np.load(paths["flame_npz"]) as data:
+        np.testing.assert_allclose(data["camera_rotation"][0], flame_cam.rotation)
+    mesh_px = cam.project(cam.object_to_camera(out.flame.vertices_object()))
+    flame_px = flame_cam.project(flame_cam.object_to_camera(out.flame.vertices.astype(float)))
+    np.testing.assert_allclose(flame_px, mesh_px, atol=1e-3)
