@@ -5,8 +5,12 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from bench.synthetic import render_view, synthetic_albedo
-from modeling.face_model.topology import load_topology
-from modeling.reconstruction.fitting import fit_photos
+from modeling.face_model.topology import NUM_LANDMARKS, load_topology
+from modeling.reconstruction.fitting import (
+    HIDDEN_LANDMARK_WEIGHT,
+    fit_photos,
+    landmark_visibility,
+)
 from modeling.reconstruction.geometry import FaceGeometry, fit_camera_and_shape
 from modeling.reconstruction.texture import skin_mask
 from rendering.camera import PinholeCamera
@@ -133,3 +137,14 @@ def test_a_few_steps_already_turn_the_head_back_and_match_the_photo_better(topo,
     assert result.steps == 5 and result.losses[-1] < 0.6 * result.losses[0]
     assert result.psnr_after[0] > result.psnr_before[0] + 4
     assert _rotation_error_deg(result.rotations[0], view.camera.rotation) < start - 1.0
+
+
+def test_the_far_side_of_a_turned_face_gets_little_landmark_weight(topo, albedo):
+    view = render_view(topo, albedo, yaw_pitch_roll=(60, 0, 0))
+    weights = landmark_visibility(fit_camera_and_shape(view.landmarks, topo))
+    x = topo.frontal_shape[:NUM_LANDMARKS, 0]  # object space: +x turned away at yaw +60
+    far, near = x > 0.03, x < -0.03
+    assert weights.shape == (NUM_LANDMARKS,) and weights.min() >= HIDDEN_LANDMARK_WEIGHT
+    assert weights[near].mean() > 0.95 and weights[far].mean() < 0.5
+    frontal = landmark_visibility(fit_camera_and_shape(render_view(topo, albedo).landmarks, topo))
+    assert (frontal > 0.99).mean() > 0.75  # frontal: only the face's outline is grazing
