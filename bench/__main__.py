@@ -34,6 +34,7 @@ from bench.bench_backbone import bench_resolution, machine_info, peak_rss_bytes,
 from bench.metrics import (
     colour_shift,
     face_vertices_of,
+    frontal_render,
     masked_ssim,
     mean_vertex_distance_mm,
     mesh_ibug68,
@@ -95,7 +96,7 @@ def albedo_colour_shifts(pipe, out) -> dict:
 
 
 def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dict, list]:
-    rows, gallery = [], []
+    rows, gallery, sheet = [], [], []
     for path in photos:
         progress.set_description(f"photo {path.name}")
         row = {"photo": path.name, "status": "ok"}
@@ -119,6 +120,7 @@ def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dic
             row["fit_psnr_after"] = float(out.fit.psnr_after[0])
         row.update(albedo_colour_shifts(pipe, out))
         mesh_pts = mesh_ibug68(face_vertices_of(out), out.camera)
+        frontal = frontal_render(out)
         dlib_pts = None
         if dlib_ref is not None:
             found = dlib_ref.landmarks_near(out.image, mesh_pts)
@@ -134,16 +136,27 @@ def run_photos(pipe, photos, resolution, steps, dlib_ref, progress) -> tuple[dic
                 render_rect = rect if render_rect is None else render_rect
                 d_render = dlib_ref.descriptor(render_u8, render_rect)
                 row["identity"] = float(np.linalg.norm(d_photo - d_render))
+                frontal_u8 = (np.clip(frontal, 0, 1) * 255 + 0.5).astype(np.uint8)
+                frontal_rect = dlib_ref.largest_face(frontal_u8)
+                if frontal_rect is not None:
+                    d_frontal = dlib_ref.descriptor(frontal_u8, frontal_rect)
+                    row["identity_frontal"] = float(np.linalg.norm(d_photo - d_frontal))
         y0, y1, x0, x1 = _crop_box(mask)
         offset, step = np.array([x0, y0]), max(1, max(y1 - y0, x1 - x0) // 200)
         gallery.append((
             path.stem[:16], photo[y0:y1:step, x0:x1:step], render[y0:y1:step, x0:x1:step],
             (mesh_pts - offset) / step, None if dlib_pts is None else (dlib_pts - offset) / step,
         ))  # fmt: skip
+        skin = out.views[0].skin_mask
+        skin = np.ones(photo.shape[:2]) if skin is None else np.asarray(skin, np.float32)
+        sheet.append((
+            path.stem[:16], photo[y0:y1:step, x0:x1:step], skin[y0:y1:step, x0:x1:step],
+            np.asarray(out.maps["diffuse_albedo"], np.float32), frontal,
+        ))  # fmt: skip
         rows.append(row)
         del out
         progress.update()
-    return {"rows": rows}, gallery
+    return {"rows": rows}, (gallery, sheet)
 
 
 def run_annotated(pipe, resolution, dlib_ref, progress) -> dict:
@@ -433,11 +446,12 @@ def main(argv=None) -> None:
 
     with tqdm(total=total, unit="task", file=sys.stderr) as progress:
         if "photos" not in args.skip:
-            results["photos"], gallery = _photo_section(
+            results["photos"], (gallery, sheet) = _photo_section(
                 pipe, photos, source, photo_res, dlib_ref, progress
             )
             _mark_done(results, "photos")
             report.plot_gallery(gallery, plots / "photos.png")
+            report.plot_sheet(sheet, plots / "photos_sheet.png")
         if "annotated" not in args.skip:
             results["annotated"] = run_annotated(pipe, photo_res, dlib_ref, progress)
             _mark_done(results, "annotated")

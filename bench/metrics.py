@@ -134,3 +134,18 @@ def face_vertices_of(out) -> np.ndarray:
     from modeling.face_model.head import face_vertices
 
     return face_vertices(out.mesh.vertices)
+
+
+def frontal_yaw(camera) -> float:
+    """Degrees to orbit `rendering.relight`'s camera from the photo's viewpoint to in front of
+    the face (the head's +z axis, pitch ignored): 0 for a frontal photo."""
+    forward = np.asarray(camera.rotation) @ np.array([0.0, 0.0, 1.0])  # in camera space
+    return float(np.degrees(np.arctan2(forward[0], forward[2])))
+
+
+def frontal_render(out, size: int = 384) -> np.ndarray:
+    """`(size, size, 3)` sRGB: the reconstruction (`AvatarPipelineOutput`) seen from in front
+    of the face under the neutral `"overcast"` environment (no photo behind it)."""
+    from rendering.relight import relight
+
+    return relight(out, "overcast", frontal_yaw(out.camera), size)

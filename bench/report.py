@@ -55,7 +55,10 @@ def photos_section(results: dict) -> list[str]:
         "(albedo × fitted light) vs the photo inside the render mask (sRGB). Identity: "
         "Euclidean distance between dlib's face descriptors of the photo and of the render "
         f"(same person below 0.6; target ≤ {IDENTITY_TARGET}); the render is drawn over the "
-        "photo, so hair and background are the photo's and only the face region differs. "
+        "photo, so hair and background are the photo's and only the face region differs; "
+        "frontal: the same distance to a render of the reconstruction alone (the head, no "
+        "photo behind it) seen from in front of the face under neutral light "
+        "(`bench.metrics.frontal_render`), the turned-photo check of issue 15. "
         f"Fit PSNR: the fit's own skin PSNR before → after fitting. Colour shift: how far the "
         "de-lighting network moved the diffuse albedo's mean colour from the first-order albedo "
         "(the photo with the fitted white light divided out), distance in a*, b* of the mean "
@@ -64,10 +67,10 @@ def photos_section(results: dict) -> list[str]:
         '(`white_balance="skin_prior"`); on a white-balanced photo a large shift is a cast. '
         f"LPIPS: {sec['lpips']}.",
         "",
-        "| Photo | NME (%) ↓ | Identity ↓ | Masked PSNR (dB) ↑ | Masked SSIM ↑ "
-        "| Fit skin PSNR (dB) | Colour shift (Δa*b*): default / skin prior | Face px "
-        "| Time (s) | Status |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Photo | NME (%) ↓ | Identity ↓ | Identity, frontal ↓ | Masked PSNR (dB) ↑ "
+        "| Masked SSIM ↑ | Fit skin PSNR (dB) | Colour shift (Δa*b*): default / skin prior "
+        "| Face px | Time (s) | Status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ok = [r for r in sec["rows"] if r["status"] == "ok"]
     for r in sec["rows"]:
@@ -76,6 +79,7 @@ def photos_section(results: dict) -> list[str]:
         lines.append(
             f"| {r['photo']} | {_f(r.get('nme'), '{:.2%}', nme_missing).replace('%', '')} "
             f"| {_f(r.get('identity'), '{:.3f}', identity_missing)} "
+            f"| {_f(r.get('identity_frontal'), '{:.3f}', identity_missing)} "
             f"| {_f(r.get('psnr'))} | {_f(r.get('ssim'), '{:.3f}')} | {fit} "
             f"| {_f(r.get('colour_shift'), '{:.1f}')} / "
             f"{_f(r.get('colour_shift_skin_prior'), '{:.1f}')} "
@@ -88,7 +92,8 @@ def photos_section(results: dict) -> list[str]:
 
     lines.append(
         f"| **mean of {len(ok)}** | {_f(mean('nme'), '{:.2%}', nme_missing).replace('%', '')} "
-        f"| {_f(mean('identity'), '{:.3f}', identity_missing)} | {_f(mean('psnr'))} "
+        f"| {_f(mean('identity'), '{:.3f}', identity_missing)} "
+        f"| {_f(mean('identity_frontal'), '{:.3f}', identity_missing)} | {_f(mean('psnr'))} "
         f"| {_f(mean('ssim'), '{:.3f}')} | {_f(mean('fit_psnr_before'))} → "
         f"{_f(mean('fit_psnr_after'))} | {_f(mean('colour_shift'), '{:.1f}')} / "
         f"{_f(mean('colour_shift_skin_prior'), '{:.1f}')} | | {_f(mean('seconds'), '{:.1f}')} | |"
@@ -105,6 +110,14 @@ def photos_section(results: dict) -> list[str]:
     lines += ["", _provenance(results, "photos"), ""]
     if (results["plots_dir"] / "photos.png").exists():
         lines += ["![photos and renders](plots/photos.png)", ""]
+    if (results["plots_dir"] / "photos_sheet.png").exists():
+        lines += [
+            "Per photo: the photo, its skin mask (`modeling.inputs.skin_segmentation`), "
+            "the diffuse albedo map and the frontal render:",
+            "",
+            "![photo, skin mask, albedo, frontal render](plots/photos_sheet.png)",
+            "",
+        ]
     return lines
 
 
@@ -443,6 +456,28 @@ def plot_reflectance(sec: dict, path: Path) -> None:
         ax.tick_params(labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sheet(items: list[tuple], path: Path) -> None:
+    """`items`: (name, photo crop `(H, W, 3)`, skin mask crop `(H, W)`, diffuse albedo map
+    `(R, R, 3)`, frontal render `(S, S, 3)`) in [0, 1]: one row per photo."""
+    if not items:
+        return
+    plt = _plt()
+    titles = ("photo", "skin mask", "diffuse albedo", "frontal render")
+    fig, axes = plt.subplots(len(items), 4, figsize=(7.2, 1.9 * len(items)), squeeze=False)
+    for i, (name, *images) in enumerate(items):
+        for j, img in enumerate(images):
+            ax = axes[i][j]
+            ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[j], fontsize=8)
+        axes[i][0].set_ylabel(name, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
