@@ -31,7 +31,7 @@ The converted file holds (V vertices, F triangles, T UV vertices, J = 5 joints):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -151,18 +151,22 @@ class FlameTensors:
     """`FlameModel`'s arrays as torch tensors (what `lbs` reads).
 
     Attributes:
-        v_template (`(V, 3)`), dirs (`(V, 3, S + E)`: shape then expression directions),
-        posedirs (`(9 (J - 1), 3 V)`), j_regressor (`(J, V)`), weights (`(V, J)`),
-        parents (`tuple[int, ...]`), num_shape (`int`): S.
+        v_template (`(V, 3)`), dirs (`(S + E, 3 V)`: shape then expression directions, one
+            per row, so that the first S' or E' are a contiguous slice),
+        posedirs (`(9 (J - 1), 3 V)`), weights (`(V, J)`), parents (`tuple[int, ...]`),
+        num_shape (`int`): S; joint_template (`(J, 3)`), joint_dirs (`(S + E, 3 J)`): the
+        joint regressor applied to the template and the directions (joints are linear in the
+        coefficients), so that `lbs` can pose a subset of the vertices (`subset`).
     """
 
     v_template: torch.Tensor
     dirs: torch.Tensor
     posedirs: torch.Tensor
-    j_regressor: torch.Tensor
     weights: torch.Tensor
     parents: tuple[int, ...]
     num_shape: int
+    joint_template: torch.Tensor
+    joint_dirs: torch.Tensor
 
     @classmethod
     def from_model(cls, model: FlameModel, device=None, dtype=torch.float32) -> FlameTensors:
@@ -170,15 +174,28 @@ class FlameTensors:
             return torch.tensor(np.asarray(x), dtype=dtype, device=device)
 
         posedirs = model.posedirs.reshape(-1, model.posedirs.shape[-1]).T  # (36, 3V)
+        dirs = np.concatenate([model.shapedirs, model.exprdirs], -1)  # (V, 3, L)
+        joint_dirs = np.einsum("jv,vcl->ljc", model.j_regressor, dirs)
         return cls(
             v_template=t(model.v_template),
-            dirs=t(np.concatenate([model.shapedirs, model.exprdirs], -1)),
+            dirs=t(dirs.reshape(-1, dirs.shape[-1]).T),
             posedirs=t(posedirs),
-            j_regressor=t(model.j_regressor),
             weights=t(model.weights),
             parents=tuple(int(p) for p in model.parents),
             num_shape=model.num_shape,
+            joint_template=t(model.joint_template),
+            joint_dirs=t(joint_dirs.reshape(len(joint_dirs), -1)),
         )
+
+    def subset(self, vertices: np.ndarray) -> FlameTensors:
+        """The same model posing only `vertices` `(N,)` (the joints still from all)."""
+        idx = torch.as_tensor(np.asarray(vertices), dtype=torch.long, device=self.dirs.device)
+
+        def rows(x):  # (K, 3V) -> (K, 3N)
+            return x.reshape(len(x), -1, 3)[:, idx].reshape(len(x), -1).contiguous()
+
+        return replace(self, v_template=self.v_template[idx], dirs=rows(self.dirs),
+                       posedirs=rows(self.posedirs), weights=self.weights[idx])  # fmt: skip
 
 
 def rodrigues(rotvec: torch.Tensor) -> torch.Tensor:
@@ -220,17 +237,19 @@ def lbs(
     batch, num_joints = pose.shape[0], len(model.parents)
     if pose.shape[1:] != (num_joints, 3):
         raise ValueError(f"pose must be (B, {num_joints}, 3), got {tuple(pose.shape)}")
-    s, e = shape.shape[-1], expression.shape[-1]
-    if s > model.num_shape or e > model.dirs.shape[-1] - model.num_shape:
+    s, e, n_shape = shape.shape[-1], expression.shape[-1], model.num_shape
+    if s > n_shape or e > model.dirs.shape[0] - n_shape:
         raise ValueError(
-            f"the model has {model.num_shape} shape and "
-            f"{model.dirs.shape[-1] - model.num_shape} expression components, got {s} and {e}"
+            f"the model has {n_shape} shape and {model.dirs.shape[0] - n_shape} expression "
+            f"components, got {s} and {e}"
         )
-    coeffs = torch.cat([shape, expression], -1)
-    dirs = torch.cat([model.dirs[..., :s], model.dirs[..., model.num_shape : model.num_shape + e]],
-                     -1)  # fmt: skip
-    v_shaped = model.v_template + torch.einsum("bl,vcl->bvc", coeffs, dirs)
-    joints = torch.einsum("jv,bvc->bjc", model.j_regressor, v_shaped)
+
+    # row slices of the (S + E, 3V) basis: views, no copy of the large matrix
+    def blend(basis):  # (S + E, K) -> (B, K)
+        return shape @ basis[:s] + expression @ basis[n_shape : n_shape + e]
+
+    v_shaped = model.v_template + blend(model.dirs).reshape(batch, -1, 3)
+    joints = model.joint_template + blend(model.joint_dirs).reshape(batch, num_joints, 3)
     rot = rodrigues(pose)  # (B, J, 3, 3)
     eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
     pose_feature = (rot[:, 1:] - eye).reshape(batch, -1)

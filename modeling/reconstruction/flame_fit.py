@@ -424,7 +424,8 @@ def _fit_flame(model, face_vertices, cameras, landmarks, iris, num_shape, num_ex
 class _FitProblem:
     """What `fit_flame` matches (torch float64)."""
 
-    tensors: FlameTensors
+    tensors: FlameTensors  # of the vertices the losses see
+    full: FlameTensors
     rot0: torch.Tensor
     trans0: torch.Tensor
     corners: torch.Tensor  # (7305, 3) FLAME vertices of each correspondence's triangle
@@ -446,15 +447,20 @@ class _FitProblem:
 
         weight = model.mediapipe_weight
         weight = np.ones(len(model.mediapipe_faces)) if weight is None else weight
+        # Pose only the vertices the losses see (FLAME's face and pupils, not the scalp).
+        corners = model.faces[model.mediapipe_faces]
+        used, inverse = np.unique(np.r_[corners.ravel(), model.pupils], return_inverse=True)
+        corners, pupils = inverse[: corners.size].reshape(-1, 3), inverse[corners.size :]
         sizes = [
             max(float(np.linalg.norm(np.ptp(np.asarray(lm)[:, :2], 0))), 1.0) for lm in landmarks
         ]
         iris = list(iris) if iris is not None else [None] * len(cameras)
         return cls(
-            tensors=tensors,
+            tensors=tensors.subset(used),
+            full=tensors,
             rot0=t(model.to_object_rotation),
             trans0=t(model.to_object_translation),
-            corners=torch.as_tensor(model.faces[model.mediapipe_faces]),
+            corners=torch.as_tensor(corners),
             bary=t(model.mediapipe_bary),
             weight=t(weight / max(weight.sum(), 1e-9)),
             target=t(face_vertices),
@@ -463,14 +469,15 @@ class _FitProblem:
             intrinsics=[(c.fx, c.fy, c.cx, c.cy) for c in cameras],
             landmarks=[t(np.asarray(lm)[:NUM_LANDMARKS, :2]) for lm in landmarks],
             sizes=sizes,
-            pupils=model.pupils,
+            pupils=pupils,
             iris=[None if i is None else t(np.asarray(i)[[5, 0], :2]) for i in iris],
         )
 
-    def vertices_object(self, params: _Params) -> tuple[torch.Tensor, torch.Tensor]:
-        """FLAME's vertices `(V, 3)` in FLAME's frame and in object space."""
-        verts, _ = lbs(self.tensors, params.shape, params.expression, params.pose(),
-                       params.translation_m)  # fmt: skip
+    def vertices_object(self, params: _Params, full: bool = False):
+        """FLAME's vertices the losses see `(N, 3)` (`full`: all, `(V, 3)`) in FLAME's frame
+        and in object space."""
+        verts, _ = lbs(self.full if full else self.tensors, params.shape, params.expression,
+                       params.pose(), params.translation_m)  # fmt: skip
         return verts[0], verts[0] @ self.rot0.T + self.trans0
 
     def _project(self, points_object: torch.Tensor, view: int) -> torch.Tensor:
@@ -501,7 +508,8 @@ class _FitProblem:
 
     @torch.no_grad()
     def result(self, params: _Params) -> FlameParameters:
-        verts_flame, verts = self.vertices_object(params)
+        verts_flame, _ = self.vertices_object(params, full=True)
+        _, verts = self.vertices_object(params)
         points = surface_points(verts, self.corners, self.bary)
         dist2 = (((points - self.target) * 1000) ** 2).sum(-1)
         residuals = []
