@@ -7,9 +7,9 @@ FLAME's `generic_model.pkl` (2020 and 2023 releases) is a Python 2 pickle that r
 chumpy, and unpickling runs whatever the file names. It is read here with a restricted
 unpickler (`RestrictedUnpickler`): the only globals it resolves are numpy's array
 reconstruction, dtype and scalar (and `_codecs.encode` for latin1, how Python 3 writes bytes
-at protocol 2), scipy's CSC/CSR sparse matrices and chumpy's `Ch` (mapped
-to a stand-in that keeps only the array, the state's `x`); any other global refuses the file
-with `UnsafePickleError` naming it, before anything in the file is called. The landmark
+at protocol 2), scipy's CSC/CSR sparse matrices, chumpy's `Ch` (mapped to a stand-in that
+keeps only the array, the state's `x`) and the set in that state; any other global refuses
+the file with `UnsafePickleError` naming it, before anything in the file is called. The landmark
 embedding (`landmark_embedding.npy`, a pickled dict, or FLAME_PyTorch's
 `flame_static_embedding.pkl`) is read the same way; the UV layout from `head_template.obj`
 (`vt`/`f` lines) or FLAME's texture-space `.npz` (`vt`, `ft`; read with `allow_pickle=False`).
@@ -118,6 +118,11 @@ ALLOWED = {
     ("copyreg", "_reconstructor"): _safe_reconstructor,
     ("__builtin__", "object"): object,
     ("builtins", "object"): object,
+    # chumpy's pickled state holds a set (`_dirty_vars`) beside the array
+    ("__builtin__", "set"): set,
+    ("builtins", "set"): set,
+    ("__builtin__", "frozenset"): frozenset,
+    ("builtins", "frozenset"): frozenset,
 }  # fmt: skip
 
 
