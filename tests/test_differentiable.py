@@ -5,7 +5,13 @@ import torch
 from modeling.face_model.topology import load_topology
 from rendering.antialias import antialias, antialias_construct_topology_hash
 from rendering.camera import uv_to_clip
-from rendering.differentiable import barycentrics, interpolate, rasterize_any, texture
+from rendering.differentiable import (
+    barycentrics,
+    interpolate,
+    interpolate_covered,
+    rasterize_any,
+    texture,
+)
 from rendering.rasterize import coverage_mask, rasterize
 from rendering.rasterize import interpolate as interpolate_fixed
 
@@ -82,6 +88,19 @@ def test_interpolate_with_pos_matches_fixed_weights():
     rast_b = torch.cat([rast, rast])
     out = interpolate(attr_b, rast_b, tri, pos=pos)
     torch.testing.assert_close(out[1:], interpolate_fixed(attr_b[1], rast, tri), atol=1e-5, rtol=0)
+
+
+def test_interpolate_covered_is_the_full_image_at_its_covered_pixels():
+    rng = np.random.default_rng(6)
+    pos_np, tri = random_mesh(rng)
+    pos = torch.from_numpy(pos_np)[None]
+    rast = torch.cat([rasterize(pos, tri, (24, 20))] * 2)
+    attr = torch.randn(2, len(pos_np), 3, dtype=torch.float64)
+    pix, values = interpolate_covered(attr, rast, tri, pos)
+    full = interpolate(attr, rast, tri, pos=pos).reshape(-1, 3)
+    covered = coverage_mask(rast).reshape(-1)
+    assert torch.equal(pix, torch.nonzero(covered).squeeze(1))
+    assert torch.equal(values, full[pix]) and not full[~covered].any()
 
 
 def test_interpolate_gradcheck_pos_and_attr():

@@ -30,7 +30,7 @@ from modeling.inputs.face_tracker import FaceLandmarks
 from modeling.reconstruction.geometry import FaceGeometry
 from rendering.camera import PinholeCamera, affine_to_index
 from rendering.color import linear_to_srgb, masked_psnr, srgb_to_linear
-from rendering.differentiable import interpolate, rasterize_any, texture
+from rendering.differentiable import interpolate_covered, rasterize_any, texture
 from rendering.lights import DirectionalLight
 from rendering.mesh import vertex_normals
 from rendering.render import FAR, NEAR
@@ -202,21 +202,25 @@ def _uniform_laplacian(faces: np.ndarray, n: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ViewRender:
-    """One view rendered by `FaceRenderer` (S x S pixels; tensors on the fit's device).
+    """One view rendered by `FaceRenderer` (S x S pixels, N of them covered by the mesh;
+    tensors on the fit's device). Per-pixel values are kept for the covered pixels only.
 
     Attributes:
-        color (`(S, S, 3)`): sRGB render.
-        covered (`(S, S)` bool): pixels the mesh covers.
-        skin (`(S, S)` bool): covered pixels on skin texels.
-        skin_shading (`(N, 3)`): SH shading of the N skin pixels (for the light's scale prior).
-        facing (`(S, S)`): cos of the viewing angle, detached, in [0, 1].
-        uv (`(S, S, 2)`), shading (`(S, S, 3)`), specular (`(S, S, 3)`): per-pixel texture
-            coordinates, diffuse shading and specular radiance, detached (for
-            `_reestimate_albedo`).
+        size (`int`): S.
+        pixels (`(N,)` int64): flat indices (row * S + column) of the covered pixels, ascending.
+        colors (`(N, 3)`): sRGB render there.
+        skin (`(N,)` bool): which of them lie on skin texels.
+        skin_shading (`(M, 3)`): SH shading of the M skin pixels (for the light's scale prior).
+        facing (`(N,)`): cos of the viewing angle, detached, in [0, 1].
+        uv (`(N, 2)`), shading (`(N, 3)`), specular (`(N, 3)`): texture coordinates, diffuse
+            shading and specular radiance, detached (for `_reestimate_albedo`).
+
+    `color` (`(S, S, 3)`, 0 where uncovered) and `covered` (`(S, S)` bool) are the full images.
     """
 
-    color: torch.Tensor
-    covered: torch.Tensor
+    size: int
+    pixels: torch.Tensor
+    colors: torch.Tensor
     skin: torch.Tensor
     skin_shading: torch.Tensor
     facing: torch.Tensor
@@ -224,12 +228,28 @@ class ViewRender:
     shading: torch.Tensor
     specular: torch.Tensor
 
+    @property
+    def color(self) -> torch.Tensor:
+        flat = self.colors.new_zeros(self.size * self.size, 3).index_copy(0, self.pixels,
+                                                                          self.colors)  # fmt: skip
+        return flat.reshape(self.size, self.size, 3)
+
+    @property
+    def covered(self) -> torch.Tensor:
+        flat = torch.zeros(self.size * self.size, dtype=torch.bool, device=self.pixels.device)
+        return flat.index_fill(0, self.pixels, True).reshape(self.size, self.size)
+
+    def at_pixels(self, image: torch.Tensor) -> torch.Tensor:
+        """`image` `(S, S, ...)` at the covered pixels: `(N, ...)`."""
+        return image.reshape(self.size * self.size, *image.shape[2:])[self.pixels]
+
 
 class FaceRenderer:
     """Differentiable render of the dense face mesh with the project's skin shader
     (`rendering.shading`): albedo x SH shading x ambient occlusion, plus normalised Blinn-Phong
     specular from the SH's dominant direction; linear RGB, returned sRGB-encoded. (Subsurface
-    scattering is a UV-space step and is left out of the image-space fit.)
+    scattering is a UV-space step and is left out of the image-space fit.) Only the covered
+    pixels are shaded (`rendering.differentiable.interpolate_covered`).
 
     Args:
         topology (`Topology`), size (`int`): square render resolution S.
@@ -259,29 +279,29 @@ class FaceRenderer:
         # One interpolation for all attributes: the barycentrics are recomputed only once.
         ao_attr = ones if ao is None else ao[:, None].to(verts_cam)
         attrs = torch.cat([self.uvs, vertex_normals(verts_cam, self.faces), verts_cam, ao_attr], 1)
-        values = interpolate(attrs, rast, self.faces, pos=clip[None])
-        uv, normals, points, ao_px = (values[..., :2], values[..., 2:5], values[..., 5:8],
-                                      values[..., 8])  # fmt: skip
+        pixels, values = interpolate_covered(attrs, rast, self.faces, clip[None])
+        uv, normals, points, ao_px = (values[:, :2], values[:, 2:5], values[:, 5:8],
+                                      values[:, 8])  # fmt: skip
         normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         view = -points / points.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        alb = texture(albedo[None], uv)
+        uv_grid = uv[None, :, None]  # (1, N, 1, 2): `texture` samples an N x 1 "image"
+        alb = texture(albedo[None], uv_grid)[0, :, 0]
         shading, _ = shade_skin(None, 0.0, normals, normals, view, sh_coeffs=sh, ao=ao_px)
         light = dominant_sh_light(sh.detach().cpu().numpy())
         spec = torch.zeros_like(shading)
         if light is not None:
             spec = blinn_phong_specular(normals, view, light, specular, SKIN_SHININESS)
-        color = linear_to_srgb(alb * shading + spec)[0]
-        covered = rast[0, ..., 3] > 0
-        skin = (texture(self.skin_uv[None], uv)[0, ..., 0] > 0.5) & covered
+        skin = texture(self.skin_uv[None], uv_grid)[0, :, 0, 0] > 0.5
         return ViewRender(
-            color=color,
-            covered=covered,
+            size=self.size,
+            pixels=pixels,
+            colors=linear_to_srgb(alb * shading + spec),
             skin=skin,
-            skin_shading=sh_shading(normals[0][skin], sh),
-            facing=(normals * view).sum(-1)[0].detach().clamp(0, 1),
-            uv=uv[0].detach(),
-            shading=shading[0].detach(),
-            specular=spec[0].detach(),
+            skin_shading=sh_shading(normals[skin], sh),
+            facing=(normals * view).sum(-1).detach().clamp(0, 1),
+            uv=uv.detach(),
+            shading=shading.detach(),
+            specular=spec.detach(),
         )
 
 
@@ -315,10 +335,10 @@ def _reestimate_albedo(
         skin = render.skin
         uv = render.uv[skin]
         shading = render.shading[skin].clamp_min(0.05)
-        observed = (srgb_to_linear(photo[skin]) - render.specular[skin]) / shading
+        observed = (srgb_to_linear(render.at_pixels(photo)[skin]) - render.specular[skin]) / shading
         weight = render.facing[skin] ** 2
         if mask is not None:
-            weight = weight * mask[skin]
+            weight = weight * render.at_pixels(mask)[skin]
         col = (uv[:, 0] * res).long().clamp(0, res - 1)
         row = ((1 - uv[:, 1]) * res).long().clamp(0, res - 1)
         idx = row * res + col
@@ -542,13 +562,15 @@ def _view_terms(problem: _Problem, p: int, verts_cam, sh, render: ViewRender):
     autograd graph, and so the gradients' summation order, as the loss is written."""
     w, n_views = problem.weights, len(problem.photos)
     # Grazing pixels mix skin with what lies behind it: trust them less.
-    residual = _charbonnier(render.color - problem.photos[p]).sum(-1) * render.facing
+    skin = render.skin
+    photo = render.at_pixels(problem.photos[p])[skin]
+    residual = _charbonnier(render.colors[skin] - photo).sum(-1) * render.facing[skin]
     mask = problem.masks[p]
     if mask is None:
-        yield w["photo"] * residual[render.skin].mean() / n_views
+        yield w["photo"] * residual.mean() / n_views
     else:  # what the skin mask rejects (hair, glasses, hands) is not the face's to match
-        weight = mask[render.skin]
-        photo_term = (residual[render.skin] * weight).sum() / weight.sum().clamp_min(1.0)
+        weight = render.at_pixels(mask)[skin]
+        photo_term = (residual * weight).sum() / weight.sum().clamp_min(1.0)
         yield w["photo"] * photo_term / n_views
     fx, fy, cx, cy = problem.intrinsics[p]
     lm = verts_cam[:NUM_LANDMARKS]
@@ -601,8 +623,8 @@ def _psnr(problem: _Problem, renders: list[ViewRender]) -> list[float]:
     """Masked (skin) PSNR of each photo's render (on the skin mask's pixels, where given)."""
     out = []
     for r, photo, mask in zip(renders, problem.photos, problem.masks, strict=True):
-        region = r.skin if mask is None else r.skin & (mask > 0.5)
-        out.append(masked_psnr(r.color, photo, region if region.any() else r.skin))
+        region = r.skin if mask is None else r.skin & (r.at_pixels(mask) > 0.5)
+        out.append(masked_psnr(r.colors, r.at_pixels(photo), region if region.any() else r.skin))
     return out
 
 
