@@ -708,7 +708,8 @@ def test_the_pipeline_builds_a_flame_head_from_a_photo(converted, tmp_path):
     paths = save_outputs(out, tmp_path)
     assert paths["glb"].stat().st_size > 0 and (tmp_path / "obj" / "face.obj").exists()
     doc = json.loads(paths["flame_json"].read_text())
-    assert len(doc["shape"]) == converted.num_shape and len(doc["eye_pose"]) == 6
+    assert len(doc["shape"]) == 100 and len(doc["expression"]) == 50
+    assert len(doc["eye_pose"]) == 6
     # the exported FLAME-frame camera projects FLAME's vertices where the output mesh projects
     flame_cam = out.flame.camera_for_flame(out.camera)
     with np.load(paths["flame_npz"]) as data:
