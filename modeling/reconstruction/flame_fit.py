@@ -101,31 +101,20 @@ def closest_points_on_triangles(points, a, b, c) -> np.ndarray:
 
 
 def closest_points_on_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-                           candidates: int = 4) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """The closest point on a triangle mesh to each of `points` `(N, 3)`, among the triangles
-    around the `candidates` nearest vertices -> (triangle `(N,)`, barycentric `(N, 3)`)."""
+                           candidates: int = 10) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The closest point on a triangle mesh to each of `points` `(N, 3)`, among the
+    `candidates` triangles whose centroids are nearest (exact for a fairly regular mesh such
+    as FLAME's) -> (triangle `(N,)`, barycentric `(N, 3)`)."""
     faces = np.asarray(faces, np.int64)
-    # incident triangles of each vertex as a padded table (-1: none)
-    corner_vertex = faces.ravel()
-    order = np.argsort(corner_vertex, kind="stable")
-    counts = np.bincount(corner_vertex, minlength=len(vertices))
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    slot = np.arange(len(order)) - np.repeat(starts, counts)
-    table = np.full((len(vertices), max(int(counts.max()), 1)), -1, np.int64)
-    table[corner_vertex[order], slot] = order // 3
-    _, near = cKDTree(vertices).query(points, k=min(candidates, len(vertices)))
-    cand = table[np.atleast_2d(near.T).T].reshape(len(points), -1)  # (N, k * width)
-    valid = cand >= 0
-    cand = np.where(valid, cand, cand.max(1, keepdims=True))
-    rows = np.repeat(np.arange(len(points)), cand.shape[1])
+    k = min(candidates, len(faces))
+    _, cand = cKDTree(vertices[faces].mean(1)).query(points, k=k)
+    cand = cand.reshape(len(points), k)
     tri = faces[cand.ravel()]
-    p = points[rows]
+    p = np.repeat(points, k, axis=0)
     bary = closest_points_on_triangles(p, *(vertices[tri[:, i]] for i in range(3)))
     closest = (vertices[tri] * bary[..., None]).sum(1)
-    dist = np.linalg.norm(closest - p, axis=1).reshape(len(points), -1)
-    dist[~valid] = np.inf
-    best = dist.argmin(1)
-    pick = np.arange(len(points)) * cand.shape[1] + best
+    best = np.linalg.norm(closest - p, axis=1).reshape(len(points), k).argmin(1)
+    pick = np.arange(len(points)) * k + best
     return cand.ravel()[pick], bary[pick]
 
 
