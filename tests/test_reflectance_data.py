@@ -18,7 +18,18 @@ from training.reflectance_data import (
     sample_parameters,
 )
 from training.render_pairs import SPLITS, make_training_pair, seeds, split_of
-from training.skin_color import individual_typology_angle, reflectance_to_rgb, skin_reflectance
+from training.skin_calibration import (
+    COLORCHECKER,
+    REFERENCE,
+    generator_distribution,
+    ita_of_lab,
+)
+from training.skin_color import (
+    cie_lab,
+    individual_typology_angle,
+    reflectance_to_rgb,
+    skin_reflectance,
+)
 
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 R = 96
@@ -80,11 +91,38 @@ def test_melanin_bands_follow_the_typology_angle():
     ita = []
     for lo, hi in FITZPATRICK_LOG_MELANIN:
         m = 10.0 ** np.array([lo, hi])
-        rgb = reflectance_to_rgb(skin_reflectance(m, 0.75, np.full(2, 0.015), np.full(2, 0.7)))
+        rgb = reflectance_to_rgb(skin_reflectance(m, 0.8, np.full(2, 0.05), np.full(2, 0.7)))
         ita.append(individual_typology_angle(rgb))
     ita = np.array(ita)
     assert np.all(np.diff(ita[:, 0]) < 0)  # darker bands, lower angles
     assert ita[0, 0] > 55 and ita[-1, 1] < -30  # type I very light, type VI dark
+
+
+def test_reference_ranges_are_consistent_with_their_ita_categories():
+    for ref in REFERENCE:
+        centre = np.array([np.mean(ref.lightness), np.mean(ref.a_star), np.mean(ref.b_star)])
+        assert ref.ita[0] < ita_of_lab(centre) <= ref.ita[1], ref.category
+    np.testing.assert_allclose(cie_lab(np.ones(3)), (100, 0, 0), atol=1e-6)  # D65 white
+
+
+def test_skin_model_is_as_yellow_as_the_colorchecker_skin_patches():
+    # at the patches' lightness, b* within 2 (the uncalibrated model gave 24-27 against 14-18)
+    m = 10.0 ** np.linspace(-3.3, 0.0, 200)
+    lab = cie_lab(reflectance_to_rgb(skin_reflectance(m, 0.8, np.full_like(m, 0.05), 0.7)))
+    order = np.argsort(lab[:, 0])
+    for lightness, _, b_star in COLORCHECKER.values():
+        assert abs(np.interp(lightness, lab[order, 0], lab[order, 2]) - b_star) < 2.0
+
+
+def test_generator_skin_colour_matches_measured_skin_per_type():
+    # 4 faces per Fitzpatrick type at 64 px: the face-mean ITA, L*, b* means fall in the
+    # measured ranges of the type's ITA category (training.skin_calibration.REFERENCE)
+    for dist, ref in zip(generator_distribution(faces=4, resolution=64), REFERENCE, strict=True):
+        lab, ita = dist["lab"].mean(0), dist["ita"].mean()
+        assert ref.ita[0] < ita <= ref.ita[1], (ref.category, ita)
+        assert ref.lightness[0] <= lab[0] <= ref.lightness[1], (ref.category, lab)
+        assert ref.b_star[0] <= lab[2] <= ref.b_star[1], (ref.category, lab)
+        assert ref.a_star[0] - 2 <= lab[1] <= ref.a_star[1] + 2, (ref.category, lab)
 
 
 def test_ood_parameters_leave_the_training_ranges():

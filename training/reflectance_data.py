@@ -81,13 +81,17 @@ __all__ = [
     "DIFFUSE_NORMAL_BLUR_MM",
 ]
 
+# log10 melanin volume fraction per Fitzpatrick type I..VI: the bands whose faces' face-mean ITA
+# (`training.skin_calibration`) falls in the ITA categories very light (> 55), light, intermediate,
+# tan, brown and dark (< -30) of Chardon et al. 1991, from a cubic fit of ITA over log melanin
+# on 150 faces (ITA 68 at the lightest end, -60 at the darkest).
 FITZPATRICK_LOG_MELANIN = (
-    (-2.9, -2.25),
-    (-2.25, -1.8),
-    (-1.8, -1.55),
-    (-1.55, -1.25),
-    (-1.25, -0.75),
-    (-0.75, -0.3),
+    (-2.9, -2.0),
+    (-2.0, -1.68),
+    (-1.68, -1.45),
+    (-1.45, -1.18),
+    (-1.18, -0.68),
+    (-0.68, -0.3),
 )
 OOD_LOG_MELANIN = ((-3.3, -2.95), (-0.3, -0.05))
 
@@ -131,8 +135,8 @@ def sample_parameters(seed: int, ood: bool = False) -> dict:
     params = {
         "fitzpatrick": fitz,
         "log_melanin": log_melanin,
-        "eumelanin_ratio": u(0.55, 0.95) if not ood else u(0.2, 1.0),
-        "log_blood": u(-2.1, -1.55) if not ood else u(-2.6, -1.0),
+        "eumelanin_ratio": u(0.65, 0.95) if not ood else u(0.2, 1.0),
+        "log_blood": u(-1.5, -1.1) if not ood else u(-1.9, -0.8),
         "oxygenation": u(0.55, 0.85),
         "cheek_flush": u(0.05, 0.55),
         "nose_redness": u(0.0, 0.4),

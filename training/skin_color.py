@@ -8,9 +8,11 @@ the Kubelka-Munk semi-infinite layer. Spectra at 400..700 nm are integrated agai
 white-balanced so that a perfect white reflector is (1, 1, 1).
 
 Coefficients (per mm) are those of Donner & Jensen 2006 (melanins, baseline) and Prahl's molar
-extinction of haemoglobin (whole blood, 150 g/L); thicknesses and scattering are tuned so that
-the melanin range spans Fitzpatrick I..VI (light: linear albedo ~(0.6, 0.42, 0.35); darkest:
-~(0.05, 0.03, 0.02)).
+extinction of haemoglobin (whole blood, 150 g/L). The optical constants the literature leaves
+open (the dermis' scattering and its Rayleigh share, the melanin packing, the upper epidermis'
+flat reflectance) are fitted to measured skin colour (`training.skin_calibration`: the L*a*b*
+locus of the ITA skin categories and the ColorChecker skin patches): measured skin is much less
+yellow (b* 14-18 at L* 38-66) than a dermis with Mie-only scattering makes it.
 
 Colours are looked up in a table over (log melanin, log blood, oxygenation) built per eumelanin
 ratio: `skin_albedo` is vectorised over maps of any size.
@@ -35,13 +37,19 @@ _HB = np.array([223296, 303956, 407560, 528600, 413280, 103292, 23389, 16156, 14
 
 EPIDERMIS_MM = 0.15  # thickness of the melanin-bearing layer
 _DIFFUSE_PATH = 1.6  # mean path length of diffuse light through the layer, in thicknesses
+# Fitted by `training.skin_calibration.fit_optics` (grid search against measured skin colour).
 # Melanin sits in melanosomes, unevenly: path optical depths are Gamma-distributed with this
 # shape, so transmission falls as a power of the melanin content, not exponentially (the
 # "sieve effect"; it keeps dark skin from turning saturated orange).
-_MELANIN_PACKING = 2.5
+MELANIN_PACKING = 1.0
 # Light scattered back by the stratum corneum and upper epidermis before it meets the melanin
 # of the basal layer (wavelength-flat).
-_UPPER_EPIDERMIS_REFLECTANCE = 0.015
+UPPER_EPIDERMIS_REFLECTANCE = 0.025
+# Reduced scattering of the dermis at 500 nm (per mm) and the share of it that falls as
+# lambda^-4 (Rayleigh scattering by collagen fibrils; Jacques 2013 gives skin a large one): the
+# blue it sends back is what keeps skin from looking yellow.
+DERMIS_SCATTERING = 5.0
+DERMIS_RAYLEIGH_SHARE = 0.9
 
 # Table axes: log10 melanin volume fraction, log10 blood volume fraction, oxygen saturation.
 LOG_MELANIN_RANGE = (-3.3, 0.0)
@@ -88,7 +96,7 @@ def skin_reflectance(
         melanin (`(...)`): melanin volume fraction of the epidermis (0.002 very fair .. 0.5 and
             more for the darkest skin).
         eumelanin_ratio (`float`): eumelanin share of the melanin (the rest pheomelanin).
-        blood (`(...)`): blood volume fraction of the dermis (0.002 .. 0.2).
+        blood (`(...)`): blood volume fraction of the dermis (0.002 .. 0.2; faces 0.03-0.08).
         oxygenation (`(...)`): haemoglobin oxygen saturation in [0, 1].
     """
     lam = WAVELENGTHS
@@ -98,17 +106,20 @@ def skin_reflectance(
     m = np.asarray(melanin)[..., None]
     mu_epi = m * (eumelanin_ratio * eu + (1 - eumelanin_ratio) * pheo) + (1 - m) * base
     depth = 2 * _DIFFUSE_PATH * EPIDERMIS_MM * mu_epi  # down and up again
-    transmit = (1 + depth / _MELANIN_PACKING) ** -_MELANIN_PACKING
+    transmit = (1 + depth / MELANIN_PACKING) ** -MELANIN_PACKING
     # whole blood, 150 g/L of haemoglobin (64.5 kg/mol): per-mm absorption of each form
     per_molar = np.log(10) * 150.0 / 64500.0 / 10.0
     ox = np.asarray(oxygenation)[..., None]
     mu_blood = per_molar * (ox * _HBO2 + (1 - ox) * _HB)
     b = np.asarray(blood)[..., None]
     mu_derm = b * mu_blood + (1 - b) * base
-    scatter = 2.2 * (lam / 500.0) ** -1.3  # reduced scattering of the dermis, per mm
+    scatter = DERMIS_SCATTERING * (
+        (1 - DERMIS_RAYLEIGH_SHARE) * (lam / 500.0) ** -1.3
+        + DERMIS_RAYLEIGH_SHARE * (lam / 500.0) ** -4.0
+    )
     ratio = mu_derm / scatter
     dermis = 1 + ratio - np.sqrt(ratio * ratio + 2 * ratio)  # Kubelka-Munk, infinitely thick
-    upper = _UPPER_EPIDERMIS_REFLECTANCE
+    upper = UPPER_EPIDERMIS_REFLECTANCE
     return upper + (0.96 - upper) * transmit * dermis  # 4% is the surface (specular) reflection
 
 
@@ -169,13 +180,19 @@ def skin_albedo(
     return out.astype(np.float32)
 
 
+def cie_lab(albedo_linear: np.ndarray) -> np.ndarray:
+    """CIE L*a*b* `(..., 3)` (D65 white: linear sRGB (1, 1, 1)) of linear sRGB colours
+    `(..., 3)`."""
+    xyz = np.asarray(albedo_linear, np.float64) @ np.linalg.inv(_XYZ_TO_SRGB).T
+    t = xyz / (np.linalg.inv(_XYZ_TO_SRGB) @ np.ones(3))
+    f = np.where(t > 0.008856, np.cbrt(np.maximum(t, 1e-9)), 7.787 * t + 16 / 116)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1
+    )
+
+
 def individual_typology_angle(albedo_linear: np.ndarray) -> np.ndarray:
     """ITA (degrees) of linear sRGB colours `(..., 3)`: `atan((L* - 50) / b*)`, the
     dermatological skin-tone scale (> 55 very light .. < -30 dark)."""
-    xyz = np.asarray(albedo_linear, np.float64) @ np.linalg.inv(_XYZ_TO_SRGB).T
-    white = np.linalg.inv(_XYZ_TO_SRGB) @ np.ones(3)
-    f = np.cbrt(np.maximum(xyz / white, 1e-9))
-    f = np.where(xyz / white > 0.008856, f, 7.787 * xyz / white + 16 / 116)
-    lightness = 116 * f[..., 1] - 16
-    b_star = 200 * (f[..., 1] - f[..., 2])
-    return np.degrees(np.arctan2(lightness - 50, b_star))
+    lab = cie_lab(albedo_linear)
+    return np.degrees(np.arctan2(lab[..., 0] - 50, lab[..., 2]))
