@@ -702,10 +702,9 @@ def test_several_photos_give_one_flame_head_without_the_photometric_fit(converte
         assert np.linalg.norm(px - view.landmarks.points[:, :2], axis=1).mean() < 0.03 * size
 
 
-@pytest.mark.slow
-def test_the_pipeline_builds_a_flame_head_from_a_photo(converted, tmp_path):
-    """End to end on the synthetic FLAME: maps in FLAME's layout, FLAME's mesh in the GLB and
-    OBJ, its parameters in flame_params.npz/.json; FLAME's landmarks on the photo's."""
+@pytest.fixture(scope="module")
+def flame_run(converted, tmp_path_factory):
+    """The pipeline on FLAME, once: (output, the paths `save_outputs` wrote)."""
     from pipelines import AvatarPipeline
     from pipelines.outputs import save_outputs
 
@@ -713,6 +712,16 @@ def test_the_pipeline_builds_a_flame_head_from_a_photo(converted, tmp_path):
         ROOT / "weights_config", head_model="flame", flame_model_path=converted.source
     )
     out = pipe(ROOT / "examples" / "astronaut.jpg", resolution=128, num_fit_steps=3)
+    return out, save_outputs(out, tmp_path_factory.mktemp("flame_out"))
+
+
+@pytest.mark.slow
+def test_the_pipeline_builds_a_flame_head_from_a_photo(converted, flame_run):
+    """End to end on the synthetic FLAME: maps in FLAME's layout, FLAME's mesh in the GLB and
+    OBJ, its parameters in flame_params.npz/.json; FLAME's landmarks on the photo's."""
+    from modeling.reconstruction.texture import skin_mask, uv_atlas
+
+    out, paths = flame_run
     layout = converted.layout
     assert out.head is None and out.flame is not None
     assert out.mesh.vertices.shape == (layout.num_dense, 3)
@@ -722,8 +731,6 @@ def test_the_pipeline_builds_a_flame_head_from_a_photo(converted, tmp_path):
                 "specular_normals", "shape_normals"):  # fmt: skip
         assert out.maps[key].shape[:2] == (128, 128) and np.isfinite(out.maps[key]).all()
     # the photo's face lands in FLAME's UV layout: seen texels are on FLAME's face chart
-    from modeling.reconstruction.texture import skin_mask, uv_atlas
-
     seen = out.maps["visibility"][..., 0] > 0.5
     assert seen.sum() > 0.2 * skin_mask(128, layout).sum()
     assert not (seen & ~uv_atlas(128, layout).chart).any()
@@ -735,8 +742,7 @@ def test_the_pipeline_builds_a_flame_head_from_a_photo(converted, tmp_path):
     px = cam.project(cam.object_to_camera(points))
     size = np.linalg.norm(out.landmarks.box[2:] - out.landmarks.box[:2])
     assert np.linalg.norm(px - out.landmarks.points[:, :2], axis=1).mean() < 0.02 * size
-    paths = save_outputs(out, tmp_path)
-    assert paths["glb"].stat().st_size > 0 and (tmp_path / "obj" / "face.obj").exists()
+    assert paths["glb"].stat().st_size > 0 and (paths["obj"].parent / "face.obj").exists()
     doc = json.loads(paths["flame_json"].read_text())
     assert len(doc["shape"]) == 100 and len(doc["expression"]) == 50
     assert len(doc["eye_pose"]) == 6
@@ -747,3 +753,11 @@ def test_the_pipeline_builds_a_flame_head_from_a_photo(converted, tmp_path):
     mesh_px = cam.project(cam.object_to_camera(out.flame.vertices_object()))
     flame_px = flame_cam.project(flame_cam.object_to_camera(out.flame.vertices.astype(float)))
     np.testing.assert_allclose(flame_px, mesh_px, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_the_flame_glb_passes_the_khronos_validator(flame_run, require_node_tools):
+    from test_gltf_validator import assert_valid
+
+    require_node_tools(("gltf-validator", "mikktspace"), "the glTF reference tools are")
+    assert_valid(flame_run[1]["glb"])
