@@ -14,8 +14,8 @@ embedding (`landmark_embedding.npy`, a pickled dict, or FLAME_PyTorch's
 `flame_static_embedding.pkl`) is read the same way; the UV layout from `head_template.obj`
 (`vt`/`f` lines) or FLAME's texture-space `.npz` (`vt`, `ft`; read with `allow_pickle=False`).
 
-The converter then builds the MediaPipe correspondence once
-(`modeling.reconstruction.flame_fit.build_mediapipe_correspondence`, a few seconds) and writes
+The converter then builds the MediaPipe correspondence once, in seconds
+(`modeling.reconstruction.flame_correspondence.build_mediapipe_correspondence`), and writes
 everything with `modeling.face_model.flame.save_flame`. Nothing of FLAME is ever shipped with
 the project: the `.npz` stays with the user, under FLAME's licence.
 """
@@ -289,7 +289,7 @@ def convert(
     """Read FLAME's pickle (and the optional UV layout and landmark embedding), build the
     MediaPipe correspondence, write the `.npz`; returns the converted model."""
     from modeling.face_model.topology import load_topology
-    from modeling.reconstruction.flame_fit import build_mediapipe_correspondence
+    from modeling.reconstruction.flame_correspondence import build_mediapipe_correspondence
 
     pkl = Path(pkl)
     if not pkl.is_file():

@@ -33,11 +33,8 @@ from modeling.face_model.flame import (
     surface_points,
 )
 from modeling.face_model.topology import IBUG68_FROM_MEDIAPIPE, NUM_LANDMARKS, load_topology
-from modeling.reconstruction.flame_fit import (
-    closest_points_on_mesh,
-    fit_flame,
-    flame_geometry,
-)
+from modeling.reconstruction.flame_correspondence import closest_points_on_mesh
+from modeling.reconstruction.flame_fit import fit_flame, flame_geometry
 from rendering.camera import PinholeCamera
 from scripts.convert_flame import (
     RestrictedUnpickler,

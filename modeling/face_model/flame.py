@@ -19,12 +19,12 @@ The converted file holds (V vertices, F triangles, T UV vertices, J = 5 joints):
   `landmark_ibug` `(L,)` (which of the 68 iBUG points each is), and the dynamic contour
   `dynamic_landmark_faces` `(79, 17)`, `dynamic_landmark_bary` `(79, 17, 3)` (kept for other
   tools; the fit uses MediaPipe's points);
-- the MediaPipe correspondence built by the converter (`modeling.reconstruction.flame_fit.
-  build_mediapipe_correspondence`): `mediapipe_faces` `(7305,)`, `mediapipe_bary` `(7305, 3)`:
-  the point of FLAME's surface under each vertex of the project's dense face
-  (`modeling.face_model.topology`; the first 468 are MediaPipe's landmarks), how much each
-  counts in a fit `mediapipe_weight` `(7305,)` (0 where the two surfaces part: the closed eye
-  and mouth fans of the dense face), and the rigid
+- the MediaPipe correspondence built by the converter
+  (`modeling.reconstruction.flame_correspondence.build_mediapipe_correspondence`):
+  `mediapipe_faces` `(7305,)`, `mediapipe_bary` `(7305, 3)`: the point of FLAME's surface
+  under each vertex of the project's dense face (`modeling.face_model.topology`; the first 468
+  are MediaPipe's landmarks), how much each counts in a fit `mediapipe_weight` `(7305,)` (0
+  where the two surfaces part: the closed eye and mouth fans of the dense face), and the rigid
   transform `to_object_rotation` `(3, 3)`, `to_object_translation` `(3,)` from FLAME's frame
   to the project's object space (`p_object = R p_flame + t`).
 """

@@ -1,12 +1,12 @@
-"""FLAME fitted to the project's reconstruction: the MediaPipe correspondence (built once per
-model) and the per-reconstruction fit of FLAME's shape, expression and pose.
+"""FLAME fitted to the project's reconstruction: shape, expression and pose.
 
 The project's fit (`modeling.reconstruction.fitting.fit_photos`) gives each photo's camera and
 one dense face (7,305 vertices, object space) that reproduces the photos. FLAME follows it: its
 parameters are fitted so that FLAME's points under the dense face's vertices (the
 correspondence) land on them in 3-D and, projected by each photo's camera, on the detected
 landmarks; the eyeballs turn so that their pupils project onto the detected iris centres.
-Priors keep shape, expression and the neck, jaw and eye rotations small. The maps are then
+Priors keep shape, expression and the neck, jaw and eye rotations small. (The correspondence
+is built once per model by `modeling.reconstruction.flame_correspondence`.) The maps are then
 unwrapped onto FLAME's mesh in FLAME's UV layout by the same stages as the bundled head's.
 (No photometric refinement of FLAME's parameters: the dense face is already fitted to the
 photos' pixels, and FLAME's fit matches it.)
@@ -21,19 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from modeling.face_model.flame import (
-    JOINT_NAMES,
     FlameLayout,
     FlameModel,
     FlameModelError,
     FlameTensors,
     lbs,
-    rodrigues,
     surface_points,
 )
-from modeling.face_model.topology import IBUG68_FROM_MEDIAPIPE, NUM_LANDMARKS, Topology
+from modeling.face_model.topology import NUM_LANDMARKS
 from modeling.reconstruction.fitting import MIN_AMBIENT_OCCLUSION
 from modeling.reconstruction.geometry import FaceGeometry
 from rendering.camera import PinholeCamera
@@ -54,7 +51,7 @@ FIT_WEIGHTS = {
 
 
 @contextmanager
-def _one_thread():
+def one_thread():
     """Small problems (a few thousand vertices): on a shared 2-core machine one thread is
     several times faster than two (threading overhead), as in `fitting.fit`."""
     threads = torch.get_num_threads()
@@ -65,165 +62,11 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-# --- correspondence with the project's dense face -----------------------------------------
-
-
-def closest_points_on_triangles(points, a, b, c) -> np.ndarray:
-    """Barycentric weights `(N, 3)` of the closest point to each of `points` `(N, 3)` on
-    triangles `(a, b, c)` (each `(N, 3)`): Ericson's region tests (Real-Time Collision
-    Detection, 5.1.5), vectorised."""
-    ab, ac = b - a, c - a
-    ap, bp, cp = points - a, points - b, points - c
-    d1, d2 = (ab * ap).sum(-1), (ac * ap).sum(-1)
-    d3, d4 = (ab * bp).sum(-1), (ac * bp).sum(-1)
-    d5, d6 = (ab * cp).sum(-1), (ac * cp).sum(-1)
-    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        denom = va + vb + vc
-        v, w = vb / denom, vc / denom
-        bary = np.stack([1 - v - w, v, w], -1)
-        # regions from the lowest priority to the highest (Ericson tests A first)
-        t = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        bc = (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0)
-        bary = np.where(bc[:, None], np.stack([0 * t, 1 - t, t], -1), bary)
-        t = d2 / (d2 - d6)
-        region = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
-        bary = np.where(region[:, None], np.stack([1 - t, 0 * t, t], -1), bary)
-        bary = np.where(((d6 >= 0) & (d5 <= d6))[:, None], [0.0, 0.0, 1.0], bary)
-        t = d1 / (d1 - d3)
-        region = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
-        bary = np.where(region[:, None], np.stack([1 - t, t, 0 * t], -1), bary)
-        bary = np.where(((d3 >= 0) & (d4 <= d3))[:, None], [0.0, 1.0, 0.0], bary)
-        bary = np.where(((d1 <= 0) & (d2 <= 0))[:, None], [1.0, 0.0, 0.0], bary)
-    bad = ~np.isfinite(bary).all(-1)  # degenerate triangles: their first vertex
-    bary[bad] = [1.0, 0.0, 0.0]
-    return bary
-
-
-def closest_points_on_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-                           candidates: int = 10) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """The closest point on a triangle mesh to each of `points` `(N, 3)`, among the
-    `candidates` triangles whose centroids are nearest (exact for a fairly regular mesh such
-    as FLAME's) -> (triangle `(N,)`, barycentric `(N, 3)`)."""
-    faces = np.asarray(faces, np.int64)
-    k = min(candidates, len(faces))
-    _, cand = cKDTree(vertices[faces].mean(1)).query(points, k=k)
-    cand = cand.reshape(len(points), k)
-    tri = faces[cand.ravel()]
-    p = np.repeat(points, k, axis=0)
-    bary = closest_points_on_triangles(p, *(vertices[tri[:, i]] for i in range(3)))
-    closest = (vertices[tri] * bary[..., None]).sum(1)
-    best = np.linalg.norm(closest - p, axis=1).reshape(len(points), k).argmin(1)
-    pick = np.arange(len(points)) * k + best
-    return cand.ravel()[pick], bary[pick]
-
-
-def _kabsch(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`(R, t)` minimising `|| R src + t - dst ||` (rigid, `(N, 3)` point sets)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    u, _, vt = np.linalg.svd((dst - mu_d).T @ (src - mu_s))
-    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = u @ d @ vt
-    return rot, mu_d - rot @ mu_s
-
-
-def _initial_alignment(model: FlameModel, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FLAME's frame -> object space, rigid: by the landmark embedding's iBUG points (brows,
-    nose, eyes, lips) where the model has one, else by the nose tips (both frames look
-    along +z with +y up)."""
-    if model.landmark_faces is not None and model.landmark_ibug is not None:
-        inner = model.landmark_ibug >= 17  # the jaw contour is a silhouette, not fixed points
-        src = surface_points(model.v_template, model.faces[model.landmark_faces[inner]],
-                             model.landmark_bary[inner])  # fmt: skip
-        dst = target[np.array(IBUG68_FROM_MEDIAPIPE)[model.landmark_ibug[inner]]]
-        return _kabsch(src, dst)
-    skin = model.weights[:, 3:].max(1) < 0.5  # not the eyeballs
-    tip = model.v_template[skin][np.argmax(model.v_template[skin, 2])]
-    return np.eye(3), target[np.argmax(target[:, 2])] - tip
-
-
-def build_mediapipe_correspondence(model: FlameModel, topology: Topology,
-                                   rounds: int = 4, steps: int = 30) -> FlameModel:  # fmt: skip
-    """Fit FLAME's template to the project's mean dense face once and keep, for each of its
-    7,305 vertices, the closest point of the fitted FLAME surface (`mediapipe_faces`,
-    `mediapipe_bary`; the first 468 are MediaPipe's landmarks), a weight that drops to 0
-    where the surfaces are more than 8 mm apart (`mediapipe_weight`) and the rigid transform
-    FLAME -> object space (`to_object_rotation`, `to_object_translation`).
-
-    The fit: a rigid start (`_initial_alignment`), then `rounds` rounds of closest points
-    (fixed within a round) and `steps` L-BFGS steps on FLAME's first 100 shape and 50
-    expression coefficients, the jaw and a rigid correction, with the landmark embedding's
-    points on MediaPipe's matching landmarks where the model has one."""
-    with _one_thread():
-        return _build_correspondence(model, topology, rounds, steps)
-
-
-def _build_correspondence(model, topology, rounds, steps) -> FlameModel:
-    target = topology.lift(topology.frontal_shape[:NUM_LANDMARKS])
-    rot0, trans0 = _initial_alignment(model, target)
-    tensors = model.tensors(dtype=torch.float64)
-    params = _Params.zeros(min(model.num_shape, 100), min(model.num_expression, 50))
-    omega = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # rigid correction
-    tau = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    target_t = torch.as_tensor(target)
-    rot0_t, trans0_t = torch.as_tensor(rot0), torch.as_tensor(trans0)
-    lmk = None
-    if model.landmark_faces is not None and model.landmark_ibug is not None:
-        inner = model.landmark_ibug >= 17
-        lmk = (model.faces[model.landmark_faces[inner]], model.landmark_bary[inner],
-               target_t[np.array(IBUG68_FROM_MEDIAPIPE)[model.landmark_ibug[inner]]])  # fmt: skip
-
-    def vertices_object():
-        verts, _ = lbs(tensors, params.shape, params.expression, params.pose())
-        return (verts[0] @ rot0_t.T + trans0_t) @ rodrigues(omega).T + tau
-
-    for r in range(rounds):
-        with torch.no_grad():
-            verts = vertices_object().numpy()
-        tri, bary = closest_points_on_mesh(target, verts, model.faces)
-        dist = np.linalg.norm(surface_points(verts, model.faces[tri], bary) - target, axis=1)
-        # Trust the surfaces where they meet: drop far pairs (eye and mouth fans, the border).
-        limit = 0.02 if r == 0 else 0.008
-        weight = np.clip((limit - dist) / (0.5 * limit), 0, 1)
-        w = torch.as_tensor(weight / max(weight.sum(), 1.0))
-        corners = model.faces[tri]
-        optimizer = torch.optim.LBFGS([params.shape, params.expression, params.jaw, omega, tau],
-                                      max_iter=steps, line_search_fn="strong_wolfe")  # fmt: skip
-
-        def closure(optimizer=optimizer, corners=corners, bary=bary, w=w):
-            optimizer.zero_grad()
-            verts = vertices_object()
-            residual = (surface_points(verts, corners, bary) - target_t) * 1000
-            loss = (w * (residual**2).sum(-1)).sum()
-            if lmk is not None:
-                lres = (surface_points(verts, lmk[0], lmk[1]) - lmk[2]) * 1000
-                loss = loss + 0.1 * (lres**2).sum(-1).mean()
-            loss = loss + 1e-3 * ((params.shape**2).sum() + (params.expression**2).sum())
-            loss = loss + 10.0 * (params.jaw**2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-    with torch.no_grad():
-        verts = vertices_object().numpy()
-        rot_c = rodrigues(omega).numpy()
-    tri, bary = closest_points_on_mesh(target, verts, model.faces)
-    dist = np.linalg.norm(surface_points(verts, model.faces[tri], bary) - target, axis=1)
-    return model.with_arrays(
-        mediapipe_faces=tri,
-        mediapipe_bary=bary,
-        mediapipe_weight=np.clip((0.008 - dist) / 0.004, 0, 1),
-        to_object_rotation=rot_c @ rot0,
-        to_object_translation=rot_c @ trans0 + tau.detach().numpy(),
-    )
-
-
-# --- fitting ------------------------------------------------------------------------------
-
-
 @dataclass
-class _Params:
-    """Optimised FLAME parameters (batch 1), float64 leaf tensors. The translation is held in
+class FlameCoefficients:
+    """FLAME's parameters being optimised (batch 1), float64 leaf tensors: `shape` `(1, S')`,
+    `expression` `(1, E')`, `global_pose`, `neck`, `jaw` `(1, 3)`, `eyes` `(1, 6)`,
+    `translation` `(1, 3)`. The translation is held in
     millimetres (`translation_m` gives metres): in metres its gradient would be a thousand
     times the others' and L-BFGS would crawl."""
 
@@ -236,7 +79,7 @@ class _Params:
     translation: torch.Tensor
 
     @classmethod
-    def zeros(cls, num_shape: int, num_expression: int, batch: int = 1) -> _Params:
+    def zeros(cls, num_shape: int, num_expression: int, batch: int = 1) -> FlameCoefficients:
         def z(n):
             return torch.zeros(batch, n, dtype=torch.float64, requires_grad=True)
 
@@ -250,9 +93,10 @@ class _Params:
         """`(B, 5, 3)` rotation vectors in FLAME's joint order."""
         return torch.cat([self.global_pose, self.neck, self.jaw, self.eyes], -1).reshape(-1, 5, 3)
 
-    def tensors(self, full_pose: bool = True) -> list[torch.Tensor]:
-        rigid = [self.shape, self.expression, self.global_pose, self.jaw, self.translation]
-        return rigid + [self.neck, self.eyes] if full_pose else rigid
+    def tensors(self) -> list[torch.Tensor]:
+        """All the leaf tensors (what the optimiser updates)."""
+        return [self.shape, self.expression, self.global_pose, self.neck, self.jaw, self.eyes,
+                self.translation]  # fmt: skip
 
 
 @dataclass
@@ -385,7 +229,7 @@ def fit_flame(
                               "with python -m scripts.convert_flame")  # fmt: skip
     if len(cameras) != len(landmarks):
         raise ValueError(f"{len(cameras)} cameras for {len(landmarks)} landmark sets")
-    with _one_thread():
+    with one_thread():
         return _fit_flame(model, face_vertices, cameras, landmarks, iris, num_shape,
                           num_expression, max_iterations, weights)  # fmt: skip
 
@@ -394,11 +238,11 @@ def _fit_flame(model, face_vertices, cameras, landmarks, iris, num_shape, num_ex
                max_iterations, weights) -> FlameParameters:  # fmt: skip
     w = {**FIT_WEIGHTS, **(weights or {})}
     tensors = model.tensors(dtype=torch.float64)
-    params = _Params.zeros(min(num_shape, model.num_shape),
+    params = FlameCoefficients.zeros(min(num_shape, model.num_shape),
                            min(num_expression, model.num_expression))  # fmt: skip
     problem = _FitProblem.build(model, tensors, face_vertices, cameras, landmarks, iris)
     # Rigid first (the correspondence's transform starts close), then everything.
-    for stage in ([params.global_pose, params.translation], params.tensors(full_pose=True)):
+    for stage in ([params.global_pose, params.translation], params.tensors()):
         optimizer = torch.optim.LBFGS(stage, max_iter=max_iterations,
                                       line_search_fn="strong_wolfe")  # fmt: skip
 
@@ -469,7 +313,7 @@ class _FitProblem:
             iris=[None if i is None else t(np.asarray(i)[[5, 0], :2]) for i in iris],
         )
 
-    def vertices_object(self, params: _Params, full: bool = False):
+    def vertices_object(self, params: FlameCoefficients, full: bool = False):
         """FLAME's vertices the losses see `(N, 3)` (`full`: all, `(V, 3)`) in FLAME's frame
         and in object space."""
         verts, _ = lbs(self.full if full else self.tensors, params.shape, params.expression,
@@ -482,7 +326,7 @@ class _FitProblem:
         depth = (-cam[:, 2]).clamp_min(1e-6)
         return torch.stack([fx * cam[:, 0] / depth + cx, -fy * cam[:, 1] / depth + cy], 1)
 
-    def loss(self, params: _Params, w: dict) -> torch.Tensor:
+    def loss(self, params: FlameCoefficients, w: dict) -> torch.Tensor:
         _, verts = self.vertices_object(params)
         points = surface_points(verts, self.corners, self.bary)
         residual = ((points - self.target) * 1000) ** 2
@@ -503,7 +347,7 @@ class _FitProblem:
         return loss + w["eye_pose"] * (params.eyes**2).sum()
 
     @torch.no_grad()
-    def result(self, params: _Params) -> FlameParameters:
+    def result(self, params: FlameCoefficients) -> FlameParameters:
         verts_flame, _ = self.vertices_object(params, full=True)
         _, verts = self.vertices_object(params)
         points = surface_points(verts, self.corners, self.bary)
@@ -555,10 +399,8 @@ def flame_ambient_occlusion(params: FlameParameters, layout: FlameLayout) -> np.
 
 __all__ = [
     "FIT_WEIGHTS",
-    "JOINT_NAMES",
+    "FlameCoefficients",
     "FlameParameters",
-    "build_mediapipe_correspondence",
-    "closest_points_on_mesh",
     "fit_flame",
     "flame_ambient_occlusion",
     "flame_geometry",
