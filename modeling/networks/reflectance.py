@@ -18,11 +18,15 @@ from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
 from modeling.networks.specular import SpecularAlbedoNet
 from modeling.networks.superres import SuperResolutionNet
-from modeling.networks.tiling import sliding_window
+from modeling.networks.tiling import even_tile, sliding_window
 
-# Tiles of 512 px overlapping by 64 px, two at a time, bound the memory at 4K (about 0.4 GB of
-# activations) and hide the tile borders.
-TILE_SIZE, TILE_OVERLAP, TILE_BATCH = 512, 64, 2
+# Maps up to TILE_SIZE px run whole (one call per network); larger ones in tiles of at most
+# TILE_SIZE px overlapping by TILE_OVERLAP px (`even_tile`), one at a time: at most ~0.9 GB of
+# activations (the de-lighting U-Net, ~830 bytes a pixel), and the tile borders hidden. The
+# networks' outputs hardly depend on the tiling (whole 1024 px maps vs tiles of 512 px: at
+# most 1.5e-4 apart), but the area they run on does: tiles of 512 px overlapping by 64 px
+# covered a 1024 px map 2.25x over (2048 px: 1.56x; now 1.13x).
+TILE_SIZE, TILE_OVERLAP, TILE_BATCH = 1024, 64, 1
 # Super-resolution: 256 px input tiles (1024 px out) with the network's receptive field as
 # margin, so the tiles reproduce the whole-map output exactly; at and above SR_MIN_RESOLUTION
 # `super_resolution="auto"` super-resolves.
@@ -83,8 +87,9 @@ def _finite(out: torch.Tensor, name: str, inputs: list[torch.Tensor]) -> torch.T
 
 
 def _numpy(out: torch.Tensor) -> np.ndarray:
-    """`(1, C, R, R)` -> `(R, R, C)` float32 in [0, 1]."""
-    return np.ascontiguousarray(out[0].clamp(0, 1).permute(1, 2, 0).numpy())
+    """`(1, C, R, R)` -> `(R, R, C)` float32 in [0, 1] (`out` is clamped in place; stored
+    channels last, as `sliding_window` returns it, it is not copied)."""
+    return np.ascontiguousarray(out[0].clamp_(0, 1).permute(1, 2, 0).numpy())
 
 
 @torch.no_grad()
@@ -151,9 +156,13 @@ def reflectance_maps(
     if delighting is None and specular is None and normals is None:
         return {}
 
+    size = max(np.shape(texture)[:2])
+    tile = even_tile(size, TILE_SIZE, TILE_OVERLAP)
+    overlap = TILE_OVERLAP if tile < size else 0  # one tile: the whole map
+
     def run(net, name, inputs, channels):
-        out = sliding_window(_channels_last(net), inputs, channels, TILE_SIZE, TILE_OVERLAP,
-                             TILE_BATCH, device=device, dtype=dtype)  # fmt: skip
+        out = sliding_window(_channels_last(net), inputs, channels, tile, overlap, TILE_BATCH,
+                             device=device, dtype=dtype)  # fmt: skip
         return _numpy(_finite(out, name, inputs))
 
     def on_device(x: torch.Tensor) -> torch.Tensor:
