@@ -424,7 +424,7 @@ class AvatarPipeline(DiffusionPipeline):
         }
         out = AvatarPipelineOutput(
             _face_mesh(skin, layout), maps, outputs, timer.timings, fit,
-            warnings=_warnings(qualities), head=head, flame=flame,
+            warnings=_warnings(qualities) + _layout_warnings(topology), head=head, flame=flame,
         )  # fmt: skip
         out = _as_pil(out) if output_type == "pil" else out
         return out if return_dict else tuple(out.values())
@@ -523,6 +523,17 @@ def _measure(view: View, index: int, fit: FitResult | None, topology: Topology,
         skin_mask(first.visibility.shape[0], topology),
         None if fit is None else float(fit.psnr_after[index]),
     )
+
+
+def _layout_warnings(layout) -> list[str]:
+    """A FLAME layout that is not left/right symmetric: the completion's mirroring is wrong."""
+    if not isinstance(layout, FlameLayout) or layout.symmetric:
+        return []
+    return [
+        "FLAME's UV layout is not left/right symmetric (mirror error "
+        f"{layout.mirror_error:.3f} in UV units): what the photo did not show was completed "
+        "from the wrong texels; check the maps' unseen side"
+    ]
 
 
 def _warnings(qualities: list[ViewQuality]) -> list[str]:

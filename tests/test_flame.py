@@ -448,6 +448,18 @@ def test_uvs_read_from_obj_and_npz_agree(flame_files, tmp_path):
     np.testing.assert_array_equal(ft, ft2)
 
 
+def test_the_layout_knows_whether_mirroring_finds_mirror_texels(converted):
+    """The maps' completion mirrors u about 0.5: FLAME's layout is checked for it (the
+    synthetic one is symmetric; shifted by 0.05 in u it is not, and the pipeline warns)."""
+    from pipelines.avatar_pipeline import _layout_warnings
+
+    assert converted.layout.symmetric and converted.layout.mirror_error < 0.002
+    assert _layout_warnings(converted.layout) == []
+    shifted = converted.with_arrays(uvs=converted.uvs + [0.05, 0.0]).layout
+    assert not shifted.symmetric and abs(shifted.mirror_error - 0.1) < 0.01
+    assert "not left/right symmetric" in _layout_warnings(shifted)[0]
+
+
 def test_a_uv_layout_of_another_mesh_is_refused(converted, tmp_path):
     with pytest.raises(FlameModelError, match="not this model's layout"):
         converted.with_arrays(uv_faces=converted.uv_faces[:-1])

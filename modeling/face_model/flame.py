@@ -46,6 +46,7 @@ JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")
 REQUIRED_KEYS = ("v_template", "faces", "shapedirs", "exprdirs", "posedirs", "j_regressor",
                  "parents", "weights")  # fmt: skip
 FORMAT_VERSION = 1
+MIRROR_TOLERANCE = 0.01  # UV units: 10 texels at 1024 px
 
 
 class FlameModelError(AvatarInputError):
@@ -310,6 +311,10 @@ class FlameLayout:
             (from the MediaPipe correspondence), so that `skin_exclusion` (the topology's eye,
             brow and lip loops) cuts the same regions out of FLAME's maps (`skin_mask`).
         skin_exclusion (`tuple` of int arrays): the topology's.
+        mirror_error (`float`): how far the layout is from left/right symmetric about u = 0.5,
+            which the maps' completion assumes (it fills texels the photo did not show from
+            their mirror texels): the median UV distance, over the dense face's vertices,
+            between the UV under a vertex and the mirrored UV under its mirror partner.
     """
 
     dense_faces: np.ndarray
@@ -318,25 +323,32 @@ class FlameLayout:
     base_uvs: np.ndarray
     skin_exclusion: tuple
     faces: np.ndarray  # (F, 3) FLAME's own triangles over its vertices
+    mirror_error: float = 0.0
 
     @property
     def num_dense(self) -> int:
         return len(self.dense_uvs)
 
+    @property
+    def symmetric(self) -> bool:
+        """Whether mirroring in UV space finds a texel's mirror texel (`MIRROR_TOLERANCE`)."""
+        return self.mirror_error <= MIRROR_TOLERANCE
+
     @classmethod
     def build(cls, model: FlameModel, topology: Topology) -> FlameLayout:
         split_source = split_vertices(model.faces, model.uv_faces, len(model.uvs))
         n_base = len(topology.base_uvs)
-        face_of = model.uv_faces[model.mediapipe_faces[:n_base]]
-        base_uvs = surface_points(model.uvs.astype(np.float64), face_of,
-                                  model.mediapipe_bary[:n_base])  # fmt: skip
+        uvs = surface_points(model.uvs.astype(np.float64), model.uv_faces[model.mediapipe_faces],
+                             model.mediapipe_bary)  # fmt: skip
+        mirrored = uvs[topology.dense_symmetry] * [-1, 1] + [1, 0]
         return cls(
             dense_faces=model.uv_faces.astype(np.int32),
             dense_uvs=model.uvs.astype(np.float64),
             split_source=split_source,
-            base_uvs=base_uvs,
+            base_uvs=uvs[:n_base],
             skin_exclusion=topology.skin_exclusion,
             faces=model.faces.astype(np.int64),
+            mirror_error=float(np.median(np.linalg.norm(uvs - mirrored, axis=1))),
         )
 
 
