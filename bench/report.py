@@ -349,6 +349,8 @@ KEPT_SECTIONS = (
     ("<!-- head:begin -->", "<!-- head:end -->"),  # bench.bench_head
     ("<!-- occlusion:begin -->", "<!-- occlusion:end -->"),  # bench.bench_occlusion
     ("<!-- speed:begin -->", "<!-- speed:end -->"),  # bench.bench_speed
+    ("<!-- turned:begin -->", "<!-- turned:end -->"),  # bench.bench_turned
+    ("<!-- fairness:begin -->", "<!-- fairness:end -->"),  # bench.bench_fairness
 )
 
 

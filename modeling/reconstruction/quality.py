@@ -24,6 +24,12 @@ MIN_SKIN_BRIGHTNESS = 0.12  # mean sRGB luminance of the seen skin
 MAX_CLIPPED_SKIN = 0.2  # fraction of the seen skin with a channel at the top of the range
 MIN_FACE_WIDTH = 80  # pixels (eyes about 15 px wide: little detail to unwrap)
 MIN_SEEN_SKIN = 0.25  # fraction of the skin texels the photo saw
+# Degrees the face turns away from the camera, as estimated. MediaPipe's landmarks make a turn
+# too small (their depth flattens, their 2-D positions drift) and the photometric fit does not
+# undo it (`python -m bench.bench_turned`: 5-7 degrees short at a true 40, 12-17 at 55, 23-36
+# at 70, where the estimate can read as little as 38), so an estimate of 35 may be anything
+# from a true 40 to a profile.
+MAX_RELIABLE_TURN = 35.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class ViewQuality:
         clipped_skin (`float`): fraction of that skin with a channel at 0.98 or more.
         face_width (`float`): width of the face's landmark box, pixels.
         seen_skin (`float`): fraction of the skin texels the photo saw (visibility-weighted).
+        turn (`float`): degrees between the face's forward axis and the direction to the
+            camera, as estimated (0: frontal).
     """
 
     fit_psnr: float | None
@@ -46,6 +54,7 @@ class ViewQuality:
     clipped_skin: float
     face_width: float
     seen_skin: float
+    turn: float = 0.0
 
 
 def measure_view(
@@ -77,7 +86,17 @@ def measure_view(
         clipped_skin=float(weights @ (colours.max(axis=1) >= 0.98)) / total,
         face_width=landmarks.width,
         seen_skin=total / max(float(skin_texels.sum()), 1.0),
+        turn=face_turn(geometry),
     )
+
+
+def face_turn(geometry: FaceGeometry) -> float:
+    """Degrees between the face's forward axis (object +z) and the direction from the face's
+    centre to the camera: 0 for a frontal face, 90 for a profile."""
+    forward = np.asarray(geometry.camera.rotation) @ np.array([0.0, 0.0, 1.0])
+    centre = geometry.vertices_camera.mean(0)
+    to_camera = -centre / np.linalg.norm(centre)
+    return float(np.degrees(np.arccos(np.clip(forward @ to_camera, -1.0, 1.0))))
 
 
 def warnings_for(quality: ViewQuality, photo_name: str = "the photo") -> list[str]:
@@ -114,5 +133,11 @@ def warnings_for(quality: ViewQuality, photo_name: str = "the photo") -> list[st
         out.append(
             f"{photo_name} shows little of the face ({100 * q.seen_skin:.0f} % of the skin): most "
             "of the texture is completed, not seen"
+        )
+    if q.turn > MAX_RELIABLE_TURN:
+        out.append(
+            f"the face is turned about {q.turn:.0f} degrees from the camera in {photo_name}: "
+            "beyond ~45 degrees the landmarks make the turn too small, so the far side's shape "
+            "and texture are guesses; a more frontal photo, or several photos, give a truer head"
         )
     return out
