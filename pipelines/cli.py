@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 head=not args.face_only,
             )
             paths = save_outputs(out, folder)
-            print(f"{len(photos)} photos of one person -> {paths['glb']}")
+            print(f"{len(photos)} photos of one person -> {paths['glb']}{_flame_note(paths)}")
             _print_warnings(str(args.source), out.warnings)
             return 0
         except WeightsError as e:  # a network gave NaN: the weights, not the photos
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 folder = folder_inside(args.output, face_folder_name(name, face, n_faces))
                 paths = save_outputs(out, folder)
                 total = sum(out.timings.values())
-                print(f"{photo}: face {face} -> {paths['glb']} ({total:.2f} s)")
+                print(f"{photo}: face {face} -> {paths['glb']} ({total:.2f} s){_flame_note(paths)}")
                 _print_warnings(f"{photo}: face {face}", out.warnings)
         except WeightsError as e:  # every photo would fail the same way: stop
             print(f"error: {e}", file=sys.stderr)
@@ -332,6 +332,11 @@ def _show_progress(pipe, label: str, quiet: bool) -> None:
         miniters=1,
         disable=True if quiet else None,
     )
+
+
+def _flame_note(paths: dict) -> str:
+    """`, FLAME parameters: <path>` where the head is FLAME's (`--flame-model`), else ''."""
+    return f", FLAME parameters: {paths['flame_json']}" if "flame_json" in paths else ""
 
 
 def _print_warnings(label: str, warnings: list[str]) -> None:

@@ -770,3 +770,18 @@ def test_the_flame_glb_passes_the_khronos_validator(flame_run, require_node_tool
 
     require_node_tools(("gltf-validator", "mikktspace"), "the glTF reference tools are")
     assert_valid(flame_run[1]["glb"])
+
+
+@pytest.mark.slow
+def test_the_cli_builds_a_flame_head(converted, tmp_path, capsys):
+    from pipelines.cli import main
+
+    photo = str(ROOT / "examples" / "astronaut.jpg")
+    args = [photo, "-o", str(tmp_path), "--flame-model", converted.source, "--resolution", "128",
+            "--fit-steps", "2", "-q"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "FLAME parameters:" in printed
+    (params,) = tmp_path.rglob("flame_params.json")
+    assert len(json.loads(params.read_text())["jaw_pose"]) == 3
+    assert (params.parent / "face.glb").is_file()
