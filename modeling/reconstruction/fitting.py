@@ -629,11 +629,12 @@ def _psnr(problem: _Problem, renders: list[ViewRender]) -> list[float]:
 
 
 def _optimize(problem: _Problem, params: _Parameters, num_steps: int, tolerance: float,
-              callback) -> list[float]:  # fmt: skip
+              callback, coarse: _Problem | None = None) -> list[float]:  # fmt: skip
     """Adam in two stages: pose, light and shape first against a fixed albedo (otherwise the
-    albedo, the most flexible parameter, soaks up misalignment and shading), then the albedo,
-    re-estimated from the photos under the new poses, and the specular join. Stops early when
-    the loss changes by less than `tolerance` (relative) over 10 steps. Returns the losses."""
+    albedo, the most flexible parameter, soaks up misalignment and shading), on `coarse` (the
+    same photos at a lower render size) where given, then the albedo, re-estimated from the
+    photos under the new poses, and the specular join. Stops early when the loss changes by
+    less than `tolerance` (relative) over 10 steps. Returns the losses."""
     stage1_steps = max(1, int(0.4 * num_steps))
     optimizer = torch.optim.Adam(
         [
@@ -656,7 +657,7 @@ def _optimize(problem: _Problem, params: _Parameters, num_steps: int, tolerance:
             for group in optimizer.param_groups[:2]:
                 group["lr"] *= 0.3
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = _loss(problem, params)
+        loss, _ = _loss(problem if coarse is None or step >= stage1_steps else coarse, params)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
@@ -697,8 +698,41 @@ def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_
     params = _Parameters.initial(len(views), init_sh, init_albedo, device)
     with torch.no_grad():
         psnr_before = _psnr(problem, _loss(problem, params)[1])
-    losses = _optimize(problem, params, num_steps, tolerance, callback)
+    coarse = None
+    if views[0].image.shape[0] >= 2 * MIN_COARSE_SIZE:
+        coarse = _problem([coarse_view(v) for v in views], shape_object, topology, skin_mask_uv,
+                          weights, ambient_occlusion, device)  # fmt: skip
+    losses = _optimize(problem, params, num_steps, tolerance, callback, coarse)
     return _result(problem, params, losses, psnr_before)
+
+
+# The fit's first stage (pose, light, shape) renders at half the render size: a quarter of the
+# pixels, where the landmarks and the shading's low frequencies lead; the albedo's stage
+# needs the full size. Not below this size.
+MIN_COARSE_SIZE = 96
+
+
+def coarse_view(view: FitView) -> FitView:
+    """`view` at half its size: the crop and its mask area-averaged, the camera and the
+    landmarks scaled (pixel coordinates have their origin at the image's corner, so x / 2 is
+    the same point), `face_size` halved (the landmark loss, divided by its square, is
+    unchanged)."""
+    size = view.image.shape[0] // 2
+    c = view.camera
+    camera = PinholeCamera(c.fx / 2, c.fy / 2, c.cx / 2, c.cy / 2, size, size, c.rotation,
+                           c.translation)  # fmt: skip
+
+    def half(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(cv2.resize(x.numpy(), (size, size), interpolation=cv2.INTER_AREA))
+
+    return FitView(
+        image=half(view.image),
+        camera=camera,
+        landmarks=view.landmarks / 2,
+        face_size=view.face_size / 2,
+        mask=None if view.mask is None else half(view.mask),
+        landmark_weights=view.landmark_weights,
+    )
 
 
 def fit_photos(
