@@ -785,3 +785,17 @@ def test_the_cli_builds_a_flame_head(converted, tmp_path, capsys):
     (params,) = tmp_path.rglob("flame_params.json")
     assert len(json.loads(params.read_text())["jaw_pose"]) == 3
     assert (params.parent / "face.glb").is_file()
+
+
+def test_the_demo_uses_flame_only_when_the_server_configures_it(converted, monkeypatch):
+    app = pytest.importorskip("app")
+
+    monkeypatch.setattr(app, "FLAME_MODEL", None)
+    app._load_pipeline.cache_clear()
+    try:
+        assert app._load_pipeline().flame is None
+        app._load_pipeline.cache_clear()
+        monkeypatch.setattr(app, "FLAME_MODEL", converted.source)
+        assert app._load_pipeline().flame is not None
+    finally:
+        app._load_pipeline.cache_clear()  # the other tests load the default pipeline again
