@@ -374,6 +374,10 @@ def test_the_correspondence_finds_the_face_flame_was_made_from(flame_files, conv
     err = np.linalg.norm(points - topo.frontal_shape[:NUM_LANDMARKS], axis=1)
     assert np.median(err) < 0.001 and np.percentile(err, 95) < 0.003, err.max()
     assert (model.mediapipe_weight[:NUM_LANDMARKS] > 0.5).mean() > 0.95
+    # points that fall on an eyeball (the dense face's eye fans) do not pull on it
+    eyeball = (model.weights[:, 3:].max(1) > 0.5)[model.faces].all(1)
+    on_ball = eyeball[model.mediapipe_faces]
+    assert on_ball.any() and (model.mediapipe_weight[on_ball] == 0).all()
 
 
 def test_the_cli_converts_and_reports(flame_files, converted, tmp_path, capsys):

@@ -102,7 +102,8 @@ def build_mediapipe_correspondence(model: FlameModel, topology: Topology,
     """Fit FLAME's template to the project's mean dense face once and keep, for each of its
     7,305 vertices, the closest point of the fitted FLAME surface (`mediapipe_faces`,
     `mediapipe_bary`; the first 468 are MediaPipe's landmarks), a weight that drops to 0
-    where the surfaces are more than 8 mm apart (`mediapipe_weight`) and the rigid transform
+    where the surfaces are more than 8 mm apart or the point falls on an eyeball
+    (`mediapipe_weight`) and the rigid transform
     FLAME -> object space (`to_object_rotation`, `to_object_translation`).
 
     The fit: a rigid start (`_initial_alignment`), then `rounds` rounds of closest points
@@ -127,6 +128,10 @@ def _build_correspondence(model, topology, rounds, steps) -> FlameModel:
         inner = model.landmark_ibug >= 17
         lmk = (model.faces[model.landmark_faces[inner]], model.landmark_bary[inner],
                target_t[np.array(IBUG68_FROM_MEDIAPIPE)[model.landmark_ibug[inner]]])  # fmt: skip
+    # The dense face's points over the eye openings (the fans that close them) are no real
+    # surface: where they fall on an eyeball they get no weight, so the eyeballs follow the
+    # eye joints (and the irises), not the lids.
+    eyeball = (model.weights[:, 3:].max(1) > 0.5)[model.faces].all(1)
 
     def vertices_object():
         verts, _ = lbs(tensors, params.shape, params.expression, params.pose())
@@ -139,7 +144,7 @@ def _build_correspondence(model, topology, rounds, steps) -> FlameModel:
         dist = np.linalg.norm(surface_points(verts, model.faces[tri], bary) - target, axis=1)
         # Trust the surfaces where they meet: drop far pairs (eye and mouth fans, the border).
         limit = 0.02 if r == 0 else 0.008
-        weight = np.clip((limit - dist) / (0.5 * limit), 0, 1)
+        weight = np.clip((limit - dist) / (0.5 * limit), 0, 1) * ~eyeball[tri]
         w = torch.as_tensor(weight / max(weight.sum(), 1.0))
         corners = model.faces[tri]
         optimizer = torch.optim.LBFGS([params.shape, params.expression, params.jaw, omega, tau],
@@ -167,7 +172,7 @@ def _build_correspondence(model, topology, rounds, steps) -> FlameModel:
     return model.with_arrays(
         mediapipe_faces=tri,
         mediapipe_bary=bary,
-        mediapipe_weight=np.clip((0.008 - dist) / 0.004, 0, 1),
+        mediapipe_weight=np.clip((0.008 - dist) / 0.004, 0, 1) * ~eyeball[tri],
         to_object_rotation=rot_c @ rot0,
         to_object_translation=rot_c @ trans0 + tau.detach().numpy(),
     )

@@ -66,9 +66,9 @@ def one_thread():
 class FlameCoefficients:
     """FLAME's parameters being optimised (batch 1), float64 leaf tensors: `shape` `(1, S')`,
     `expression` `(1, E')`, `global_pose`, `neck`, `jaw` `(1, 3)`, `eyes` `(1, 6)`,
-    `translation` `(1, 3)`. The translation is held in
-    millimetres (`translation_m` gives metres): in metres its gradient would be a thousand
-    times the others' and L-BFGS would crawl."""
+    `translation` `(1, 3)`. The translation is held in millimetres (`translation_m` gives
+    metres): in metres its gradient would be a thousand times the others' and L-BFGS would
+    crawl."""
 
     shape: torch.Tensor
     expression: torch.Tensor
@@ -238,8 +238,9 @@ def _fit_flame(model, face_vertices, cameras, landmarks, iris, num_shape, num_ex
                max_iterations, weights) -> FlameParameters:  # fmt: skip
     w = {**FIT_WEIGHTS, **(weights or {})}
     tensors = model.tensors(dtype=torch.float64)
-    params = FlameCoefficients.zeros(min(num_shape, model.num_shape),
-                           min(num_expression, model.num_expression))  # fmt: skip
+    params = FlameCoefficients.zeros(
+        min(num_shape, model.num_shape), min(num_expression, model.num_expression)
+    )
     problem = _FitProblem.build(model, tensors, face_vertices, cameras, landmarks, iris)
     # Rigid first (the correspondence's transform starts close), then everything.
     for stage in ([params.global_pose, params.translation], params.tensors()):
