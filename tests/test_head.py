@@ -259,3 +259,30 @@ def test_the_dense_face_is_recovered_from_the_heads_skin(mean_head):
     topology = load_topology()
     face = topology.lift(topology.frontal_shape[:468])
     np.testing.assert_allclose(face_vertices(mean_head.skin.vertices), face, atol=1e-6)
+
+
+def test_ring_completion_keeps_the_face_and_pads_ring_charts_with_their_own_colours():
+    from scipy.spatial import cKDTree
+
+    from modeling.reconstruction.head_texture import complete_head_map
+
+    head, size = load_head_model(), 256
+    atlas = uv_atlas(size, head)
+    image = np.random.default_rng(0).random((size, size, 4), dtype=np.float32)
+    out = complete_head_map(image, head, atlas)
+    assert out.shape == image.shape and out.dtype == np.float32
+    in_ring = head.ring_charts[atlas.faces]
+    ring, face = atlas.texels[in_ring], atlas.texels[~in_ring]
+    flat, before = out.reshape(-1, 4), image.reshape(-1, 4)
+    np.testing.assert_array_equal(flat[face], before[face])  # the face's texels are final
+    # the ring is smooth skin colour from the face's border, not the input's noise
+    assert flat[ring].std(0).max() < 0.5 * before[ring].std(0).min()
+    # off the charts: next to a ring chart, the nearest ring texel's colour (bilinear lookups
+    # and mipmaps at a chart's edge see that chart); elsewhere the input's own padding
+    changed = np.flatnonzero(np.any(flat != before, axis=1))
+    off_chart = np.setdiff1d(changed, atlas.texels)
+    assert len(off_chart) > 0
+    rows, cols = np.divmod(ring, size)
+    _, nearest = cKDTree(np.stack([rows, cols], 1)).query(np.stack(np.divmod(off_chart, size), 1))
+    close = np.abs(flat[off_chart] - flat[ring[nearest]]).max(1) < 1e-6
+    assert close.mean() > 0.9  # ties and the 3x3 distance approximation pick a neighbour

@@ -16,7 +16,7 @@ import numpy as np
 
 from modeling.face_model.head import HeadMesh, HeadModel, eye_texture, iris_colour
 from modeling.reconstruction.geometry import FaceGeometry
-from modeling.reconstruction.texture import UVAtlas, pull_push_fill
+from modeling.reconstruction.texture import UVAtlas
 from rendering.render import barycentric_interpolate, sample_uv_map
 
 
@@ -37,9 +37,9 @@ def complete_head_map(image: np.ndarray, head: HeadModel, atlas: UVAtlas) -> np.
         image (`(R, R, C)` float32): a map whose face texels are final (photo colours, albedo).
         head (`HeadModel`): the layout; atlas (`UVAtlas`): `uv_atlas(R, head)`.
     Returns:
-        `(R, R, C)` float32: face texels unchanged, ring texels from the border's colours; the
-        padding off the charts is the face's fill next to the face's chart (as it came) and a
-        fill of the ring's charts next to those.
+        `(R, R, C)` float32 (a new array): face texels unchanged, ring texels from the border's
+        colours; the padding off the charts is the face's fill next to the face's chart (as it
+        came) and the nearest ring texel's colour next to the ring's charts.
     """
     border = _skin_like(sample_uv_map(image, head.topology.dense_uvs[head.face_border]))
     weights = head.ring_colour_weights
@@ -49,25 +49,36 @@ def complete_head_map(image: np.ndarray, head: HeadModel, atlas: UVAtlas) -> np.
     skin = unique[
         np.r_[head.skin_source, np.zeros(len(head.dense_uvs) - len(head.skin_source), int)]
     ]
+    out = np.array(image, dtype=np.float32)  # the only full-size copy (400 MB at 4096 x 6)
+    flat = out.reshape(-1, out.shape[-1])
     in_ring = head.ring_charts[atlas.faces]
-    flat = image.reshape(-1, image.shape[-1]).copy()
     ring_texels = atlas.texels[in_ring]
     flat[ring_texels] = barycentric_interpolate(
         skin, head.dense_faces, atlas.faces[in_ring], atlas.bary[in_ring]
     )
-    filled = flat.reshape(image.shape)
-    ring = np.zeros(image.shape[0] * image.shape[1], bool)
+    _pad_ring_charts(flat, ring_texels, atlas)
+    return out
+
+
+def _pad_ring_charts(flat: np.ndarray, ring_texels: np.ndarray, atlas: UVAtlas) -> None:
+    """Give each texel off the charts whose nearest chart is a ring chart the colour of its
+    nearest ring texel, in place (`flat` `(R * R, C)`): so bilinear lookups and mipmaps at a
+    chart's edge see that chart's colours. Texels nearer the face's chart keep the face's fill
+    they came with. (A nearest-texel dilation: one distance transform with labels, instead of
+    a pull-push over the whole map, which took most of the head stage at 4096 px.)"""
+    size = atlas.resolution
+    ring = np.zeros(size * size, bool)
     ring[ring_texels] = True
-    ring = ring.reshape(image.shape[:2])
+    ring = ring.reshape(size, size)
     face = atlas.chart & ~ring
-    # Each chart gets its own padding, so that bilinear lookups and mipmaps at a chart's edge
-    # see that chart's colours: a texel off the charts takes the pull-push fill of the ring's
-    # charts if a ring chart is its nearest, else keeps the face's fill it came with.
-    ring_fill = pull_push_fill(filled, ring.astype(np.float32))
-    to_ring = cv2.distanceTransform((~ring).astype(np.uint8), cv2.DIST_L2, 3)
+    to_ring, labels = cv2.distanceTransformWithLabels(
+        (~ring).astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+    )
     to_face = cv2.distanceTransform((~face).astype(np.uint8), cv2.DIST_L2, 3)
-    padding = np.where((to_ring < to_face)[..., None], ring_fill, image)
-    return np.where(atlas.chart[..., None], filled, padding).astype(np.float32)
+    pad = ~atlas.chart & (to_ring < to_face)
+    source = np.zeros(int(labels.max()) + 1, np.int64)  # each ring texel's label -> its index
+    source[labels[ring]] = np.flatnonzero(ring)
+    flat[np.flatnonzero(pad)] = flat[source[labels[pad]]]
 
 
 def _skin_like(colours: np.ndarray, spread: float = 0.15) -> np.ndarray:
