@@ -691,6 +691,21 @@ def test_the_pipeline_refuses_flame_without_a_usable_model(converted, flame_file
         pipe(ROOT / "examples" / "astronaut.jpg", head=False)
 
 
+def test_a_saved_flame_pipeline_holds_nothing_of_flame(converted, tmp_path):
+    """FLAME's licence: `save_pretrained` (and so `push_to_hub`) neither copies nor names it."""
+    from pipelines import AvatarPipeline
+
+    pipe = AvatarPipeline.from_pretrained(
+        ROOT / "weights_config", head_model="flame", flame_model_path=converted.source
+    )
+    pipe.save_pretrained(tmp_path / "saved")
+    files = [p for p in (tmp_path / "saved").rglob("*") if p.is_file()]
+    assert files and not any(b"flame" in p.read_bytes().lower() for p in files
+                             if p.suffix in (".json", ".md"))  # fmt: skip
+    assert not any(p.suffix == ".npz" for p in files)
+    assert AvatarPipeline.from_pretrained(tmp_path / "saved").flame is None
+
+
 def test_the_cli_checks_the_flame_option_before_loading(tmp_path, capsys):
     from pipelines.cli import main
 
