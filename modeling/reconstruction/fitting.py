@@ -689,6 +689,12 @@ def _result(problem: _Problem, params: _Parameters, losses, psnr_before) -> FitR
     )
 
 
+# The fit's first stage (pose, light, shape) renders at half the render size: a quarter of the
+# pixels, where the landmarks and the shading's low frequencies lead; the albedo's stage
+# needs the full size. Not below this size.
+MIN_COARSE_SIZE = 96
+
+
 def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps, weights,
          tolerance, seed, callback, ambient_occlusion, device) -> FitResult:  # fmt: skip
     torch.manual_seed(seed)
@@ -706,21 +712,16 @@ def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_
     return _result(problem, params, losses, psnr_before)
 
 
-# The fit's first stage (pose, light, shape) renders at half the render size: a quarter of the
-# pixels, where the landmarks and the shading's low frequencies lead; the albedo's stage
-# needs the full size. Not below this size.
-MIN_COARSE_SIZE = 96
-
-
 def coarse_view(view: FitView) -> FitView:
     """`view` at half its size: the crop and its mask area-averaged, the camera and the
     landmarks scaled (pixel coordinates have their origin at the image's corner, so x / 2 is
-    the same point), `face_size` halved (the landmark loss, divided by its square, is
-    unchanged)."""
+    the same point), `face_size` halved (the landmark loss, divided by its square, keeps its
+    value)."""
     size = view.image.shape[0] // 2
+    scale = size / view.image.shape[0]  # 1/2, or just under for an odd size
     c = view.camera
-    camera = PinholeCamera(c.fx / 2, c.fy / 2, c.cx / 2, c.cy / 2, size, size, c.rotation,
-                           c.translation)  # fmt: skip
+    camera = PinholeCamera(c.fx * scale, c.fy * scale, c.cx * scale, c.cy * scale, size, size,
+                           c.rotation, c.translation)  # fmt: skip
 
     def half(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(cv2.resize(x.numpy(), (size, size), interpolation=cv2.INTER_AREA))
@@ -728,8 +729,8 @@ def coarse_view(view: FitView) -> FitView:
     return FitView(
         image=half(view.image),
         camera=camera,
-        landmarks=view.landmarks / 2,
-        face_size=view.face_size / 2,
+        landmarks=view.landmarks * scale,
+        face_size=view.face_size * scale,
         mask=None if view.mask is None else half(view.mask),
         landmark_weights=view.landmark_weights,
     )
