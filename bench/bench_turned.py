@@ -14,6 +14,9 @@ would. Reported per yaw:
   underestimated); the pitch change likewise (it should stay 0);
 - **shape error**: mean distance in mm between the reconstructed face vertices and the rendered
   ones after the best similarity transform (scale is not observable from one photo);
+- **albedo PSNR**: the reconstructed diffuse albedo against the rendered one (the frontal
+  reconstruction's), on the face's skin texels, after the per-channel scale (albedo and light
+  share one), on the texels the turned photo showed and on those it did not;
 - the fit's own skin PSNR.
 
 Prints a markdown section and keeps it in `bench/RESULTS.md` (between its markers).
@@ -29,7 +32,9 @@ from scipy.spatial.transform import Rotation
 from bench.metrics import face_vertices_of, frontal_yaw, mean_vertex_distance_mm
 from bench.photos import fetch_astronaut, fetch_face_recognition_images
 from bench.report import KEPT_SECTIONS, write_kept_section
+from modeling.reconstruction.texture import skin_mask
 from pipelines import AvatarPipeline
+from rendering.color import linear_to_srgb, masked_psnr, srgb_to_linear
 from rendering.relight import _view, prepare_scene, relight
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -57,15 +62,33 @@ def turned_renders(pipe, photo: Path) -> list[dict]:
     front = frontal_yaw(out.camera)
     rotation = np.asarray(out.camera.rotation)
     truth = face_vertices_of(out)
+    albedo = np.asarray(out.maps["diffuse_albedo"], np.float32)
     renders = []
     for yaw in YAWS:
         image = relight(scene, "overcast", front + yaw, SIZE)
         _, _, world_to_view = _view(scene, front + yaw, SIZE)
         renders.append({
             "yaw": yaw, "image": (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8),
-            "rotation": world_to_view @ rotation, "vertices": truth,
+            "rotation": world_to_view @ rotation, "vertices": truth, "albedo": albedo,
         })  # fmt: skip
     return renders
+
+
+def albedo_psnr(maps: dict, truth: np.ndarray) -> dict:
+    """sRGB PSNR of `maps["diffuse_albedo"]` against `truth` `(R, R, 3)` on the face's skin
+    texels (the face layout's, inside the head's) that the photo showed (visibility > 0.5)
+    and did not (< 0.01), after the per-channel scale fitted on all of them (linear)."""
+    skin = skin_mask(RESOLUTION)  # the head keeps the face's layout: the same texels
+    seen = maps["visibility"][..., 0]
+    ours = srgb_to_linear(np.asarray(maps["diffuse_albedo"], np.float32))[skin]
+    true = srgb_to_linear(truth)[skin]
+    ours = ours * (ours * true).sum(0) / np.maximum((ours * ours).sum(0), 1e-12)
+    ours, true = linear_to_srgb(np.clip(ours, 0, 1)), linear_to_srgb(true)
+
+    def psnr(region):
+        return masked_psnr(ours, true, region) if region.sum() >= 10 else float("nan")
+
+    return {"albedo_seen": psnr(seen[skin] > 0.5), "albedo_unseen": psnr(seen[skin] < 0.01)}
 
 
 def measure(pipe, renders: list[dict]) -> list[dict]:
@@ -89,6 +112,7 @@ def measure(pipe, renders: list[dict]) -> list[dict]:
             "turn": out.views[0].quality.turn,
             "shape_mm": mean_vertex_distance_mm(face_vertices_of(out), r["vertices"], scale=True),
             "fit_psnr": float(out.fit.psnr_after[0]) if out.fit is not None else float("nan"),
+            **albedo_psnr(out.maps, r["albedo"]),
         })  # fmt: skip
     return rows
 
@@ -108,6 +132,7 @@ def main() -> None:
         f"| {r['photo']} | {r['yaw']} | {cell(r, 'turn', '{:.0f}')} | "
         f"{cell(r, 'yaw_error', '{:+.1f}')} | "
         f"{cell(r, 'pitch_error', '{:+.1f}')} | {cell(r, 'shape_mm', '{:.2f}')} | "
+        f"{cell(r, 'albedo_seen', '{:.1f}')} / {cell(r, 'albedo_unseen', '{:.1f}')} | "
         f"{cell(r, 'fit_psnr', '{:.1f}')} | {'yes' if r.get('warned') else 'no'} | "
         f"{r['status']} |"
         for r in table
@@ -121,11 +146,14 @@ def main() -> None:
         "underestimated). Shape: mean distance of the reconstructed face vertices to the "
         "rendered ones after the best similarity transform. Estimated turn: "
         "`quality.face_turn` of the output (the angle between the face and the camera). "
+        "Albedo: the reconstructed diffuse albedo against the rendered one on the face's skin "
+        "texels the turned photo showed / did not show (sRGB PSNR after a per-channel scale). "
         "Warned: the output carries the "
         "turned-face warning (`quality.MAX_RELIABLE_TURN`).\n",
         "| photo | yaw (°) | estimated turn (°) | turn error (°) | pitch error (°) | "
-        "shape error (mm) | fit skin PSNR (dB) | warned | status |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "shape error (mm) | albedo PSNR seen / unseen (dB) | fit skin PSNR (dB) | warned | "
+        "status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *lines,
     ])  # fmt: skip
     print(text)
