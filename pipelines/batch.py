@@ -192,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the face patch alone (no scalp, ears, neck, eyeballs or mouth), as the CLI's",
     )
     p.add_argument(
+        "--flame-model",
+        type=Path,
+        default=None,
+        metavar="NPZ",
+        help="a FLAME model converted with `python -m scripts.convert_flame` (with --uvs): "
+        "every avatar on FLAME's mesh and UV layout, plus flame_params.npz/.json, as the CLI's",
+    )
+    p.add_argument(
         "--retry-failed",
         action="store_true",
         help="retry what failed in an earlier run (done avatars are always skipped)",
@@ -246,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             "error: --face-index and --fit-steps must be 0 or more, --threads 1 or more",
             file=sys.stderr,
         )
+        return 2
+    if args.flame_model is not None and (args.face_only or not args.flame_model.is_file()):
+        problem = "FLAME is a whole head" if args.face_only else f"no file at {args.flame_model}"
+        print(f"error: --flame-model: {problem}", file=sys.stderr)
         return 2
     threads = cpu_threads(args.threads)
     for name in THREAD_VARIABLES:  # read once, when numpy's BLAS and torch load (just below)
@@ -348,7 +360,7 @@ def run_items(
 
     folder.tmp.mkdir(parents=True, exist_ok=True)
     try:
-        pipe = load_pipeline(args.weights, device, args.verbose)
+        pipe = load_pipeline(args.weights, device, args.verbose, args.flame_model)
     except (OSError, ValueError, WeightsError) as e:
         log(f"error: cannot load the pipeline: {e}")
         for item in items:

@@ -828,3 +828,28 @@ def test_the_demo_uses_flame_only_when_the_server_configures_it(converted, monke
         assert app._load_pipeline().flame is not None
     finally:
         app._load_pipeline.cache_clear()  # the other tests load the default pipeline again
+
+
+@pytest.mark.slow
+def test_a_batch_builds_flame_heads(converted, tmp_path):
+    """`python -m pipelines.batch --flame-model`: each avatar on FLAME, with its parameters."""
+    import shutil
+    import subprocess
+    import sys
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(ROOT / "examples" / "astronaut.jpg", photos)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipelines.batch", "--input", str(photos), "--output",
+               str(out), "--flame-model", str(converted.source), "--resolution", "128",
+               "--fit-steps", "2", "-q"]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    (line,) = (out / "results.jsonl").read_text().splitlines()
+    assert json.loads(line)["status"] == "done"
+    (params,) = out.rglob("flame_params.json")
+    assert len(json.loads(params.read_text())["expression"]) == 50
+    wrong = subprocess.run([*command, "--face-only"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert wrong.returncode == 2 and "FLAME is a whole head" in wrong.stderr
