@@ -10,13 +10,15 @@ allocator), then `--repeats` times per resolution; the table gives the best of t
 times its first call (imports and `from_pretrained` not included, they are in `bench_demo_load`).
 Each process also times `FaceTracker.detect` on the photo (best of 5, after its own call), so
 every figure comes with its ratio to that floor: on a shared, noisy machine the ratio moves less
-than the seconds. Prints a markdown section and writes it to `bench/RESULTS.md` as "Speed per
-stage" (that section only, `bench.report.KEPT_SECTIONS`).
+than the seconds. Each call's peak resident memory over the RSS before it is the last row.
+Prints a markdown section and writes it to `bench/RESULTS.md` as "Speed per stage" (that
+section only, `bench.report.KEPT_SECTIONS`).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -25,12 +27,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.report import KEPT_SECTIONS, write_kept_section
+# before anything loads torch, as a user's script that imports the pipeline: the package sets
+# the OpenMP threads' wait policy (`pipelines/__init__.py`), read once when torch loads
+import pipelines  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
 EXAMPLE = ROOT / "examples" / "astronaut.jpg"
-MARKERS = next(m for m in KEPT_SECTIONS if m[0] == "<!-- speed:begin -->")
+SPEED_MARKER = "<!-- speed:begin -->"
 STAGES = ("input", "face_tracking", "camera_and_shape", "skin_segmentation", "fit",
           "ambient_occlusion", "unwrap_and_delight", "super_resolution", "head", "normal_maps",
           "reflectance", "render")  # fmt: skip
@@ -62,11 +66,20 @@ def tracking_seconds(pipe, image: str, repeats: int = 5) -> float:
 
 
 def timed_call(pipe, image: str, resolution: int, fit_steps: int | None) -> dict:
-    """One call: its stages' seconds and the call's wall time ("total")."""
+    """One call: its stages' seconds, the call's wall time ("total") and its peak resident
+    memory over the RSS before it, MB ("memory")."""
+    import psutil
+
+    from bench.bench_backbone import peak_rss_bytes, reset_peak_rss
+
+    gc.collect()
+    reset_peak_rss()
+    before = psutil.Process().memory_info().rss
     start = time.perf_counter()
     out = pipe(image, resolution=resolution, num_fit_steps=fit_steps)
     total = time.perf_counter() - start
-    return {**out.timings, "total": total}
+    memory = max(0, peak_rss_bytes() - before) / 2**20
+    return {**out.timings, "total": total, "memory": memory}
 
 
 def warm(args) -> dict:
@@ -78,6 +91,7 @@ def warm(args) -> dict:
                  for _ in range(args.repeats)]  # fmt: skip
         best = {k: min(c[k] for c in calls if k in c)
                 for k in {k for c in calls for k in c} if k in (*STAGES, "total")}  # fmt: skip
+        best["memory"] = max(c["memory"] for c in calls)
         runs[resolution] = {**best, "tracking": tracking_seconds(pipe, args.image)}
     return runs
 
@@ -120,7 +134,8 @@ def markdown(args, warm_runs: dict, cold_runs: dict, notes: str) -> str:
         "(`FaceTracker.detect` on the photo, best of 5, in the same process: the row "
         '"tracking"). Warm: best of '
         f"{args.repeats} calls after a warm-up call; cold: the first call in a fresh process "
-        "(after `from_pretrained`).",
+        "(after `from_pretrained`). Peak memory: the largest rise of the resident set over "
+        "its size before the call (warm: the largest of the calls).",
         "",
         "| stage | " + " | ".join(f"{r} px {kind}" for r, kind, _ in columns) + " |",
         "|---|" + "---:|" * len(columns),
@@ -131,6 +146,8 @@ def markdown(args, warm_runs: dict, cold_runs: dict, notes: str) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("| tracking | " + " | ".join(f"{run['tracking'] * 1000:.0f} ms"
                                             for _, _, run in columns) + " |")  # fmt: skip
+    lines.append("| peak memory | " + " | ".join(f"{run['memory']:.0f} MB"
+                                               for _, _, run in columns) + " |")  # fmt: skip
     if notes:
         lines += ["", notes]
     return "\n".join(lines)
@@ -157,8 +174,11 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(args, warm_runs, cold_runs, args.notes)
     print(text)
     if not args.no_write:
-        write_kept_section(text, RESULTS, MARKERS)
-        print(f"wrote {RESULTS} (section {MARKERS[0]})")
+        from bench.report import KEPT_SECTIONS, write_kept_section
+
+        markers = next(m for m in KEPT_SECTIONS if m[0] == SPEED_MARKER)
+        write_kept_section(text, RESULTS, markers)
+        print(f"wrote {RESULTS} (section {SPEED_MARKER})")
 
 
 if __name__ == "__main__":
