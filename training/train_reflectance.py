@@ -54,8 +54,10 @@ COMPONENTS = {
     "specular": ("modeling.networks.specular", "SpecularAlbedoNet"),
     "normals": ("modeling.networks.normals", "DetailNormalsNet"),
 }
-# The step counts the shipped weights were trained with (5-10 minutes each on 2 shared cores).
-DEFAULT_STEPS = {"delighting": 8000, "specular": 4000, "normals": 3000}
+# The step counts the shipped weights were trained with (5-10 minutes each on 2 shared cores;
+# de-lighting v6, on the calibrated skin, 5000 steps: v3 had 8000, which would not have finished
+# in the time the machine was shared for).
+DEFAULT_STEPS = {"delighting": 5000, "specular": 4000, "normals": 3000}
 TRAIN_SETS = ((256, 800, 0.5), (512, 60, 0.3), (1024, 16, 0.2))  # resolution, faces, odds
 VAL_FACES = 48
 CHUNK = 200
