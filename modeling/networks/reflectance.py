@@ -27,10 +27,12 @@ from modeling.networks.tiling import even_tile, sliding_window
 # most 1.5e-4 apart), but the area they run on does: tiles of 512 px overlapping by 64 px
 # covered a 1024 px map 2.25x over (2048 px: 1.56x; now 1.13x).
 TILE_SIZE, TILE_OVERLAP, TILE_BATCH = 1024, 64, 1
-# Super-resolution: 256 px input tiles (1024 px out) with the network's receptive field as
-# margin, so the tiles reproduce the whole-map output exactly; at and above SR_MIN_RESOLUTION
-# `super_resolution="auto"` super-resolves.
-SR_TILE_SIZE, SR_TILE_OVERLAP, SR_MIN_RESOLUTION = 256, 8, 2048
+# Super-resolution: input tiles of at most 520 px (`even_tile`: a 512 px input, for 2048 px
+# maps, in one tile; a 1024 px input in 2 x 2 tiles of 516 px; ~0.3 GB of activations each)
+# with the network's receptive field as margin, so the tiles reproduce the whole-map output
+# exactly (tiles of 256 px ran 1.16x the area at 2048 px and 1.65x at 4096 px); at and above
+# SR_MIN_RESOLUTION `super_resolution="auto"` super-resolves.
+SR_TILE_SIZE, SR_TILE_OVERLAP, SR_MIN_RESOLUTION = 520, 8, 2048
 SUPER_RESOLUTION_MODES = ("auto", "on", "off")
 
 
@@ -54,6 +56,14 @@ def use_super_resolution(mode: str, net: SuperResolutionNet | None, resolution: 
             f"256, got {resolution}"
         )
     return True
+
+
+def _layout(maps: np.ndarray, max_tile: int, overlap: int) -> tuple[int, int]:
+    """Tile size and overlap for `sliding_window` over `(R, R, C)` maps: `even_tile`'s, and no
+    overlap when one tile is the whole map."""
+    size = max(np.shape(maps)[:2])
+    tile = even_tile(size, max_tile, overlap)
+    return tile, overlap if tile < size else 0
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
@@ -105,10 +115,12 @@ def super_resolve(
     in `dtype`); visibility `(r, r)` -> x`scale` bilinear. A non-finite output from finite
     input raises `WeightsError` naming the `superres` component."""
 
+    tile, overlap = _layout(texture, SR_TILE_SIZE, SR_TILE_OVERLAP)
+
     def run(x):
-        out = sliding_window(net, [_tensor(x)], 3, SR_TILE_SIZE, SR_TILE_OVERLAP, TILE_BATCH,
-                             device=device, dtype=dtype,
-                             scale=net.config.scale, margin=net.receptive_field)  # fmt: skip
+        out = sliding_window(net, [_tensor(x)], 3, tile, overlap, TILE_BATCH, device=device,
+                             dtype=dtype, scale=net.config.scale,
+                             margin=net.receptive_field)  # fmt: skip
         return _numpy(_finite(out, "superres", [_tensor(x)]))
 
     size = visibility.shape[0] * net.config.scale
@@ -156,9 +168,7 @@ def reflectance_maps(
     if delighting is None and specular is None and normals is None:
         return {}
 
-    size = max(np.shape(texture)[:2])
-    tile = even_tile(size, TILE_SIZE, TILE_OVERLAP)
-    overlap = TILE_OVERLAP if tile < size else 0  # one tile: the whole map
+    tile, overlap = _layout(texture, TILE_SIZE, TILE_OVERLAP)
 
     def run(net, name, inputs, channels):
         out = sliding_window(_channels_last(net), inputs, channels, tile, overlap, TILE_BATCH,
