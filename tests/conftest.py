@@ -3,6 +3,9 @@ import os
 # Tests never touch the network: the Hub is reached only through a local cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GLOG_minloglevel", "2")
+# As `import modeling` does (modeling/__init__.py): OpenMP threads sleep instead of spinning,
+# whichever test loads torch first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
