@@ -147,7 +147,10 @@ def fit_optics() -> list[tuple[float, dict]]:
     """Grid search over the skin model's free optical constants (dermis scattering, its Rayleigh
     share, the upper epidermis' reflectance, the melanin packing) and the face's central blood
     fraction and melanin mix: `(error, settings)` sorted, best first (`_locus_error`). The
-    module's constants are restored afterwards."""
+    module's constants are restored afterwards. The shipped constants (scattering 5.0) came from
+    an earlier pass of this search against a slightly different set of target points; this
+    objective ranks them 2.43 against 2.30 for the best (scattering 3.5), well inside the
+    references' own uncertainty."""
     names = ("DERMIS_SCATTERING", "DERMIS_RAYLEIGH_SHARE", "UPPER_EPIDERMIS_REFLECTANCE",
              "MELANIN_PACKING")  # fmt: skip
     saved = {k: getattr(skin_color, k) for k in names}
