@@ -38,16 +38,15 @@ from PIL import Image
 
 from bench.photos import fetch_annotated_photos, public_photos
 from bench.report import KEPT_SECTIONS, write_kept_section
-from bench.synthetic import render_view, synthetic_albedo
+from bench.synthetic import render_view, synthetic_albedo, true_geometry
 from modeling.face_model.topology import load_topology
 from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker
 from modeling.inputs.skin_segmentation import FEATURES, SkinSegmenter, _face_region, _hull_mask
 from modeling.reconstruction.first_order import first_order_maps
-from modeling.reconstruction.geometry import FaceGeometry
 from modeling.reconstruction.texture import skin_mask
 from rendering.color import linear_to_srgb, luminance, masked_psnr, srgb_to_linear
-from rendering.mesh import vertex_normals
 from rendering.render import rasterize_view
+from training.evaluate_reflectance import best_channel_gain
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MARKERS = KEPT_SECTIONS[3]
@@ -101,16 +100,9 @@ def own_features(landmarks: FaceLandmarks) -> np.ndarray:
     return keep > 0
 
 
-def true_geometry(view, topology) -> FaceGeometry:
-    verts = view.camera.object_to_camera(view.vertices_object)
-    normals = vertex_normals(verts, topology.dense_faces)
-    return FaceGeometry(view.camera, verts, view.vertices_object, normals,
-                        normals @ view.camera.rotation)  # fmt: skip
-
-
 def _scaled_psnr(albedo: np.ndarray, truth: np.ndarray) -> float:
     """PSNR of `albedo` `(N, 3)` against `truth` after the best per-channel scale."""
-    albedo = albedo * (albedo * truth).sum(0) / np.maximum((albedo**2).sum(0), 1e-12)
+    albedo = albedo * best_channel_gain(albedo, truth)
     return masked_psnr(np.clip(albedo, 0, 1), truth, np.ones(len(truth), bool))
 
 
@@ -121,8 +113,7 @@ def truth_psnr(maps, truth_linear: np.ndarray, skin: np.ndarray) -> tuple:
     texels fit (albedo and light share one); and the unseen texels' share of the skin."""
     albedo = srgb_to_linear(maps.albedo)
     seen, unseen = skin & (maps.visibility > 0.5), skin & (maps.visibility < 0.01)
-    a, t = albedo[seen], truth_linear[seen]
-    albedo = albedo * (a * t).sum(0) / np.maximum((a * a).sum(0), 1e-12)
+    albedo = albedo * best_channel_gain(albedo[seen], truth_linear[seen])
     ours, truth = linear_to_srgb(np.clip(albedo, 0, 1)), linear_to_srgb(truth_linear)
 
     def psnr(region):
@@ -168,7 +159,7 @@ def measure(name: str, yaw: float, segmenter: SkinSegmenter, topology, truth=Non
                                 photo_mask=photo_mask)  # fmt: skip
         if name in SHADOWS:  # the albedo darkened where the shadow fell (after the scale)
             ours, ref = srgb_to_linear(maps.albedo[skin]), srgb_to_linear(clean.albedo[skin])
-            ours = ours * (ours * ref).sum(0) / np.maximum((ours * ours).sum(0), 1e-12)
+            ours = ours * best_channel_gain(ours, ref)
             took = luminance(ours) < 0.8 * luminance(ref)
         else:
             took = np.abs(maps.texture[skin] - color).max(-1) < 0.1

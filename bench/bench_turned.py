@@ -36,6 +36,7 @@ from modeling.reconstruction.texture import skin_mask
 from pipelines import AvatarPipeline
 from rendering.color import linear_to_srgb, masked_psnr, srgb_to_linear
 from rendering.relight import _view, prepare_scene, relight
+from training.evaluate_reflectance import best_channel_gain
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MARKERS = KEPT_SECTIONS[5]
@@ -82,7 +83,7 @@ def albedo_psnr(maps: dict, truth: np.ndarray) -> dict:
     seen = maps["visibility"][..., 0]
     ours = srgb_to_linear(np.asarray(maps["diffuse_albedo"], np.float32))[skin]
     true = srgb_to_linear(truth)[skin]
-    ours = ours * (ours * true).sum(0) / np.maximum((ours * ours).sum(0), 1e-12)
+    ours = ours * best_channel_gain(ours, true)
     ours, true = linear_to_srgb(np.clip(ours, 0, 1)), linear_to_srgb(true)
 
     def psnr(region):

@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 from modeling.face_model.topology import NUM_LANDMARKS, Topology
 from modeling.inputs.face_tracker import FaceLandmarks
 from modeling.reconstruction.fitting import FaceRenderer
+from modeling.reconstruction.geometry import FaceGeometry
 from rendering.camera import PinholeCamera
 from rendering.mesh import vertex_normals
 from rendering.sh import sh_shading, uniform_white
@@ -57,6 +58,15 @@ class SyntheticView:
     camera: PinholeCamera
     sh: np.ndarray
     vertices_object: np.ndarray
+
+
+def true_geometry(view: SyntheticView, topology: Topology) -> FaceGeometry:
+    """The `FaceGeometry` a view was rendered with: its true camera and the mean face (for
+    benches and tests that isolate a later stage from tracking and fitting errors)."""
+    verts = view.camera.object_to_camera(view.vertices_object)
+    normals = vertex_normals(verts, topology.dense_faces)
+    return FaceGeometry(view.camera, verts, view.vertices_object, normals,
+                        normals @ view.camera.rotation)  # fmt: skip
 
 
 def render_view(

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.synthetic import render_view, synthetic_albedo
+from bench.bench_occlusion import own_features
+from bench.synthetic import render_view, synthetic_albedo, true_geometry
 from modeling.face_model.topology import load_topology
 from modeling.inputs.face_tracker import FaceLandmarks
-from modeling.inputs.skin_segmentation import FEATURES, SkinSegmenter, _face_region, _hull_mask
+from modeling.inputs.skin_segmentation import FEATURES, SkinSegmenter, _face_region
 from modeling.reconstruction.first_order import first_order_maps
-from modeling.reconstruction.geometry import FaceGeometry
 from modeling.reconstruction.texture import skin_mask
-from rendering.mesh import vertex_normals
 from rendering.render import rasterize_view
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,23 +75,6 @@ def _paint(image: np.ndarray, where: np.ndarray, color) -> np.ndarray:
     return out
 
 
-def _features(landmarks: FaceLandmarks) -> np.ndarray:
-    """The face's own eyes, brows, lips and nostrils as the mask keeps them (grown hulls)."""
-    keep = np.zeros(landmarks.image_size, np.float32)
-    for region in FEATURES:
-        points = landmarks.points[list(region), :2]
-        keep = np.maximum(keep, _hull_mask(points, landmarks.image_size, 0.05 * landmarks.width))
-    return keep > 0
-
-
-def _true_geometry(view) -> FaceGeometry:
-    topo = load_topology()
-    verts = view.camera.object_to_camera(view.vertices_object)
-    normals = vertex_normals(verts, topo.dense_faces)
-    return FaceGeometry(view.camera, verts, view.vertices_object, normals,
-                        normals @ view.camera.rotation)  # fmt: skip
-
-
 @pytest.mark.parametrize("occluder", ["fringe", "glasses"])
 def test_mask_rejects_an_occluder_and_keeps_the_clean_skin(view, segmenter, occluder):
     lm = view.landmarks
@@ -102,7 +84,7 @@ def test_mask_rejects_an_occluder_and_keeps_the_clean_skin(view, segmenter, occl
     assert seg.mask.shape == photo.shape[:2] and seg.mask.dtype == np.float32
     assert 0 <= seg.mask.min() and seg.mask.max() <= 1
     face = seg.face > 0
-    occluded = where & face & ~_features(lm)
+    occluded = where & face & ~own_features(lm)
     assert occluded.sum() > 100
     assert (seg.mask[occluded] < 0.5).mean() > 0.95
     # The clean skin: on the face, away from the occluder and from the face's border.
@@ -127,7 +109,7 @@ def test_unwrapping_with_the_mask_keeps_the_occluder_out_of_the_albedo(view, seg
     lm = view.landmarks
     photo = _to_uint8(_paint(view.image, fringe(lm), HAIR))
     image = photo.astype(np.float32) / 255
-    geometry = _true_geometry(view)
+    geometry = true_geometry(view, load_topology())
     raster = rasterize_view(geometry.camera, geometry.vertices_camera, topo.dense_faces)
     mask = segmenter.mask(photo, lm)
     clean = first_order_maps(view.image, geometry, raster, 128, topo)
@@ -179,7 +161,7 @@ def test_pipeline_outputs_the_skin_masks_and_keeps_a_fringe_out_of_the_maps():
     occluded = _paint(photo, fringe(lm), (np.array(HAIR) * 255).astype(np.uint8))
     out = pipe(occluded, resolution=128, num_fit_steps=0, head=False)
     assert out.skin_mask.shape == photo.shape[:2] and out.skin_mask.dtype == np.float32
-    assert (out.skin_mask[fringe(lm) & ~_features(lm)] < 0.5).mean() > 0.95
+    assert (out.skin_mask[fringe(lm) & ~own_features(lm)] < 0.5).mean() > 0.95
     uv = out.maps["skin_mask"]
     assert uv.shape == (128, 128, 1) and 0 <= uv.min() and uv.max() <= 1
     texture = out.maps["texture"][skin_mask(128, load_topology())]
@@ -196,7 +178,7 @@ def test_photometric_fit_with_the_mask_ignores_the_occluder(view, segmenter, top
     photo = _to_uint8(_paint(view.image, fringe(lm), HAIR))
     image = photo.astype(np.float32) / 255
     mask = segmenter.mask(photo, lm)
-    geometry = _true_geometry(view)
+    geometry = true_geometry(view, load_topology())
     fit_view = prepare_view(image, lm, geometry.camera, 96, mask)
     assert fit_view.mask.shape == (96, 96) and fit_view.mask.max() <= 1
     # the crop holds the face: the mask's crop keeps about as much of it as the mask
