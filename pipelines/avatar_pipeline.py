@@ -46,6 +46,7 @@ from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker, select_face
 from modeling.inputs.orientation import detect_upright, turn_axes, turn_camera, turn_landmarks
 from modeling.inputs.photo import load_image
 from modeling.inputs.skin_segmentation import MIN_SKIN_FRACTION, SkinSegmenter
+from modeling.networks.blocks import check_network_precision
 from modeling.networks.delighting import check_white_balance
 from modeling.networks.reflectance import (
     check_super_resolution_mode,
@@ -163,7 +164,10 @@ class AvatarPipeline(DiffusionPipeline):
     resolution; needs `superres`), "off". Config `white_balance` (`str`): "camera" (default: the
     de-lighting network corrects the exposure and keeps the photo's white balance) or
     "skin_prior" (it also re-balances the colour toward the skin colours it was trained on; see
-    `modeling.networks.delighting.DelightingNet.global_gain`).
+    `modeling.networks.delighting.DelightingNet.global_gain`). Config `network_precision`
+    (`str`): "auto" (default: the networks' convs run in bfloat16 where the device does it in
+    hardware, e.g. a CPU with AVX512-BF16, about twice as fast; the maps stay float32),
+    "float32" (exactly as the weights are) or "bfloat16" (`modeling.networks.blocks`).
 
     Head model (`head_model`, `flame_model_path`; `modeling.face_model.head_models`): the
     bundled open head (default), or a user's licensed FLAME, converted once with
@@ -201,6 +205,7 @@ class AvatarPipeline(DiffusionPipeline):
         super_resolution: str = "auto",
         white_balance: str = "camera",
         head: bool = True,
+        network_precision: str = "auto",
         head_model: str = "bundled",
         flame_model_path: str | Path | None = None,
     ):
@@ -210,6 +215,7 @@ class AvatarPipeline(DiffusionPipeline):
         check_resolution(resolution)
         check_super_resolution_mode(super_resolution)
         check_white_balance(white_balance)
+        check_network_precision(network_precision)
         self.register_modules(
             delighting=delighting, specular=specular, normals=normals, superres=superres
         )
@@ -223,6 +229,7 @@ class AvatarPipeline(DiffusionPipeline):
             super_resolution=super_resolution,
             white_balance=white_balance,
             head=head,
+            network_precision=network_precision,
         )
         self._tracker: FaceTracker | None = None
         self._skin_segmenter: SkinSegmenter | None = None
@@ -272,6 +279,11 @@ class AvatarPipeline(DiffusionPipeline):
         if isinstance(loaded, tuple):
             return (upgrade_model_index(loaded[0]), *loaded[1:])
         return upgrade_model_index(loaded)
+
+    @property
+    def network_precision(self) -> str:
+        """The config's `network_precision` ("auto" for folders saved before it existed)."""
+        return self.config.get("network_precision", "auto")
 
     @property
     def tracker(self) -> FaceTracker:
@@ -384,7 +396,13 @@ class AvatarPipeline(DiffusionPipeline):
             if run.super_resolve:
                 with timer("super_resolution"):
                     texture, albedo, visibility = super_resolve(
-                        self.superres, texture, albedo, visibility, self.device, self.dtype
+                        self.superres,
+                        texture,
+                        albedo,
+                        visibility,
+                        self.device,
+                        self.dtype,
+                        self.network_precision,
                     )
             with timer("head"):
                 head_model = load_head_model() if run.head and flame is None else None
@@ -490,6 +508,7 @@ class AvatarPipeline(DiffusionPipeline):
             white_balance=white_balance,
             device=self.device,
             dtype=self.dtype,
+            precision=self.network_precision,
         )
         if not use_head:
             return maps

@@ -278,3 +278,53 @@ def test_camera_white_balance_is_one_gain_for_the_three_channels():
     assert a.shape == (1, 3, 32, 32)
     with pytest.raises(ValueError, match="white_balance must be one of"):
         net.global_gain(stats, "grey")
+
+
+def test_network_precision_chooses_bfloat16_only_where_asked_or_native():
+    from modeling.networks.blocks import bfloat16_native, network_compute_dtype
+
+    native = torch.bfloat16 if bfloat16_native("cpu") else None
+    assert network_compute_dtype("auto", "cpu", torch.float32) is native
+    assert network_compute_dtype("float32", "cpu", torch.float32) is None
+    assert network_compute_dtype("bfloat16", "cpu", torch.float32) is torch.bfloat16
+    # weights the user moved to another dtype run as moved
+    assert network_compute_dtype("bfloat16", "cpu", torch.float16) is None
+    with pytest.raises(ValueError, match="network_precision must be one of"):
+        network_compute_dtype("half", "cpu", torch.float32)
+    with pytest.raises(ValueError, match="network_precision must be one of"):
+        AvatarPipeline(network_precision="fp8")
+
+
+def test_bfloat16_trunks_give_float32_maps_close_to_float32():
+    """The shipped networks in bfloat16 (convs only) against float32: the maps stay float32
+    with float32 steps (the residuals are added in float32, so no bfloat16 banding) and within
+    a few thousandths of the exact maps; training (gradients on) is never autocast."""
+    from modeling.networks.blocks import compute_dtype
+    from modeling.networks.reflectance import reflectance_maps
+
+    nets = {name: cls.from_pretrained(WEIGHTS / name).eval() for name, cls in COMPONENTS.items()}
+    r = 96
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:r, 0:r] / r
+    smooth = np.stack([0.5 + 0.2 * np.sin(6 * xx), 0.4 + 0.1 * yy, 0.3 + 0.1 * xx * yy], -1)
+    texture = (smooth + 0.02 * rng.standard_normal((r, r, 3))).astype(np.float32)
+    albedo = (smooth * 1.1).astype(np.float32)
+    normals = np.dstack([0.5 + 0.1 * xx, 0.5 + 0.1 * yy, np.ones_like(xx)]).astype(np.float32)
+    shape = {"shape_normals": normals, "ambient_occlusion": np.ones((r, r, 1), np.float32)}
+    visibility = np.ones((r, r), np.float32)
+    exact, fast = (reflectance_maps(texture, albedo, shape, visibility, **nets, precision=p)
+                   for p in ("float32", "bfloat16"))  # fmt: skip
+    for key in ("diffuse_albedo", "specular_albedo", "specular_normals", "diffuse_normals"):
+        assert fast[key].dtype == np.float32
+        assert np.abs(fast[key] - exact[key]).max() < 5e-3, key
+        as_bf16 = torch.from_numpy(fast[key]).bfloat16().float().numpy()
+        assert (as_bf16 == fast[key]).mean() < 0.5, key  # not quantised to bfloat16 steps
+    unet = nets["normals"].unet
+    x = torch.rand(1, unet.down[0].body[0].in_channels, 32, 32)
+    with compute_dtype(torch.bfloat16):
+        trained = unet(x)
+        with torch.no_grad():
+            inferred = unet(x)
+    assert trained.dtype == inferred.dtype == torch.float32
+    assert torch.equal(trained, unet(x))  # gradients on: float32, exactly
+    assert not torch.equal(inferred, trained.detach())

@@ -138,3 +138,18 @@ def test_pipeline_super_resolves_at_2048(tmp_path):
     assert out.maps["shape_normals"].shape == (2048, 2048, 3)
     low = pipe(ROOT / "examples" / "astronaut.jpg", resolution=512, num_fit_steps=0)
     assert "super_resolution" not in low.timings  # "auto" leaves lower resolutions alone
+
+
+def test_shipped_net_in_bfloat16_stays_close_and_float32():
+    """The trunk in bfloat16 (`network_precision`), the bicubic base and the sum in float32."""
+    from modeling.networks.blocks import compute_dtype
+
+    net = SuperResolutionNet.from_pretrained(WEIGHTS / "superres").eval()
+    x = _smooth_image(40)
+    with torch.no_grad():
+        exact = net(x)
+        with compute_dtype(torch.bfloat16):
+            fast = net(x)
+    assert fast.dtype == torch.float32
+    assert (fast - exact).abs().max() < 5e-3
+    assert (fast.bfloat16().float() == fast).float().mean() < 0.5  # float32 steps

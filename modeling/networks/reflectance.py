@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from modeling.errors import WeightsError
-from modeling.networks.blocks import uv_coordinates
+from modeling.networks.blocks import compute_dtype, network_compute_dtype, uv_coordinates
 from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
 from modeling.networks.specular import SpecularAlbedoNet
@@ -110,10 +110,12 @@ def super_resolve(
     visibility: np.ndarray,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Texture and first-order albedo `(r, r, 3)` sRGB -> x`scale` by `net` (tiles on `device`
-    in `dtype`); visibility `(r, r)` -> x`scale` bilinear. A non-finite output from finite
-    input raises `WeightsError` naming the `superres` component."""
+    in `dtype`, convs in `precision`: `modeling.networks.blocks.NETWORK_PRECISIONS`);
+    visibility `(r, r)` -> x`scale` bilinear. A non-finite output from finite input raises
+    `WeightsError` naming the `superres` component."""
 
     tile, overlap = _layout(texture, SR_TILE_SIZE, SR_TILE_OVERLAP)
 
@@ -126,7 +128,8 @@ def super_resolve(
     size = visibility.shape[0] * net.config.scale
     visibility = cv2.resize(visibility.astype(np.float32), (size, size),
                             interpolation=cv2.INTER_LINEAR)  # fmt: skip
-    return run(texture), run(albedo), np.clip(visibility, 0, 1)
+    with compute_dtype(network_compute_dtype(precision, device, dtype)):
+        return run(texture), run(albedo), np.clip(visibility, 0, 1)
 
 
 @torch.no_grad()
@@ -143,6 +146,7 @@ def reflectance_maps(
     white_balance: str = "camera",
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    precision: str = "auto",
 ) -> dict[str, np.ndarray]:
     """The given networks over the first-order maps.
 
@@ -157,6 +161,8 @@ def reflectance_maps(
         white_balance (`str`): the de-lighting network's mode
             (`modeling.networks.delighting.WHITE_BALANCE_MODES`).
         device, dtype: where the tiles run (the pipeline's).
+        precision (`str`): what the convs run in (`modeling.networks.blocks.NETWORK_PRECISIONS`:
+            "auto" is bfloat16 where the device has it natively, with float32 outputs).
     Returns:
         `dict` of `(R, R, C)` float32 maps: `diffuse_albedo_first_order`, and those of the given
         networks (`diffuse_albedo`, `specular_albedo`, `specular_normals`, `diffuse_normals`);
@@ -167,7 +173,13 @@ def reflectance_maps(
     """
     if delighting is None and specular is None and normals is None:
         return {}
+    with compute_dtype(network_compute_dtype(precision, device, dtype)):
+        return _reflectance_maps(texture, albedo, shape_maps, visibility, delighting, specular,
+                                 normals, chart, white_balance, device, dtype)  # fmt: skip
 
+
+def _reflectance_maps(texture, albedo, shape_maps, visibility, delighting, specular, normals,
+                      chart, white_balance, device, dtype) -> dict[str, np.ndarray]:  # fmt: skip
     tile, overlap = _layout(texture, TILE_SIZE, TILE_OVERLAP)
 
     def run(net, name, inputs, channels):

@@ -8,6 +8,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from modeling.networks.blocks import autocast_trunk
+
 __all__ = ["SuperResolutionNet"]
 
 
@@ -81,6 +83,7 @@ class SuperResolutionNet(ModelMixin, ConfigMixin):
         """
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, h, w), got {tuple(image.shape)}")
-        features = self.head(image * 2 - 1)
-        residual = self.shuffle(self.tail(self.body(features) + features))
+        with autocast_trunk(image):
+            features = self.head(image * 2 - 1)
+            residual = self.shuffle(self.tail(self.body(features) + features)).to(image.dtype)
         return self.upsample(image) + residual
