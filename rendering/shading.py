@@ -328,7 +328,8 @@ def bake_ambient_occlusion(
     # One orthographic clip-space view per direction: x, y across, depth z = -(p . d) so the
     # surface nearest the light has the smallest z (as the rasterizer keeps).
     frames = np.stack([np.stack([*_orthonormal_frame(d), -d]) for d in directions])  # (D, 3, 3)
-    projected = np.einsum("dij,vj->dvi", frames, local)  # (D, V, 3)
+    # (D, V, 3); matmul, not einsum: einsum's loops took 50 ms of a 0.4 s bake (BLAS: 2 ms)
+    projected = local @ frames.transpose(0, 2, 1)
     clip = np.concatenate([projected, np.ones_like(projected[..., :1])], axis=-1)
     # One thread: each shadow map is ~1 ms of work, too little for the rasterizer's row bands to
     # pay for their barriers; with other processes on the cores they cost 10x the bake.
@@ -347,7 +348,7 @@ def bake_ambient_occlusion(
     # between the point and the pixel centre): no self-shadowing on planes at any angle.
     pixel = 2.0 / resolution
     cosine = normals @ directions.T  # (V, D)
-    lifted = projected + np.einsum("dij,vj->dvi", frames, normals) * (_AO_OFFSET_PX * pixel)
+    lifted = projected + (normals @ frames.transpose(0, 2, 1)) * (_AO_OFFSET_PX * pixel)
     col = np.clip(((lifted[..., 0] + 1) * 0.5 * resolution).astype(np.int64), 0, resolution - 1)
     row = np.clip(((1 - lifted[..., 1]) * 0.5 * resolution).astype(np.int64), 0, resolution - 1)
     buffer = depth[np.arange(num_directions)[:, None], row, col]  # (D, V)
