@@ -205,7 +205,9 @@ class TinyUNet(nn.Module):
             x = block(x, constants) if i == 0 else block(x)
             skips.append(x)
         for block, skip in zip(self.up, reversed(skips[:-1]), strict=True):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            with torch.autocast(x.device.type, enabled=False):  # in x's dtype: autocast
+                # would upsample a bfloat16 trunk in float32 (and the cat after it), ~2x slower
+                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], 1))
         return self.head(x)[..., :h, :w]
 
