@@ -43,6 +43,7 @@ import threading
 import time
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -390,6 +391,27 @@ def _resolutions(config: dict) -> list[int]:
     return sorted({*RESOLUTIONS, config["resolution"]})
 
 
+def write_results(out, folder: Path) -> tuple[dict[str, Path], Path, list[tuple[Path, str]]]:
+    """Write a reconstruction's files into `folder`: `save_outputs`' (paths by kind), `maps.zip`
+    and the relit previews `relit/<NN>_<environment>.png`; returns (paths, the maps zip,
+    [(preview, caption)]). The previews render in a thread while the files are written (PNG
+    encoding, which releases the GIL, in threads of their own): each takes about one core."""
+    from modeling.export import write_png, write_zip
+    from pipelines.outputs import save_outputs
+    from rendering.relight import relight_previews
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        previews = pool.submit(relight_previews, out, size=RELIGHT_SIZE)
+        paths = save_outputs(out, folder)
+        maps_zip = write_zip([paths[f"map:{key}"] for key in out.maps], folder / "maps.zip")
+        (folder / "relit").mkdir()
+        relit = [
+            (write_png(folder / "relit" / f"{i:02d}_{caption.split(',')[0]}.png", image), caption)
+            for i, (image, caption) in enumerate(previews.result())
+        ]
+    return paths, maps_zip, relit
+
+
 def reconstruct(
     image,
     resolution=None,
@@ -415,10 +437,6 @@ def reconstruct(
             f"resolution {resolution!r} is not offered: pick one of {offered}",
             print_exception=False,
         )
-    from modeling.export import write_zip
-    from pipelines.outputs import save_outputs
-    from rendering.relight import relight_previews
-
     start = time.perf_counter()
     face_index = int(face_index or 0)
     progress(0, desc="Loading the pipeline")
@@ -441,21 +459,12 @@ def reconstruct(
             raise gr.Error(_user_message(e, photo), print_exception=False) from e
         except ValueError as e:  # bad white balance; may be a bug: keep the traceback
             raise gr.Error(str(e)) from e
-        progress(0.9, desc="Relighting")
-        previews = relight_previews(out, size=RELIGHT_SIZE)
-    progress(0.95, desc="Writing files")
+    progress(0.9, desc="Relighting and writing files")
     sweep()  # before writing: what expired goes, and the oldest files while over MAX_DISK_MB
     folder = _new_folder(request.session_hash if request is not None else None)
     with _in_use(folder):  # then it expires CLEANUP_EVERY_S after the return
-        paths = save_outputs(out, folder)
-        map_paths = [paths[f"map:{key}"] for key in out.maps]
-        maps_zip = write_zip(map_paths, folder / "maps.zip")
-        relit = []
-        (folder / "relit").mkdir()
-        for i, (preview, caption) in enumerate(previews):
-            path = folder / "relit" / f"{i:02d}_{caption.split(',')[0]}.png"
-            preview.save(path)
-            relit.append((_served(path, folder), caption))
+        paths, maps_zip, previews = write_results(out, folder)
+    relit = [(_served(path, folder), caption) for path, caption in previews]
     gallery = [(_served(paths[f"map:{key}"], folder), _caption(key)) for key in out.maps]
     if "skin_mask" in paths:  # what of the photo was taken as the face's skin
         gallery.append((_served(paths["skin_mask"], folder), "skin mask (photo)"))

@@ -3,12 +3,22 @@ the render over the photo, and a zip of everything."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from modeling.export import export_glb, export_obj, save_camera_json, save_maps, to_uint8, write_zip
+from modeling.export import (
+    export_glb,
+    export_obj,
+    in_threads,
+    save_camera_json,
+    save_maps,
+    to_uint8,
+    write_png,
+    write_zip,
+)
 from pipelines.pipeline_output import AvatarPipelineOutput
 
 
@@ -30,13 +40,16 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
     `maps/eye_texture.png`. With `output.flame` (a FLAME head), `flame_params.npz` and
     `flame_params.json`: FLAME's fitted parameters and each photo's camera in FLAME's frame
     (`FlameParameters.save`).
+
+    The files are written in threads (`in_threads`: the PNG encoders run on every core).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     maps = {k: _as_array(v) for k, v in output.maps.items()}
     mesh, head = output.mesh, output.head
     paths: dict[str, Path] = {}
-    paths["glb"] = export_glb(
+    glb = partial(
+        export_glb,
         folder / f"{name}.glb",
         mesh.vertices,
         mesh.faces,
@@ -49,26 +62,32 @@ def save_outputs(output: AvatarPipelineOutput, folder, name: str = "face") -> di
         camera=output.camera,
         head=head,
     )
-    paths["obj"] = export_obj(
-        folder / "obj", name, mesh.vertices, mesh.faces, mesh.uvs, maps, mesh.normals, head=head
-    )
+    all_maps = dict(maps)
     if head is not None and head.eye_texture is not None:
-        maps["eye_texture"] = head.eye_texture  # in the eyes' UV layout, not the maps'
-    map_paths = save_maps(maps, folder / "maps")
+        all_maps["eye_texture"] = head.eye_texture  # in the eyes' UV layout, not the maps'
+
+    def maps_then_obj() -> tuple[dict[str, Path], Path]:  # the OBJ copies some maps' PNGs
+        map_paths = save_maps(all_maps, folder / "maps")
+        obj = export_obj(folder / "obj", name, mesh.vertices, mesh.faces, mesh.uvs, maps,
+                         mesh.normals, head=head, map_files=map_paths)  # fmt: skip
+        return map_paths, obj
+
+    images = {"render": to_uint8(_as_array(output.render)), "input": output.image}
+    if output.skin_mask is not None:
+        images["skin_mask"] = to_uint8(output.skin_mask)
+    paths.update({kind: folder / f"{kind}.png" for kind in images})
+    paths["glb"], (map_paths, paths["obj"]), *_ = in_threads([
+        glb,
+        maps_then_obj,
+        *(partial(write_png, paths[kind], pixels) for kind, pixels in images.items()),
+    ])  # fmt: skip
     lighting = {
         "convention": "SH (3 x 9, linear RGB, camera space); shading = (1/pi) sum_j A_j c_j Y_j(n)",
         "sh_coefficients": np.asarray(output.lighting).tolist(),
     }
     paths["camera"] = save_camera_json(output.camera.to_dict(), lighting, folder / "camera.json")
-    paths["render"] = folder / "render.png"
-    Image.fromarray(to_uint8(_as_array(output.render))).save(paths["render"])
-    paths["input"] = folder / "input.png"
-    Image.fromarray(output.image).save(paths["input"])
     if output.flame is not None:  # for other FLAME tools, with each photo's camera
         paths.update(output.flame.save(folder, [v.camera for v in output.views]))
-    if output.skin_mask is not None:
-        paths["skin_mask"] = folder / "skin_mask.png"
-        Image.fromarray(to_uint8(output.skin_mask)).save(paths["skin_mask"])
     files = [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".zip"]
     paths["zip"] = write_zip(sorted(files), folder / f"{name}.zip", root=folder)
     paths.update({f"map:{k}": p for k, p in map_paths.items()})

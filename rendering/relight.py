@@ -39,7 +39,12 @@ from rendering.lights import (
 )
 from rendering.mesh import from_tangent_space, vertex_tangents
 from rendering.render import rasterize_view, sample_uv_map
-from rendering.shading import bake_ambient_occlusion, shade_skin
+from rendering.shading import (
+    SKIN_SHININESS,
+    bake_ambient_occlusion,
+    blinn_phong_specular,
+    shade_skin,
+)
 
 __all__ = ["ENVIRONMENT_KINDS", "RelightScene", "prepare_scene", "relight", "relight_previews"]
 
@@ -220,28 +225,29 @@ def _environment(environment) -> np.ndarray:
     return env
 
 
-def relight(
-    output, environment_kind="studio", yaw_degrees: float = 0.0, size: int = 512
-) -> np.ndarray:
-    """Render a reconstruction under a lighting environment.
+@dataclass(frozen=True)
+class _ViewSurface:
+    """What one view of a scene shows, whatever the lighting: the image's `mask` `(H, W)` and,
+    per covered pixel (`N` of them), the unit normals bent by the diffuse and specular normal
+    maps `n_diffuse`, `n_specular` `(N, 3)`, the unit directions to the camera `view_dirs`
+    `(N, 3)`, `ao` `(N,)`, the linear `albedo` `(N, 3)` and `specular` albedo `(N, 1)`."""
 
-    Args:
-        output (`AvatarPipelineOutput` or `RelightScene`): pass a `prepare_scene` result to
-            render several previews without re-baking the occlusion.
-        environment_kind (`str` or `np.ndarray`): one of `ENVIRONMENT_KINDS` (`"studio"`,
-            `"overcast"`, `"sunny"`, `"window"`; a fixed seed each), or an `(H, W, 3)`
-            equirectangular linear HDR map in the photo's camera frame (`rendering.lights`).
-        yaw_degrees (`float`): orbit of the camera about the head, 0 = the photo's viewpoint,
-            positive towards the viewer's right.
-        size (`int`): width and height of the image in pixels.
+    mask: np.ndarray
+    n_diffuse: torch.Tensor
+    n_specular: torch.Tensor
+    view_dirs: torch.Tensor
+    ao: torch.Tensor
+    albedo: torch.Tensor
+    specular: torch.Tensor
 
-    Returns:
-        `np.ndarray` `(size, size, 3)` float32, sRGB-encoded in [0, 1], the face over a grey
-        background.
-    """
-    scene = output if isinstance(output, RelightScene) else prepare_scene(output)
-    env = _environment(environment_kind)
-    camera, position, world_to_view = _view(scene, yaw_degrees, int(size))
+
+def _tensor(x) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _surface(scene: RelightScene, yaw_degrees: float, size: int) -> _ViewSurface:
+    """Rasterize and texture one view of `scene` (`relight`'s camera)."""
+    camera, position, world_to_view = _view(scene, yaw_degrees, size)
     eyes = scene.eyes
     vertices, faces, uvs, normals_v = scene.vertices, scene.faces, scene.uvs, scene.normals
     tangents_v, ao_v = scene.tangents, scene.ao
@@ -254,10 +260,7 @@ def relight(
         tangents_v = np.concatenate([tangents_v, np.tile([1.0, 0, 0, 1], (n_eye, 1))])
         ao_v = np.concatenate([ao_v, np.ones(n_eye)])
     raster = rasterize_view(camera, (vertices - position) @ world_to_view.T, faces)
-    image = np.full((camera.height, camera.width, 3), BACKGROUND, np.float32)
     mask = raster.mask
-    if not mask.any():
-        return image
 
     def interpolate(attr):
         return raster.interpolate(attr, faces).astype(np.float64)
@@ -292,33 +295,67 @@ def relight(
             specular[on_skin] = scene.specular
     if on_eye.any():
         albedo[on_eye] = sample_uv_map(eyes.albedo.astype(np.float32), uv[on_eye])
-    specular = torch.from_numpy(specular)
+    return _ViewSurface(
+        mask=mask,
+        n_diffuse=_tensor(n_diffuse),
+        n_specular=_tensor(n_specular),
+        view_dirs=_tensor(view_dirs),
+        ao=_tensor(ao),
+        albedo=_tensor(albedo),
+        specular=torch.from_numpy(specular),
+    )
 
-    def tensor(x):
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
+def _shade(surface: _ViewSurface, env: np.ndarray) -> np.ndarray:
+    """`surface` lit by the equirectangular `env` over the grey background: `(H, W, 3)` sRGB."""
+    image = np.full((*surface.mask.shape, 3), BACKGROUND, np.float32)
+    if not surface.mask.any():
+        return image
     with torch.no_grad():
         # Diffuse from the whole environment's SH; the dominant lights give only the specular
         # (passing them to the diffuse too would count the key light twice).
         diffuse, _ = shade_skin(
-            tensor(albedo),
+            surface.albedo,
             0.0,
-            tensor(n_diffuse),
-            tensor(n_specular),
-            tensor(view_dirs),
+            surface.n_diffuse,
+            surface.n_specular,
+            surface.view_dirs,
             sh_coeffs=environment_to_sh(env),
-            ao=tensor(ao),
+            ao=surface.ao,
         )
-        _, highlight = shade_skin(
-            None,
-            specular,
-            tensor(n_diffuse),
-            tensor(n_specular),
-            tensor(view_dirs),
-            lights=dominant_lights(env),
+        highlight = blinn_phong_specular(  # shade_skin's specular term, without its diffuse
+            surface.n_specular,
+            surface.view_dirs,
+            dominant_lights(env),
+            surface.specular,
+            SKIN_SHININESS,
         )
-    image[mask] = linear_to_srgb((diffuse + highlight).numpy())
+    image[surface.mask] = linear_to_srgb((diffuse + highlight).numpy())
     return image
+
+
+def relight(
+    output, environment_kind="studio", yaw_degrees: float = 0.0, size: int = 512
+) -> np.ndarray:
+    """Render a reconstruction under a lighting environment.
+
+    Args:
+        output (`AvatarPipelineOutput` or `RelightScene`): pass a `prepare_scene` result to
+            render several previews without re-baking the occlusion.
+        environment_kind (`str` or `np.ndarray`): one of `ENVIRONMENT_KINDS` (`"studio"`,
+            `"overcast"`, `"sunny"`, `"window"`; a fixed seed each), or an `(H, W, 3)`
+            equirectangular linear HDR map in the photo's camera frame (`rendering.lights`).
+        yaw_degrees (`float`): orbit of the camera about the head, 0 = the photo's viewpoint,
+            positive towards the viewer's right.
+        size (`int`): width and height of the image in pixels.
+
+    Returns:
+        `np.ndarray` `(size, size, 3)` float32, sRGB-encoded in [0, 1], the face over a grey
+        background.
+    """
+    scene = output if isinstance(output, RelightScene) else prepare_scene(output)
+    env = _environment(environment_kind)
+    return _shade(_surface(scene, yaw_degrees, int(size)), env)
 
 
 def relight_previews(
@@ -327,18 +364,23 @@ def relight_previews(
     yaws=None,
     size: int = 512,
 ) -> list[tuple[Image.Image, str]]:
-    """`[(image, caption)]` for every environment kind and camera yaw (AO baked once); by
-    default the photo's view and a 3/4 view, and for a full head also a profile under the first
-    kind (one more image, not one per kind: each costs as much as the rest of a preview)."""
+    """`[(image, caption)]` for every environment kind and camera yaw (AO baked once, each
+    yaw's view rasterized and textured once, then shaded under every kind); by default the
+    photo's view and a 3/4 view, and for a full head also a profile under the first kind (one
+    more image, not one per kind)."""
     scene = prepare_scene(output)
+    surfaces = {}  # one rasterized, textured view per yaw, shaded under every kind
     previews = []
     for i, kind in enumerate(kinds):
+        env = _environment(kind)
         kind_yaws = yaws
         if kind_yaws is None:
             profile = (PROFILE_YAW,) if scene.eyes is not None and i == 0 else ()
             kind_yaws = (0.0, THREE_QUARTER_YAW, *profile)
         for yaw in kind_yaws:
-            image = relight(scene, kind, yaw, size)
+            if yaw not in surfaces:
+                surfaces[yaw] = _surface(scene, yaw, int(size))
+            image = _shade(surfaces[yaw], env)
             view = "photo view" if yaw == 0 else f"{yaw:g}° view"
             pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
             previews.append((Image.fromarray(pixels), f"{kind}, {view}"))

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -99,6 +100,23 @@ def test_reconstruct_astronaut(output_root):
     assert "512² maps" in summary and "0 fitting steps" in summary
     assert warnings == "", "a well-lit frontal photo raises no warning"
     assert not stale.exists(), "folders left by an earlier run are deleted"
+
+
+@pytest.mark.slow  # a reconstruction at 128 px, its files and previews
+def test_write_results_writes_the_files_and_the_previews_rendered_alongside(tmp_path):
+    from rendering.relight import relight_previews
+
+    out = app.get_pipeline()("examples/astronaut.jpg", resolution=128, num_fit_steps=0)
+    paths, maps_zip, relit = app.write_results(out, tmp_path)
+    assert all(paths[kind].is_file() for kind in ("glb", "obj", "zip", "render", "input"))
+    with zipfile.ZipFile(maps_zip) as archive:
+        assert archive.namelist() == [f"{key}.png" for key in out.maps]
+    previews = relight_previews(out, size=app.RELIGHT_SIZE)
+    assert [caption for _, caption in relit] == [caption for _, caption in previews]
+    for (path, caption), (image, _) in zip(relit, previews, strict=True):
+        assert path.parent == tmp_path / "relit" and path.suffix == ".png"
+        with Image.open(path) as written:  # the same pixels as the rendered preview
+            np.testing.assert_array_equal(np.asarray(written), np.asarray(image), caption)
 
 
 def test_served_refuses_paths_outside_the_request_folder(tmp_path):

@@ -23,9 +23,14 @@ def scene(output):
 
 
 @pytest.fixture(scope="module")
-def tiny_scene():
+def tiny_output():
     pipe = AvatarPipeline.from_pretrained("weights_config")
-    return prepare_scene(pipe("examples/astronaut.jpg", resolution=128, num_fit_steps=0))
+    return pipe("examples/astronaut.jpg", resolution=128, num_fit_steps=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tiny_output):
+    return prepare_scene(tiny_output)
 
 
 def _face(image):
@@ -160,3 +165,15 @@ def test_a_full_head_is_relit_with_its_eyes_and_a_profile(scene, output):
     background = np.all(np.isclose(profile, profile[0, 0]), axis=-1)
     assert 0.25 < 1 - background.mean() < 0.9  # a head seen from the side fills the frame
     assert np.isfinite(front).all() and np.isfinite(profile).all()
+
+
+def test_previews_are_the_single_renders(tiny_output, tiny_scene):
+    """`relight_previews` rasterizes each view once for every environment: the very pixels
+    `relight` renders one preview at a time."""
+    previews = relight_previews(tiny_output, size=48)
+    assert len(previews) == 9
+    for image, caption in previews:
+        kind, view = caption.split(", ")
+        yaw = 0.0 if view == "photo view" else float(view.split("°")[0])
+        alone = np.round(np.clip(relight(tiny_scene, kind, yaw, 48), 0, 1) * 255)
+        np.testing.assert_array_equal(np.asarray(image), alone.astype(np.uint8), err_msg=caption)
