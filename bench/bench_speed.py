@@ -174,11 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(args, warm_runs, cold_runs, args.notes)
     print(text)
     if not args.no_write:
-        from bench.report import KEPT_SECTIONS, write_kept_section
+        from bench.report import write_kept
 
-        markers = next(m for m in KEPT_SECTIONS if m[0] == SPEED_MARKER)
-        write_kept_section(text, RESULTS, markers)
-        print(f"wrote {RESULTS} (section {SPEED_MARKER})")
+        write_kept(text, RESULTS, SPEED_MARKER)
 
 
 if __name__ == "__main__":

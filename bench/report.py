@@ -351,6 +351,7 @@ KEPT_SECTIONS = (
     ("<!-- speed:begin -->", "<!-- speed:end -->"),  # bench.bench_speed
     ("<!-- turned:begin -->", "<!-- turned:end -->"),  # bench.bench_turned
     ("<!-- fairness:begin -->", "<!-- fairness:end -->"),  # bench.bench_fairness
+    ("<!-- network-resolution:begin -->", "<!-- network-resolution:end -->"),  # issue 17
 )
 
 
@@ -361,6 +362,13 @@ def _kept_sections(old_text: str) -> list[str]:
         if 0 <= start < stop:
             kept.append(old_text[start : stop + len(end)])
     return kept
+
+
+def write_kept(text: str, path: Path, begin: str) -> None:
+    """`write_kept_section` into the `KEPT_SECTIONS` entry that starts with `begin`, and say
+    so."""
+    write_kept_section(text, path, next(m for m in KEPT_SECTIONS if m[0] == begin))
+    print(f"wrote {path} (section {begin})")
 
 
 def write_kept_section(text: str, path: Path, markers: tuple[str, str]) -> None:

@@ -49,6 +49,8 @@ from modeling.inputs.skin_segmentation import MIN_SKIN_FRACTION, SkinSegmenter
 from modeling.networks.blocks import check_network_precision
 from modeling.networks.delighting import check_white_balance
 from modeling.networks.reflectance import (
+    NETWORK_RESOLUTION,
+    check_network_resolution,
     check_super_resolution_mode,
     reflectance_maps,
     super_resolve,
@@ -168,6 +170,10 @@ class AvatarPipeline(DiffusionPipeline):
     (`str`): "auto" (default: the networks' convs run in bfloat16 where the device does it in
     hardware, e.g. a CPU with AVX512-BF16, about twice as fast; the maps stay float32),
     "float32" (exactly as the weights are) or "bfloat16" (`modeling.networks.blocks`).
+    Config `network_resolution` (`int` or `None`): the reflectance networks run on maps of at
+    most this size (default 512), larger maps get their outputs by guided upsampling, as close
+    to the truth on the synthetic test split as running them at full size
+    (`modeling.networks.reflectance._guided_network_maps`); `None`: always at full size.
 
     Head model (`head_model`, `flame_model_path`; `modeling.face_model.head_models`): the
     bundled open head (default), or a user's licensed FLAME, converted once with
@@ -206,6 +212,7 @@ class AvatarPipeline(DiffusionPipeline):
         white_balance: str = "camera",
         head: bool = True,
         network_precision: str = "auto",
+        network_resolution: int | None = NETWORK_RESOLUTION,
         head_model: str = "bundled",
         flame_model_path: str | Path | None = None,
     ):
@@ -216,6 +223,7 @@ class AvatarPipeline(DiffusionPipeline):
         check_super_resolution_mode(super_resolution)
         check_white_balance(white_balance)
         check_network_precision(network_precision)
+        check_network_resolution(network_resolution)
         self.register_modules(
             delighting=delighting, specular=specular, normals=normals, superres=superres
         )
@@ -230,6 +238,7 @@ class AvatarPipeline(DiffusionPipeline):
             white_balance=white_balance,
             head=head,
             network_precision=network_precision,
+            network_resolution=network_resolution,
         )
         self._tracker: FaceTracker | None = None
         self._skin_segmenter: SkinSegmenter | None = None
@@ -509,6 +518,7 @@ class AvatarPipeline(DiffusionPipeline):
             device=self.device,
             dtype=self.dtype,
             precision=self.network_precision,
+            max_resolution=self.config.get("network_resolution", NETWORK_RESOLUTION),
         )
         if not use_head:
             return maps

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -303,15 +304,7 @@ def test_bfloat16_trunks_give_float32_maps_close_to_float32():
     from modeling.networks.reflectance import reflectance_maps
 
     nets = {name: cls.from_pretrained(WEIGHTS / name).eval() for name, cls in COMPONENTS.items()}
-    r = 96
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:r, 0:r] / r
-    smooth = np.stack([0.5 + 0.2 * np.sin(6 * xx), 0.4 + 0.1 * yy, 0.3 + 0.1 * xx * yy], -1)
-    texture = (smooth + 0.02 * rng.standard_normal((r, r, 3))).astype(np.float32)
-    albedo = (smooth * 1.1).astype(np.float32)
-    normals = np.dstack([0.5 + 0.1 * xx, 0.5 + 0.1 * yy, np.ones_like(xx)]).astype(np.float32)
-    shape = {"shape_normals": normals, "ambient_occlusion": np.ones((r, r, 1), np.float32)}
-    visibility = np.ones((r, r), np.float32)
+    texture, albedo, shape, visibility = _smooth_maps(96)
     exact, fast = (reflectance_maps(texture, albedo, shape, visibility, **nets, precision=p)
                    for p in ("float32", "bfloat16"))  # fmt: skip
     for key in ("diffuse_albedo", "specular_albedo", "specular_normals", "diffuse_normals"):
@@ -328,3 +321,55 @@ def test_bfloat16_trunks_give_float32_maps_close_to_float32():
     assert trained.dtype == inferred.dtype == torch.float32
     assert torch.equal(trained, unet(x))  # gradients on: float32, exactly
     assert not torch.equal(inferred, trained.detach())
+
+
+def _smooth_maps(r: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:r, 0:r] / r
+    smooth = np.stack([0.5 + 0.2 * np.sin(6 * xx), 0.4 + 0.1 * yy, 0.3 + 0.1 * xx * yy], -1)
+    texture = (smooth + 0.02 * rng.standard_normal((r, r, 3))).astype(np.float32)
+    albedo = (smooth * 1.1).astype(np.float32)
+    normals = np.dstack([0.5 + 0.1 * xx, 0.5 + 0.1 * yy, np.ones_like(xx)]).astype(np.float32)
+    shape = {"shape_normals": normals, "ambient_occlusion": np.ones((r, r, 1), np.float32)}
+    return texture, albedo, shape, np.ones((r, r), np.float32)
+
+
+def test_networks_on_reduced_maps_keep_the_photo_detail_and_agree_with_full_size():
+    """`max_resolution`: maps up to it run as before (the same arrays); larger ones run the
+    networks at `network_size` and bring the outputs back: close to the full-size run, the
+    first-order albedo's texel-level detail kept in the diffuse albedo, unit normals, and the
+    specular level set on the full-size chart."""
+    from modeling.networks.reflectance import network_size, reflectance_maps
+
+    assert network_size(4096, 512) == 512 and network_size(1000, 512) == 500
+    assert network_size(2048, 1024) == 1024 and network_size(512, 512) == 512
+    nets = {name: cls.from_pretrained(WEIGHTS / name).eval() for name, cls in COMPONENTS.items()}
+    r = 128
+    texture, albedo, shape, visibility = _smooth_maps(r)
+    checker = 0.05 * ((np.indices((r, r)).sum(0) % 2) - 0.5)[..., None].astype(np.float32)
+    albedo = albedo + checker  # detail at the texel scale, which a half-size run cannot see
+    args = (texture, albedo, shape, visibility)
+    full = reflectance_maps(*args, **nets, precision="float32")
+    same = reflectance_maps(*args, **nets, precision="float32", max_resolution=r)
+    for key in full:
+        assert np.array_equal(full[key], same[key]), key
+    half = reflectance_maps(*args, **nets, precision="float32", max_resolution=r // 2)
+    for key in full:
+        assert half[key].shape == full[key].shape and half[key].dtype == np.float32, key
+        # (the full-size de-lighting damps part of the checker, which the reduced run keeps)
+        assert np.abs(half[key] - full[key]).mean() < 0.02, key
+    kept = half["diffuse_albedo"] - cv2.blur(half["diffuse_albedo"], (3, 3))
+    given = albedo - cv2.blur(albedo, (3, 3))
+    inner = (slice(4, -4), slice(4, -4))
+    assert np.corrcoef(kept[inner].ravel(), given[inner].ravel())[0, 1] > 0.98
+    for key in ("specular_normals", "diffuse_normals"):
+        length = np.linalg.norm(half[key] * 2 - 1, axis=-1)
+        assert np.allclose(length, 1, atol=2e-3), key
+    mean_specular = nets["specular"].config.mean_specular
+    assert abs(half["specular_albedo"].mean() - mean_specular) < 1e-3
+
+
+@pytest.mark.parametrize("bad", [32, 100.0, True, "512"])
+def test_pipeline_refuses_a_bad_network_resolution(bad):
+    with pytest.raises(ValueError, match="network_resolution must be None or an integer"):
+        AvatarPipeline(network_resolution=bad)
