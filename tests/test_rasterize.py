@@ -277,3 +277,26 @@ def test_bad_inputs_raise():
         rasterize(pos, torch.tensor([[0, 1, 2]]), (4, 0))
     with pytest.raises(ValueError, match="attr"):
         interpolate(torch.zeros(2, 3, 1), torch.zeros(1, 4, 4, 4), torch.tensor([[0, 1, 2]]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_barycentric_interpolate_is_numpys_weighted_sum(dtype):
+    """The compiled pass gives numpy's `w0 a0 + w1 a1 + (1 - w0 - w1) a2` bit for bit, in the
+    attribute's precision, and refuses face ids outside the mesh."""
+    from rendering.render import barycentric_interpolate
+
+    rng = np.random.default_rng(0)
+    attr = (rng.normal(size=(50, 4)) * 100).astype(dtype)
+    faces = rng.integers(0, 50, size=(30, 3))
+    face_ids = rng.integers(0, 30, size=1000)
+    w = rng.random((1000, 2)).astype(np.float32) * 0.5
+    tri = faces[face_ids]
+    w0, w1 = w[:, 0:1], w[:, 1:2]
+    expected = attr[tri[:, 0]] * w0
+    expected = expected + attr[tri[:, 1]] * w1
+    expected = (expected + attr[tri[:, 2]] * (1 - w0 - w1)).astype(np.float32)
+    got = barycentric_interpolate(attr, faces, face_ids, w)
+    assert got.dtype == np.float32 and got.shape == (1000, 4)
+    assert np.array_equal(got, expected)
+    with pytest.raises(IndexError, match="face ids"):
+        barycentric_interpolate(attr, faces, np.array([30]), w[:1])
