@@ -150,11 +150,12 @@ def png_bytes(pixels: np.ndarray, dithered: bool = False) -> bytes:
     pixels = np.asarray(pixels)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise TypeError(f"expected uint8 or uint16 pixels, got {pixels.dtype}")
-    pixels = _grey_or_colour(pixels)
-    if pixels.ndim == 3:
-        pixels = _swap_red_blue(pixels)
+    pixels = np.ascontiguousarray(_grey_or_colour(pixels))
+    if pixels.ndim == 3:  # OpenCV's channel order (one pass, where numpy's indexing takes two)
+        to_bgr = cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+        pixels = cv2.cvtColor(pixels, to_bgr)
     params = _PNG_PARAMS_DITHERED if dithered else _PNG_PARAMS
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels), params)
+    ok, encoded = cv2.imencode(".png", pixels, params)
     if not ok:
         raise ValueError(f"could not encode a PNG of {pixels.dtype} pixels {pixels.shape}")
     return encoded.tobytes()
