@@ -139,6 +139,14 @@ class ConvBlock(nn.Module):
         return x
 
 
+def replicate_conv(layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` for a 3x3 `layer` with padding 1 in mode "replicate"; at inference the padding
+    is `replicate_pad`'s, in `x`'s dtype and memory format (the same values)."""
+    if torch.is_grad_enabled():
+        return layer(x)
+    return F.conv2d(replicate_pad(x), layer.weight, layer.bias)
+
+
 def replicate_pad(x: torch.Tensor) -> torch.Tensor:
     """`F.pad(x, (1, 1, 1, 1), mode="replicate")` of `(B, C, H, W)`, the same values in the same
     memory format, by copies into an empty tensor: PyTorch's replication-pad kernel is about

@@ -133,8 +133,8 @@ def super_resolve(
     tile, overlap = _layout(texture, SR_TILE_SIZE, SR_TILE_OVERLAP)
 
     def run(x):
-        out = sliding_window(net, [_tensor(x)], 3, tile, overlap, TILE_BATCH, device=device,
-                             dtype=dtype, scale=net.config.scale,
+        out = sliding_window(_channels_last(net), [_tensor(x)], 3, tile, overlap, TILE_BATCH,
+                             device=device, dtype=dtype, scale=net.config.scale,
                              margin=net.receptive_field)  # fmt: skip
         return _numpy(_finite(out, "superres", [_tensor(x)]))
 

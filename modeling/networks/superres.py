@@ -8,7 +8,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from modeling.networks.blocks import autocast_trunk
+from modeling.networks.blocks import autocast_trunk, replicate_conv
 
 __all__ = ["SuperResolutionNet"]
 
@@ -23,7 +23,8 @@ class _ResBlock(nn.Module):
         self.body = nn.Sequential(_conv(channels, channels), nn.SiLU(), _conv(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        first, _, second = self.body
+        return x + replicate_conv(second, F.silu(replicate_conv(first, x)))
 
 
 class SuperResolutionNet(ModelMixin, ConfigMixin):
@@ -84,6 +85,7 @@ class SuperResolutionNet(ModelMixin, ConfigMixin):
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, h, w), got {tuple(image.shape)}")
         with autocast_trunk(image):
-            features = self.head(image * 2 - 1)
-            residual = self.shuffle(self.tail(self.body(features) + features)).to(image.dtype)
+            features = replicate_conv(self.head, image * 2 - 1)
+            trunk = replicate_conv(self.tail, self.body(features) + features)
+            residual = self.shuffle(trunk).to(image.dtype)
         return self.upsample(image) + residual
