@@ -394,21 +394,25 @@ def _resolutions(config: dict) -> list[int]:
 def write_results(out, folder: Path) -> tuple[dict[str, Path], Path, list[tuple[Path, str]]]:
     """Write a reconstruction's files into `folder`: `save_outputs`' (paths by kind), `maps.zip`
     and the relit previews `relit/<NN>_<environment>.png`; returns (paths, the maps zip,
-    [(preview, caption)]). The previews render in a thread while the files are written (PNG
-    encoding, which releases the GIL, in threads of their own): each takes about one core."""
+    [(preview, caption)]).
+
+    The previews' views are rasterized and textured (numpy, numba) in a thread while the files
+    are written (PNG encoding, which releases the GIL, in threads of its own); they are shaded
+    (torch) after: beside the encoders, torch's two-thread ops took 3x longer than alone."""
     from modeling.export import write_png, write_zip
     from pipelines.outputs import save_outputs
-    from rendering.relight import relight_previews
+    from rendering.relight import prepare_previews, shade_previews
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        previews = pool.submit(relight_previews, out, size=RELIGHT_SIZE)
+        views = pool.submit(prepare_previews, out, size=RELIGHT_SIZE)
         paths = save_outputs(out, folder)
         maps_zip = write_zip([paths[f"map:{key}"] for key in out.maps], folder / "maps.zip")
-        (folder / "relit").mkdir()
-        relit = [
-            (write_png(folder / "relit" / f"{i:02d}_{caption.split(',')[0]}.png", image), caption)
-            for i, (image, caption) in enumerate(previews.result())
-        ]
+        views = views.result()
+    (folder / "relit").mkdir()
+    relit = [
+        (write_png(folder / "relit" / f"{i:02d}_{caption.split(',')[0]}.png", image), caption)
+        for i, (image, caption) in enumerate(shade_previews(views))
+    ]
     return paths, maps_zip, relit
 
 

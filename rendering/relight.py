@@ -46,7 +46,16 @@ from rendering.shading import (
     shade_skin,
 )
 
-__all__ = ["ENVIRONMENT_KINDS", "RelightScene", "prepare_scene", "relight", "relight_previews"]
+__all__ = [
+    "ENVIRONMENT_KINDS",
+    "PreviewViews",
+    "RelightScene",
+    "prepare_previews",
+    "prepare_scene",
+    "relight",
+    "relight_previews",
+    "shade_previews",
+]
 
 DEFAULT_SPECULAR_ALBEDO = 0.3
 BACKGROUND = 0.18  # sRGB grey behind the face
@@ -306,8 +315,9 @@ def _surface(scene: RelightScene, yaw_degrees: float, size: int) -> _ViewSurface
     )
 
 
-def _shade(surface: _ViewSurface, env: np.ndarray) -> np.ndarray:
-    """`surface` lit by the equirectangular `env` over the grey background: `(H, W, 3)` sRGB."""
+def _shade(surface: _ViewSurface, sh_coeffs: np.ndarray, lights: list) -> np.ndarray:
+    """`surface` lit by an environment's SH (`environment_to_sh`) and dominant lights
+    (`dominant_lights`) over the grey background: `(H, W, 3)` sRGB."""
     image = np.full((*surface.mask.shape, 3), BACKGROUND, np.float32)
     if not surface.mask.any():
         return image
@@ -320,13 +330,13 @@ def _shade(surface: _ViewSurface, env: np.ndarray) -> np.ndarray:
             surface.n_diffuse,
             surface.n_specular,
             surface.view_dirs,
-            sh_coeffs=environment_to_sh(env),
+            sh_coeffs=sh_coeffs,
             ao=surface.ao,
         )
         highlight = blinn_phong_specular(  # shade_skin's specular term, without its diffuse
             surface.n_specular,
             surface.view_dirs,
-            dominant_lights(env),
+            lights,
             surface.specular,
             SKIN_SHININESS,
         )
@@ -355,7 +365,52 @@ def relight(
     """
     scene = output if isinstance(output, RelightScene) else prepare_scene(output)
     env = _environment(environment_kind)
-    return _shade(_surface(scene, yaw_degrees, int(size)), env)
+    return _shade(
+        _surface(scene, yaw_degrees, int(size)), environment_to_sh(env), dominant_lights(env)
+    )
+
+
+@dataclass(frozen=True)
+class PreviewViews:
+    """What `relight_previews` draws, all but the shading: `surfaces` (yaw -> `_ViewSurface`,
+    each view rasterized and textured once), `lightings` (kind -> (SH coefficients, dominant
+    lights), each environment analysed once) and `shots` (`[(kind, yaw, caption)]`, in order).
+    """
+
+    surfaces: dict
+    lightings: dict
+    shots: list
+
+
+def prepare_previews(output, kinds=ENVIRONMENT_KINDS, yaws=None, size: int = 512) -> PreviewViews:
+    """`relight_previews` up to the shading (AO baked once, each yaw's view rasterized and
+    textured once, each environment analysed once). numpy and numba only, no torch: it can run
+    beside other work without slowing torch's parallel ops (`shade_previews` does those)."""
+    scene = prepare_scene(output)
+    surfaces, lightings, shots = {}, {}, []
+    for i, kind in enumerate(kinds):
+        env = _environment(kind)
+        lightings[kind] = (environment_to_sh(env), dominant_lights(env))
+        kind_yaws = yaws
+        if kind_yaws is None:
+            profile = (PROFILE_YAW,) if scene.eyes is not None and i == 0 else ()
+            kind_yaws = (0.0, THREE_QUARTER_YAW, *profile)
+        for yaw in kind_yaws:
+            if yaw not in surfaces:
+                surfaces[yaw] = _surface(scene, yaw, int(size))
+            view = "photo view" if yaw == 0 else f"{yaw:g}° view"
+            shots.append((kind, yaw, f"{kind}, {view}"))
+    return PreviewViews(surfaces=surfaces, lightings=lightings, shots=shots)
+
+
+def shade_previews(views: PreviewViews) -> list[tuple[Image.Image, str]]:
+    """`[(image, caption)]`: each of `views`' shots shaded (`relight_previews`' images)."""
+    previews = []
+    for kind, yaw, caption in views.shots:
+        image = _shade(views.surfaces[yaw], *views.lightings[kind])
+        pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+        previews.append((Image.fromarray(pixels), caption))
+    return previews
 
 
 def relight_previews(
@@ -367,21 +422,5 @@ def relight_previews(
     """`[(image, caption)]` for every environment kind and camera yaw (AO baked once, each
     yaw's view rasterized and textured once, then shaded under every kind); by default the
     photo's view and a 3/4 view, and for a full head also a profile under the first kind (one
-    more image, not one per kind)."""
-    scene = prepare_scene(output)
-    surfaces = {}  # one rasterized, textured view per yaw, shaded under every kind
-    previews = []
-    for i, kind in enumerate(kinds):
-        env = _environment(kind)
-        kind_yaws = yaws
-        if kind_yaws is None:
-            profile = (PROFILE_YAW,) if scene.eyes is not None and i == 0 else ()
-            kind_yaws = (0.0, THREE_QUARTER_YAW, *profile)
-        for yaw in kind_yaws:
-            if yaw not in surfaces:
-                surfaces[yaw] = _surface(scene, yaw, int(size))
-            image = _shade(surfaces[yaw], env)
-            view = "photo view" if yaw == 0 else f"{yaw:g}° view"
-            pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-            previews.append((Image.fromarray(pixels), f"{kind}, {view}"))
-    return previews
+    more image, not one per kind). `shade_previews(prepare_previews(...))`."""
+    return shade_previews(prepare_previews(output, kinds, yaws, size))
