@@ -194,6 +194,8 @@ def albedo_light_gain(
     if albedo is None:
         return np.ones(3)
     w = visibility.reshape(-1)
-    a = srgb_to_linear(np.clip(first_order_albedo, 0, 1)).reshape(-1, 3)
-    b = srgb_to_linear(np.clip(albedo, 0, 1)).reshape(-1, 3)
+    seen = w > 0  # the others weigh nothing (most of a 4K head map: 1 s less)
+    a = srgb_to_linear(np.clip(first_order_albedo.reshape(-1, 3)[seen], 0, 1))
+    b = srgb_to_linear(np.clip(albedo.reshape(-1, 3)[seen], 0, 1))
+    w = w[seen]
     return (w @ (a * b)) / np.maximum(w @ (b * b), 1e-8)
