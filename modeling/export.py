@@ -172,12 +172,14 @@ def write_png(path, image) -> Path:
 
 
 def in_threads(tasks: Iterable[Callable[[], object]]) -> list:
-    """Run `tasks` (no-argument callables) in a pool of one thread per CPU; their results in
-    order. The file writers' heavy parts (PNG encoding, zlib, numpy) release the GIL."""
+    """Run `tasks` (no-argument callables) in a pool of one thread per CPU this process may
+    use; their results in order. The file writers' heavy parts (PNG encoding, zlib, numpy)
+    release the GIL."""
     tasks = list(tasks)
     if len(tasks) <= 1:
         return [task() for task in tasks]
-    with ThreadPoolExecutor(max_workers=min(len(tasks), os.cpu_count() or 1)) as pool:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with ThreadPoolExecutor(max_workers=min(len(tasks), cpus or 1)) as pool:
         futures = [pool.submit(task) for task in tasks]
         return [future.result() for future in futures]
 
