@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import struct
+import threading
 import zipfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -86,14 +87,18 @@ def to_uint8(image: np.ndarray, dither: bool = False) -> np.ndarray:
         return image
     if not np.issubdtype(image.dtype, np.floating):
         raise TypeError(f"expected a float image in [0, 1] or uint8, got dtype {image.dtype}")
-    scaled = _finite(image).clip(0.0, 1.0) * 255.0
+    # in place where the values allow it: one float temporary per map (4K maps: 0.2-0.4 GB each)
+    scaled = _finite(image).clip(0.0, 1.0)
+    scaled *= 255.0
     if not dither:
-        return np.round(scaled).astype(np.uint8)
+        return np.round(scaled, out=scaled).astype(np.uint8)
     h, w = image.shape[:2]
     threshold = (np.tile(_BAYER8, (h // 8 + 1, w // 8 + 1))[:h, :w] + 0.5) / 64.0
     if image.ndim == 3:
         threshold = threshold[:, :, None]
-    return np.clip(np.floor(scaled + threshold), 0, 255).astype(np.uint8)
+    summed = np.add(scaled, threshold)  # in the threshold's float64, as before
+    del scaled
+    return np.clip(np.floor(summed, out=summed), 0, 255, out=summed).astype(np.uint8)
 
 
 def to_pil(image: np.ndarray, rgb: bool = False, dither: bool = False) -> Image.Image:
@@ -116,7 +121,9 @@ def _pixels16(image: np.ndarray) -> np.ndarray:
     """`(H, W)` or `(H, W, C)` float in [0, 1], C in 1, 3, 4 -> `(H, W)` or `(H, W, 3 or 4)`
     uint16 (rounded to the nearest of 65535 steps)."""
     image = _grey_or_colour(_finite(np.asarray(image)))
-    return np.round(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    scaled = np.clip(image, 0.0, 1.0)  # the one float temporary: scaled and rounded in place
+    scaled *= 65535.0
+    return np.round(scaled, out=scaled).astype(np.uint16)
 
 
 def _finite(image: np.ndarray) -> np.ndarray:
@@ -171,16 +178,26 @@ def write_png(path, image) -> Path:
     return path
 
 
+_POOL_THREAD = threading.local()
+
+
 def in_threads(tasks: Iterable[Callable[[], object]]) -> list:
     """Run `tasks` (no-argument callables) in a pool of one thread per CPU this process may
     use; their results in order. The file writers' heavy parts (PNG encoding, zlib, numpy)
-    release the GIL."""
+    release the GIL. Called from one of the pool's own threads (a writer whose parts are
+    writers too) it runs them one after the other: one pool at a time, so at most one map's
+    encoding buffers per CPU at once (at 4096 px the nested pools held ~6 maps' worth, 2.8 GB)."""
     tasks = list(tasks)
-    if len(tasks) <= 1:
+    if len(tasks) <= 1 or getattr(_POOL_THREAD, "inside", False):
         return [task() for task in tasks]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+    def run(task):
+        _POOL_THREAD.inside = True
+        return task()
+
     with ThreadPoolExecutor(max_workers=min(len(tasks), cpus or 1)) as pool:
-        futures = [pool.submit(task) for task in tasks]
+        futures = [pool.submit(run, task) for task in tasks]
         return [future.result() for future in futures]
 
 

@@ -191,3 +191,18 @@ def test_in_threads_returns_results_in_order_and_raises_what_a_task_raised():
 
     with pytest.raises(ValueError, match="bad map"):
         in_threads([lambda: 1, fails])
+
+
+def test_in_threads_inside_its_pool_runs_in_the_callers_thread():
+    """A writer made of writers (the GLB's textures inside `save_outputs`' pool) encodes its
+    parts one after the other in its own thread: one pool's worth of encoders at a time."""
+    import threading
+
+    from modeling.export import in_threads
+
+    def outer():
+        me = threading.get_ident()
+        return in_threads([threading.get_ident, threading.get_ident]), me
+
+    for inner, me in in_threads([outer, outer]):
+        assert inner == [me, me]
