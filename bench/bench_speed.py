@@ -165,7 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--notes", default="", help="a paragraph printed under the table")
     parser.add_argument("--cold-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else argv
+    given = sys.argv[1:] if argv is None else argv
+    # the command as the section shows it: without the notes (they follow the table)
+    args.argv = [a for i, a in enumerate(given)
+                 if a != "--notes" and (i == 0 or given[i - 1] != "--notes")]  # fmt: skip
     if args.cold_child is not None:
         cold_child(args)
         return
