@@ -502,13 +502,14 @@ class _Problem:
     landmark_weights: list
 
 
-def _problem(views, shape_object, topology, skin_mask_uv, weights, ambient_occlusion, device):
-    """The `_Problem` of `views` (`list[FitView]`), on `device`."""
+def _problem(views, lift, topology, skin_mask_uv, weights, ambient_occlusion, device):
+    """The `_Problem` of `views` (`list[FitView]`), on `device`, with the identity's `_Lift`
+    (built once per fit: the full-size and the coarse problems share it)."""
     cams = [v.camera for v in views]
     return _Problem(
         renderer=FaceRenderer(topology, views[0].image.shape[0], skin_mask_uv, device),
         weights={**DEFAULT_WEIGHTS, **(weights or {})},
-        lift=_Lift(topology.dense_from_landmarks, shape_object, device),
+        lift=lift,
         laplacian=_uniform_laplacian(topology.landmark_faces, NUM_LANDMARKS).to(device),
         rot0=_tensor(np.stack([c.rotation for c in cams]), device),
         trans0=_tensor(np.stack([c.translation for c in cams]), device),
@@ -709,15 +710,15 @@ MIN_COARSE_SIZE = 96
 def _fit(views, shape_object, topology, init_sh, init_albedo, skin_mask_uv, num_steps, weights,
          tolerance, seed, callback, ambient_occlusion, device) -> FitResult:  # fmt: skip
     torch.manual_seed(seed)
-    problem = _problem(views, shape_object, topology, skin_mask_uv, weights, ambient_occlusion,
-                       device)  # fmt: skip
+    lift = _Lift(topology.dense_from_landmarks, shape_object, device)
+    problem = _problem(views, lift, topology, skin_mask_uv, weights, ambient_occlusion, device)
     init_sh = np.broadcast_to(np.asarray(init_sh, np.float32), (len(views), 3, 9))
     params = _Parameters.initial(len(views), init_sh, init_albedo, device)
     with torch.no_grad():
         psnr_before = _psnr(problem, _loss(problem, params)[1])
     coarse = None
     if views[0].image.shape[0] >= 2 * MIN_COARSE_SIZE:
-        coarse = _problem([coarse_view(v) for v in views], shape_object, topology, skin_mask_uv,
+        coarse = _problem([coarse_view(v) for v in views], lift, topology, skin_mask_uv,
                           weights, ambient_occlusion, device)  # fmt: skip
     losses = _optimize(problem, params, num_steps, tolerance, callback, coarse)
     return _result(problem, params, losses, psnr_before)
