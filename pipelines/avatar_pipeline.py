@@ -295,6 +295,12 @@ class AvatarPipeline(DiffusionPipeline):
         return self.config.get("network_precision", "auto")
 
     @property
+    def network_resolution(self) -> int | None:
+        """The config's `network_resolution` (`NETWORK_RESOLUTION` for folders saved before
+        it existed)."""
+        return self.config.get("network_resolution", NETWORK_RESOLUTION)
+
+    @property
     def tracker(self) -> FaceTracker:
         if self._tracker is None:
             self._tracker = FaceTracker(
@@ -518,7 +524,7 @@ class AvatarPipeline(DiffusionPipeline):
             device=self.device,
             dtype=self.dtype,
             precision=self.network_precision,
-            max_resolution=self.config.get("network_resolution", NETWORK_RESOLUTION),
+            max_resolution=self.network_resolution,
         )
         if not use_head:
             return maps
