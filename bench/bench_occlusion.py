@@ -6,9 +6,10 @@ Run:  python -m bench.bench_occlusion          (about 2 minutes on 2 cores)
 
 The faces are the mean face rendered by `bench.synthetic` (256 px, known pose, landmarks and
 geometry) at yaw 0, 30, 45, 60 and 75 degrees, with a flat occluder painted over them (a
-brown fringe, black glasses frames, a light-blue face mask, a dark microphone), or a cast shadow
-(a cap's brim: the skin's light times 0.3 over the forehead, brows and eyes). The unwrapping
-uses the true geometry (no tracking, no fit), at 128 px, so the numbers isolate the mask:
+brown fringe, thick black glasses frames, thin bronze wire frames (1.5 % of the face width,
+as real metal frames: a skin-like hue, darker), a light-blue face mask, a dark microphone), or a
+cast shadow (a cap's brim: the skin's light times 0.3 over the forehead, brows and eyes). The
+unwrapping uses the true geometry (no tracking, no fit), at 128 px, so the numbers isolate the mask:
 
 - **rejected**: occluder pixels on the face (its own eyes, brows, lips and nostrils left out:
   the mask keeps those) with mask < 0.5; **kept**: clean skin pixels (away from the occluder and
@@ -55,6 +56,7 @@ RESOLUTION = 128
 COLORS = {  # sRGB
     "fringe": (0.36, 0.22, 0.12),
     "glasses": (0.07, 0.07, 0.09),
+    "wire glasses": (0.30, 0.22, 0.14),
     "face mask": (0.55, 0.75, 0.85),
     "microphone": (0.15, 0.15, 0.16),
 }
@@ -68,8 +70,10 @@ def occluder(name: str, landmarks: FaceLandmarks) -> np.ndarray:
     x0, x1 = int(landmarks.box[0]) - 5, int(landmarks.box[2]) + 5
     if name == "fringe":  # from above the face down to just above the brows
         mask[: int(p[[105, 334, 66, 296], 1].min() - 0.06 * width), x0:x1] = 1
-    elif name == "glasses":  # two rectangular frames around the eyes and a bridge
-        thick, margin, boxes = max(2, round(0.04 * width)), 0.08 * width, []
+    elif name in ("glasses", "wire glasses"):  # two rectangular frames and a bridge
+        # thick black plastic, or thin bronze wire (1.5 % of the face width, as real ones)
+        thick = max(2, round(0.04 * width)) if name == "glasses" else max(1, round(0.015 * width))
+        margin, boxes = 0.08 * width, []
         for eye in (FEATURES[0], FEATURES[1]):
             (a0, b0), (a1, b1) = p[list(eye)].min(0) - margin, p[list(eye)].max(0) + margin
             boxes.append((a0, b0, a1, b1))
@@ -271,7 +275,8 @@ def main() -> None:
         [
             "## Occluders and the skin mask (issue 15)\n",
             "`python -m bench.bench_occlusion`: synthetic faces (256 px, true geometry, 128 px "
-            "maps) with a flat occluder; the photo-space skin mask's rejected occluder pixels "
+            "maps) with a flat occluder (wire glasses: thin bronze frames, 1.5 % of the face "
+            "width, as real metal frames); the photo-space skin mask's rejected occluder pixels "
             "and kept clean skin, the leakage (skin texels whose completed texture took the "
             "occluder's colour) and the first-order albedo's PSNR against the clean photo's, "
             "without / **with** the mask. The occluders are flat colours on a rendered face "

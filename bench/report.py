@@ -352,6 +352,7 @@ KEPT_SECTIONS = (
     ("<!-- turned:begin -->", "<!-- turned:end -->"),  # bench.bench_turned
     ("<!-- fairness:begin -->", "<!-- fairness:end -->"),  # bench.bench_fairness
     ("<!-- network-resolution:begin -->", "<!-- network-resolution:end -->"),  # issue 17
+    ("<!-- completion-limits:begin -->", "<!-- completion-limits:end -->"),  # completion_limits
 )
 
 

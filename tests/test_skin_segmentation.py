@@ -221,3 +221,33 @@ def test_a_black_and_white_photo_is_all_skin_not_covered(view, segmenter):
     grey = _to_uint8(np.repeat(view.image.mean(-1, keepdims=True), 3, -1))
     seg = segmenter.segment(grey, view.landmarks)
     assert len(seg.seeds_used) >= 3 and seg.skin_fraction > 0.6
+
+
+def test_mask_rejects_thin_wire_frames_and_keeps_the_clean_skin(view, segmenter):
+    """Wire glasses (1.5 % of the face wide, bronze: a skin-like hue, darker): the colour
+    model's tolerance for shading and its closing would let such thin lines through; their
+    depth below the local luminance rejects them, and the skin around them stays."""
+    from bench.bench_occlusion import COLORS, occluder
+    from modeling.inputs.skin_segmentation import _colour_features, _not_thin_lines, _WorkCrop
+
+    lm = view.landmarks
+    where = occluder("wire glasses", lm)
+    photo = _to_uint8(_paint(view.image, where, COLORS["wire glasses"]))
+    seg = segmenter.segment(photo, lm)
+    frames = where & (seg.face > 0) & ~own_features(lm)
+    assert frames.sum() > 50
+    assert (seg.mask[frames] < 0.5).mean() > 0.95
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (21, 21))
+    near = cv2.dilate(where.astype(np.uint8), grow) > 0
+    inner = cv2.erode((seg.face > 0).astype(np.uint8), grow) > 0
+    clean = inner & ~near & ~own_features(lm) & (np.abs(view.image - 0.3).max(-1) > 0.02)
+    assert clean.sum() > 1000 and (seg.mask[clean] > 0.5).mean() > 0.9
+    # it is the line test that rejects them (without it the frames pass)
+    work = _WorkCrop.around(lm, photo.shape[:2])
+    lines = work.paste(_not_thin_lines(_colour_features(work.crop(photo)), work))
+    assert (lines[frames] < 0.5).mean() > 0.95
+    # a clean face has no thin dark lines off its features
+    clean_photo = _to_uint8(view.image)
+    work = _WorkCrop.around(lm, clean_photo.shape[:2])
+    lines = work.paste(_not_thin_lines(_colour_features(work.crop(clean_photo)), work))
+    assert (lines[clean] > 0.5).mean() > 0.99

@@ -16,7 +16,9 @@ Three cues, multiplied:
   is refitted on the nearest 90 % of the kept pixels. Luminance gets a wider, asymmetric
   tolerance (shading darkens skin far more than it changes its chromaticity). The per-pixel
   likelihood is then cleaned (small specks and holes removed), pulled back from what it
-  rejected (pixels at an occluder's edge mix both colours) and softened.
+  rejected (pixels at an occluder's edge mix both colours) and softened. Thin dark lines
+  (glasses frames, strands of hair: far below the local luminance envelope, which the
+  tolerance for shading and the cleaning would let through) are rejected on their own.
 
 The face's own non-skin parts (eyes, brows, lips, nostrils: landmark hulls) are part of the
 face's texture, not occluders: there the colour cue only rejects chromaticity far off the skin's
@@ -38,7 +40,7 @@ import numpy as np
 
 from modeling.errors import FaceCoveredError
 from modeling.inputs.face_tracker import FaceLandmarks, _native_logs_hidden, mp
-from rendering.color import srgb_to_linear
+from rendering.color import luminance, srgb_to_linear
 
 _CONNECTIONS = mp.solutions.face_mesh_connections
 
@@ -81,6 +83,10 @@ _SATURATION_SIGMA = 0.15
 _LUMA_SIGMA = (0.45, 0.3)  # minimum log-luminance std below / above the skin mean
 _MAHALANOBIS = (2.5, 4.0)  # distance at which the colour likelihood starts / ends falling
 _FEATURE_TOLERANCE = 3.5  # on eyes, brows, lips and nostrils: chromaticity only, x3.5
+# Thin dark lines (`_not_thin_lines`):
+_LINE_RADIUS = 0.02  # of the face width: lines thinner than twice this are "thin"
+_LINE_DEPTH = (0.45, 0.75)  # log-luminance below the local envelope: starts / ends rejecting
+_MIN_LINE_AREA = 0.02**2 * 4  # of the face width squared: smaller rejected specks are filled
 
 
 @dataclass(frozen=True)
@@ -249,63 +255,139 @@ def skin_colour_likelihood(
         eyes, brows, lips and nostrils) and the names of the seed regions used.
     """
     height, width = image.shape[:2]
-    face = _face_region(landmarks, (height, width))
-    ys, xs = np.nonzero(face)
-    if len(xs) == 0:
+    work = _WorkCrop.around(landmarks, (height, width))
+    if work is None:
         return np.zeros((height, width), np.float32), ()
-    # Work on a crop around the face, scaled so the face is `_WORK_WIDTH` px wide.
-    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    scale = min(1.0, _WORK_WIDTH / max(landmarks.width, 1.0))
-    crop = image[y0:y1, x0:x1]
-    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
-    small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA) if scale < 1 else crop
-    features = _colour_features(small)
-    points = (landmarks.points[:, :2] - [x0, y0]) * [size[0] / (x1 - x0), size[1] / (y1 - y0)]
-    face_width = landmarks.width * size[0] / (x1 - x0)
-    samples, used = _seed_samples(features, points, face_width)
+    features = _colour_features(work.crop(image))
+    samples, used = _seed_samples(features, work.points, work.face_width)
     if samples is None:  # no seed region shows skin: the face is covered (or out of the photo)
         return np.zeros((height, width), np.float32), ()
     mean, inv_cov, luma_sigma = _fit_gaussian(samples)
+    likelihood, d2 = _gaussian_likelihood(features, mean, inv_cov, luma_sigma)
+    likelihood = _clean(likelihood, work.face_width) * _not_thin_lines(features, work)
+    likelihood = np.maximum(likelihood, _on_features(features, mean, d2, work))
+    return work.paste(likelihood) * work.face, used
+
+
+def _not_thin_lines(features: np.ndarray, work: _WorkCrop) -> np.ndarray:
+    """`(h, w)` float32: 0 on thin dark lines off the face's features, 1 elsewhere.
+
+    The colour model must tolerate shading (a factor of several between a lit cheek and a
+    shaded one) and its cleaning closes over thin structures, so glasses frames and strands
+    of hair of a skin-like hue pass it. Their depth below the local luminance envelope (a
+    morphological black-hat) is large; the face's own creases are shallower or broader. The
+    features and their edges are left out (lash lines, lip lines and a brow's soft edge are
+    thin dark lines too); what is rejected is pulled back from as by `_clean`, whose closing
+    is replaced by filling only rejected specks (pores, noise)."""
+    lines = _thin_line_likelihood(features[..., 2], work.face_width)
+    lines = np.where(work.features_mask(grow_brows=True) > 0.5, np.float32(1), lines)
+    return _clean(lines.astype(np.float32), work.face_width, fill_below=_MIN_LINE_AREA)
+
+
+def _thin_line_likelihood(log_luma: np.ndarray, face_width: float) -> np.ndarray:
+    """`(h, w)` float32: 0 on thin dark lines (black-hat depth of the log-luminance over
+    `_LINE_RADIUS` of the face width beyond `_LINE_DEPTH[1]`), 1 where under `_LINE_DEPTH[0]`,
+    a ramp between."""
+    r = max(1, round(_LINE_RADIUS * face_width))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    depth = cv2.morphologyEx(log_luma, cv2.MORPH_CLOSE, kernel) - log_luma
+    lo, hi = _LINE_DEPTH
+    return np.clip((hi - depth) / (hi - lo), 0, 1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _WorkCrop:
+    """The crop around a face's region, scaled so the face is `_WORK_WIDTH` px wide (or less:
+    never enlarged), where the colour model runs. `points`: the landmarks `(N, 2)` in it."""
+
+    x0: int
+    x1: int
+    y0: int
+    y1: int
+    size: tuple[int, int]  # (width, height) of the scaled crop
+    points: np.ndarray
+    face_width: float
+    face: np.ndarray  # (H, W) the photo's face region
+
+    @classmethod
+    def around(cls, landmarks: FaceLandmarks, shape: tuple[int, int]) -> _WorkCrop | None:
+        face = _face_region(landmarks, shape)
+        ys, xs = np.nonzero(face)
+        if len(xs) == 0:
+            return None
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        scale = min(1.0, _WORK_WIDTH / max(landmarks.width, 1.0))
+        size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+        factor = np.array([size[0] / (x1 - x0), size[1] / (y1 - y0)])
+        points = (landmarks.points[:, :2] - [x0, y0]) * factor
+        return cls(x0, x1, y0, y1, size, points, landmarks.width * factor[0], face)
+
+    @property
+    def scaled(self) -> bool:
+        return self.size != (self.x1 - self.x0, self.y1 - self.y0)
+
+    def crop(self, image: np.ndarray, interpolation=cv2.INTER_AREA) -> np.ndarray:
+        """The crop of a photo-sized `(H, W, ...)` array, scaled."""
+        crop = np.ascontiguousarray(image[self.y0 : self.y1, self.x0 : self.x1])
+        return cv2.resize(crop, self.size, interpolation=interpolation) if self.scaled else crop
+
+    def paste(self, crop: np.ndarray) -> np.ndarray:
+        """A scaled `(h, w)` float crop back into a photo-sized `(H, W)` float32 array of 0."""
+        if self.scaled:
+            crop = cv2.resize(crop, (self.x1 - self.x0, self.y1 - self.y0),
+                              interpolation=cv2.INTER_LINEAR)  # fmt: skip
+        out = np.zeros(self.face.shape, np.float32)
+        out[self.y0 : self.y1, self.x0 : self.x1] = crop
+        return out
+
+    def features_mask(self, grow_brows: bool = False) -> np.ndarray:
+        """`(h, w)` float32: the face's eyes, lips and nostrils (grown by 2 % of the face
+        width) and brows (not grown, unless `grow_brows`) in the crop."""
+        shape = (self.size[1], self.size[0])
+        out = np.zeros(shape, np.float32)
+        for i, region in enumerate(FEATURES):
+            grow = 0.0 if i in _BROWS and not grow_brows else 0.02 * self.face_width
+            out = np.maximum(out, _hull_mask(self.points[list(region)], shape, grow))
+        return out
+
+
+def _gaussian_likelihood(features, mean, inv_cov, luma_sigma):
+    """Colour likelihood `(h, w)` in [0, 1] under the skin Gaussian (`_MAHALANOBIS`), and the
+    chromaticity's squared Mahalanobis distance `(h, w)`."""
     diff = features - mean
     chroma = diff[..., :2]
     d2 = np.einsum("...i,ij,...j->...", chroma, inv_cov, chroma)
     luma = diff[..., 2] / np.where(diff[..., 2] < 0, luma_sigma[0], luma_sigma[1])
     distance = np.sqrt(d2 + luma**2)
     lo, hi = _MAHALANOBIS
-    likelihood = np.clip((hi - distance) / (hi - lo), 0, 1).astype(np.float32)
-    likelihood = _clean(likelihood, face_width)
-    features_mask = np.zeros(small.shape[:2], np.float32)
-    for i, region in enumerate(FEATURES):
-        grow = 0.0 if i in _BROWS else 0.02 * face_width
-        features_mask = np.maximum(features_mask, _hull_mask(points[list(region)],
-                                                             small.shape[:2], grow))  # fmt: skip
-    # The features' own colours (red lips, white sclera, dark brows and pupils) lie along the
-    # saturation line or near grey: on them only chromaticity far off it (a blue face mask over
-    # the lips) is rejected, with a wider tolerance and no luminance test.
-    # Grey is as far as they go: a chromaticity beyond it, on the far side from the skin's
-    # (blue, green), is rejected.
+    return np.clip((hi - distance) / (hi - lo), 0, 1).astype(np.float32), d2
+
+
+def _on_features(features, mean, d2, work: _WorkCrop, feature_mask=None) -> np.ndarray:
+    """`(h, w)` float32: the likelihood on the face's own eyes, brows, lips and nostrils (0
+    elsewhere). Their colours (red lips, white sclera, dark brows and pupils) lie along the
+    saturation line or near grey: only chromaticity far off it (a blue face mask over the
+    lips) is rejected, with a wider tolerance and no luminance test. Grey is as far as they
+    go: a chromaticity beyond it, on the far side from the skin's (blue, green), is rejected."""
+    feature_mask = work.features_mask() if feature_mask is None else feature_mask
+    lo, hi = _MAHALANOBIS
     k = _FEATURE_TOLERANCE
-    feature_likelihood = np.clip((k * hi - np.sqrt(d2)) / (k * (hi - lo)), 0, 1)
+    likelihood = np.clip((k * hi - np.sqrt(d2)) / (k * (hi - lo)), 0, 1)
     saturation = mean[:2] / max(float(np.linalg.norm(mean[:2])), 1e-6)
     along = features[..., :2] @ saturation  # 0 at grey, |mean| at the skin's chromaticity
-    feature_likelihood *= np.clip((along + 0.15) / 0.1, 0, 1)
-    likelihood = np.maximum(likelihood, features_mask * feature_likelihood.astype(np.float32))
-    if scale < 1:
-        likelihood = cv2.resize(likelihood, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    out = np.zeros((height, width), np.float32)
-    out[y0:y1, x0:x1] = likelihood
-    return out * face, used
+    likelihood *= np.clip((along + 0.15) / 0.1, 0, 1)
+    return (feature_mask * likelihood).astype(np.float32)
 
 
 def _colour_features(image: np.ndarray) -> np.ndarray:
     """`(h, w, 3)` uint8 sRGB -> `(h, w, 3)` float32: log(R/G), log(B/G), log(luminance),
     in linear RGB."""
     lin = srgb_to_linear(image.astype(np.float32) / 255.0) + 1e-3
-    luminance = lin @ np.array([0.2126, 0.7152, 0.0722], np.float32)
     return np.stack(
-        [np.log(lin[..., 0] / lin[..., 1]), np.log(lin[..., 2] / lin[..., 1]), np.log(luminance)],
+        [np.log(lin[..., 0] / lin[..., 1]), np.log(lin[..., 2] / lin[..., 1]),
+         np.log(luminance(lin))],
         axis=-1,
-    ).astype(np.float32)
+    ).astype(np.float32)  # fmt: skip
 
 
 def _seed_samples(features: np.ndarray, points: np.ndarray, face_width: float):
@@ -363,17 +445,32 @@ def _fit_gaussian(samples: np.ndarray):
     return mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32), luma_sigma
 
 
-def _clean(likelihood: np.ndarray, face_width: float) -> np.ndarray:
+def _clean(likelihood: np.ndarray, face_width: float, fill_below: float | None = None):
     """Remove specks and holes smaller than ~2 % of the face width (pores, highlights, stray
     hairs) with a closing and an opening, then pull the skin back from what was rejected by
     as much and soften the edge inwards: pixels at an occluder's edge mix its colour with the
-    skin's (strands of a fringe, a frame's anti-aliasing) and would bleed into the maps."""
+    skin's (strands of a fringe, a frame's anti-aliasing) and would bleed into the maps.
+
+    `fill_below` (a share of the face width squared): instead of the closing (which also
+    fills thin lines: glasses frames), fill only rejected areas smaller than this."""
     r = max(1, round(0.02 * face_width))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    out = cv2.morphologyEx(likelihood, cv2.MORPH_CLOSE, kernel)
+    if fill_below is None:
+        out = cv2.morphologyEx(likelihood, cv2.MORPH_CLOSE, kernel)
+    else:
+        out = _fill_small_holes(likelihood, fill_below * face_width**2)
     out = cv2.morphologyEx(out, cv2.MORPH_OPEN, kernel)
     out = cv2.erode(out, kernel)
     return np.minimum(out, cv2.GaussianBlur(out, (0, 0), r / 2))
+
+
+def _fill_small_holes(likelihood: np.ndarray, max_area: float) -> np.ndarray:
+    """Rejected areas (likelihood < 0.5, 8-connected) of under `max_area` pixels set to 1."""
+    rejected = (likelihood < 0.5).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(rejected, connectivity=8)
+    small = np.zeros(count, bool)
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] < max_area
+    return np.where(small[labels], np.float32(1), likelihood)
 
 
 def _face_region(landmarks: FaceLandmarks, shape: tuple[int, int]) -> np.ndarray:
