@@ -45,7 +45,13 @@ from modeling.face_model.topology import Topology, load_topology
 from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker, select_face
 from modeling.inputs.orientation import detect_upright, turn_axes, turn_camera, turn_landmarks
 from modeling.inputs.photo import load_image
-from modeling.inputs.skin_segmentation import MIN_SKIN_FRACTION, SkinSegmenter
+from modeling.inputs.skin_segmentation import (
+    MIN_SKIN_FRACTION,
+    SkinSegmentation,
+    SkinSegmenter,
+    check_skin_fraction,
+    refine_with_shading,
+)
 from modeling.networks.blocks import check_network_precision
 from modeling.networks.delighting import check_white_balance
 from modeling.networks.reflectance import (
@@ -90,7 +96,7 @@ from pipelines.weights import (
     write_hub_layout,
     write_manifest,
 )
-from rendering.render import ViewRaster, rasterize_view, render_over_photo
+from rendering.render import ViewRaster, rasterize_view, render_over_photo, shading_image
 from rendering.sh import rotate_sh
 
 __all__ = ["AvatarPipeline", "CallSettings", "StageTimer", "View"]
@@ -111,6 +117,7 @@ class View:
             upright (`modeling.inputs.orientation`); outputs are turned back.
         skin_mask (`(H, W)` float32 in [0, 1] or `None`): what of the upright photo is this
             face's skin (`modeling.inputs.skin_segmentation`); gates the unwrapping.
+        segmentation (`SkinSegmentation` or `None`): the skin mask with its cues.
     """
 
     photo: np.ndarray
@@ -121,6 +128,7 @@ class View:
     first_order: FirstOrderMaps | None = None
     quarter_turns: int = 0
     skin_mask: np.ndarray | None = None
+    segmentation: SkinSegmentation | None = None
 
     @cached_property
     def image(self) -> np.ndarray:
@@ -392,11 +400,11 @@ class AvatarPipeline(DiffusionPipeline):
                     for k, photo, lm in tracked
                 ]
             with timer("skin_segmentation"):
-                segment = self.skin_segmenter.mask
-                views = [replace(v, skin_mask=segment(v.photo, v.landmarks, MIN_SKIN_FRACTION))
-                         for v in views]  # fmt: skip
+                views = [_segmented(v, self.skin_segmenter) for v in views]
             progress.update()
             views, ao, fit = self._fit(views, topology, run.num_fit_steps, timer)
+            with timer("skin_refinement"):  # cast shadows, found with the fitted light
+                views = [_refine_skin(v, topology, ao) for v in views]
             face_views, flame = views, None
             if self.flame is not None:  # FLAME's mesh and layout from here on
                 with timer("flame_fit"):
@@ -590,14 +598,41 @@ def _flame_views(views: list[View], flame) -> tuple:
         [v.landmarks.iris for v in views],
     )
     layout: FlameLayout = flame.layout
-    views = [replace(v, geometry=flame_geometry(params, v.geometry.camera, layout)) for v in views]
+    views = [replace(v, geometry=flame_geometry(params, v.geometry.camera, layout), raster=None)
+             for v in views]  # fmt: skip
     return views, layout, flame_ambient_occlusion(params, layout), params
 
 
-def _unwrap(view: View, resolution: int, topology: Topology, ao: np.ndarray) -> View:
-    """The view with its photo unwrapped into R x R UV maps and first-order de-lit."""
+def _segmented(view: View, segmenter: SkinSegmenter) -> View:
+    """The view with its photo's skin mask (`FaceCoveredError` under `MIN_SKIN_FRACTION`)."""
+    segmentation = segmenter.segment(view.photo, view.landmarks)
+    check_skin_fraction(segmentation, MIN_SKIN_FRACTION)
+    return replace(view, segmentation=segmentation, skin_mask=segmentation.mask)
+
+
+def _refine_skin(view: View, topology: Topology, ao: np.ndarray) -> View:
+    """The view's skin mask without a cast shadow that its fitted light reveals
+    (`refine_with_shading`), and its mesh rasterized for the unwrapping. With a shadow cut
+    out, the light (fitted with the shadow in it) is estimated again at the unwrapping."""
+    if view.segmentation is None or view.lighting is None:
+        return view
     g = view.geometry
     raster = rasterize_view(g.camera, g.vertices_camera, topology.dense_faces)
+    shading = shading_image(raster, topology.dense_faces, g.normals_camera, ao, view.lighting)
+    refined = refine_with_shading(view.segmentation, view.photo, view.landmarks, shading)
+    if refined is view.segmentation:
+        return replace(view, raster=raster)
+    return replace(view, segmentation=refined, skin_mask=refined.mask, raster=raster,
+                   lighting=None)  # fmt: skip
+
+
+def _unwrap(view: View, resolution: int, topology: Topology, ao: np.ndarray) -> View:
+    """The view with its photo unwrapped into R x R UV maps and first-order de-lit (its mesh
+    rasterized unless `view.raster` already holds it)."""
+    g = view.geometry
+    raster = view.raster
+    if raster is None:
+        raster = rasterize_view(g.camera, g.vertices_camera, topology.dense_faces)
     maps = first_order_maps(view.image, g, raster, resolution, topology, view.lighting, ao=ao,
                             photo_mask=view.skin_mask)  # fmt: skip
     return replace(view, raster=raster, first_order=maps)

@@ -140,11 +140,27 @@ def render_over_photo(
         `(H, W, 3)` float32 sRGB render and its `(H, W)` bool mask.
     """
     mask = raster.mask
+    albedo = srgb_to_linear(sample_uv_map(albedo_map, raster.interpolate(uvs, faces)))
+    render = image.copy()
+    render[mask] = linear_to_srgb(albedo * _shading(raster, faces, normals_camera, ao, lighting))
+    return render, mask
+
+
+def shading_image(
+    raster: ViewRaster, faces: np.ndarray, normals_camera: np.ndarray, ao: np.ndarray,
+    lighting: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """`(H, W, 3)` float32 linear: the mesh's SH shading x ambient occlusion at each pixel it
+    covers (what multiplies the albedo in `render_over_photo`), 0 elsewhere. Arguments as
+    `render_over_photo`'s."""
+    out = np.zeros((*raster.face_ids.shape, 3), np.float32)
+    out[raster.mask] = _shading(raster, faces, normals_camera, ao, lighting)
+    return out
+
+
+def _shading(raster, faces, normals_camera, ao, lighting) -> np.ndarray:
+    """`(N, 3)` SH shading x ambient occlusion at the N covered pixels (row-major)."""
     normals = raster.interpolate(normals_camera, faces)
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    albedo = srgb_to_linear(sample_uv_map(albedo_map, raster.interpolate(uvs, faces)))
     occlusion = raster.interpolate(ao[:, None], faces)
-    shading = np.maximum(sh_shading(normals, lighting), 0) * occlusion
-    render = image.copy()
-    render[mask] = linear_to_srgb(albedo * shading)
-    return render, mask
+    return np.maximum(sh_shading(normals, lighting), 0) * occlusion

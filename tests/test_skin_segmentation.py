@@ -12,10 +12,16 @@ from bench.bench_occlusion import own_features
 from bench.synthetic import render_view, synthetic_albedo, true_geometry
 from modeling.face_model.topology import load_topology
 from modeling.inputs.face_tracker import FaceLandmarks
-from modeling.inputs.skin_segmentation import FEATURES, SkinSegmenter, _face_region
+from modeling.inputs.skin_segmentation import (
+    FEATURES,
+    SkinSegmenter,
+    _face_region,
+    refine_with_shading,
+)
 from modeling.reconstruction.first_order import first_order_maps
 from modeling.reconstruction.texture import skin_mask
-from rendering.render import rasterize_view
+from rendering.color import linear_to_srgb, srgb_to_linear
+from rendering.render import rasterize_view, shading_image
 
 ROOT = Path(__file__).resolve().parents[1]
 HAIR = (0.36, 0.22, 0.12)  # sRGB: a brown fringe
@@ -251,3 +257,82 @@ def test_mask_rejects_thin_wire_frames_and_keeps_the_clean_skin(view, segmenter)
     work = _WorkCrop.around(lm, clean_photo.shape[:2])
     lines = work.paste(_not_thin_lines(_colour_features(work.crop(clean_photo)), work))
     assert (lines[clean] > 0.5).mean() > 0.99
+
+
+def _cast_shadow_photo(view, topo, yaw=0.0):
+    """A cap's brim's shadow (`bench.bench_occlusion`): the skin's light x 0.3 over the
+    forehead, brows and eyes; -> (photo uint8, shadow (H, W) bool, view)."""
+    from bench.bench_occlusion import occluder
+
+    if yaw:
+        view = render_view(topo, synthetic_albedo(128), yaw_pitch_roll=(yaw, 0, 0),
+                           light_direction=(0.3, 0.3, 0.9), size=256)  # fmt: skip
+    where = occluder("cast shadow", view.landmarks)
+    image = view.image.copy()
+    image[where] = linear_to_srgb(srgb_to_linear(image[where]) * 0.3)
+    return _to_uint8(image), where, view
+
+
+def _first_light_shading(photo, mask, view, topo):
+    """The SH shading `(H, W, 3)` of the light that the unwrapping with `mask` estimates."""
+    geometry = true_geometry(view, topo)
+    raster = rasterize_view(geometry.camera, geometry.vertices_camera, topo.dense_faces)
+    first = first_order_maps(photo.astype(np.float32) / 255, geometry, raster, 128, topo,
+                             photo_mask=mask)  # fmt: skip
+    ones = np.ones(len(geometry.vertices_camera))
+    return shading_image(raster, topo.dense_faces, geometry.normals_camera, ones,
+                         first.lighting)  # fmt: skip
+
+
+@pytest.mark.parametrize("yaw", [0.0, 45.0])
+def test_refinement_cuts_out_a_cast_shadow(view, segmenter, topo, yaw):
+    """The colour model keeps skin in a cast shadow; divided by the light it is a second,
+    darker level, and is cut out (with the eyes and brows in it), the lit skin kept."""
+    photo, where, shot = _cast_shadow_photo(view, topo, yaw)
+    lm = shot.landmarks
+    first = segmenter.segment(photo, lm)
+    refined = refine_with_shading(first, photo, lm, _first_light_shading(photo, first.mask,
+                                                                          shot, topo))  # fmt: skip
+    assert refined is not first and refined.cast_shadow is not None
+    shadowed = where & (first.face > 0)
+    assert (first.mask[shadowed] > 0.5).mean() > 0.3  # the first pass keeps much of it
+    assert (refined.mask[shadowed] > 0.05).mean() < 0.02
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (21, 21))
+    lit = ~(cv2.dilate(where.astype(np.uint8), grow) > 0) & (first.face > 0)
+    lit &= ~own_features(lm) & (first.mask > 0.5)
+    assert (refined.mask[lit] > 0.5).mean() > 0.95
+    np.testing.assert_allclose(refined.mask, first.face * first.person * (1 - first.hands)
+                               * refined.colour, atol=1e-6)  # fmt: skip
+
+
+def test_refinement_finds_no_shadow_on_a_clean_face(view, segmenter, topo):
+    photo = _to_uint8(view.image)
+    first = segmenter.segment(photo, view.landmarks)
+    shading = _first_light_shading(photo, first.mask, view, topo)
+    assert refine_with_shading(first, photo, view.landmarks, shading) is first
+    # nothing to divide by (no mesh): nothing found
+    assert refine_with_shading(first, photo, view.landmarks, np.zeros_like(shading)) is first
+
+
+def test_pipeline_cuts_a_cast_shadow_out_of_the_skin_mask_and_the_albedo():
+    from bench.bench_occlusion import occluder
+    from pipelines import AvatarPipeline
+
+    photo = np.asarray(Image.open(ROOT / "examples" / "synthetic_mean_face.jpg").convert("RGB"))
+    pipe = AvatarPipeline.from_pretrained(ROOT / "weights_config")
+    pipe.set_progress_bar_config(disable=True)
+    lm = pipe.detect_faces(photo)[0]
+    where = occluder("cast shadow", lm)
+    shadowed = photo.astype(np.float32) / 255
+    shadowed[where] = linear_to_srgb(srgb_to_linear(shadowed[where]) * 0.3)
+    out = pipe(_to_uint8(shadowed), resolution=128, num_fit_steps=20, head=False)
+    assert "skin_refinement" in out.timings
+    on_face = where & (pipe.skin_segmenter.segment(photo, lm).face > 0)
+    assert (out.skin_mask[on_face] > 0.05).mean() < 0.05
+    clean = pipe(photo, resolution=128, num_fit_steps=20, head=False)
+    skin = skin_mask(128, load_topology())
+    ours = out.maps["diffuse_albedo_first_order"][skin]
+    ref = clean.maps["diffuse_albedo_first_order"][skin]
+    ours = ours * (ours * ref).sum(0) / (ours**2).sum(0)
+    darker = ours.mean(-1) < 0.8 * ref.mean(-1)
+    assert darker.mean() < 0.05, darker.mean()
