@@ -90,6 +90,7 @@ _FEATURE_TOLERANCE = 3.5  # on eyes, brows, lips and nostrils: chromaticity only
 # Thin dark lines (`_not_thin_lines`):
 _LINE_RADIUS = 0.02  # of the face width: lines thinner than twice this are "thin"
 _LINE_DEPTH = (0.45, 0.75)  # log-luminance below the local envelope: starts / ends rejecting
+_GLASSES_ZONE = 0.18  # of the face width: the eyes' and brows' hull grown by it
 # Cast shadows (`refine_with_shading`):
 _SHADOW_RADIUS = 0.04  # of the face width: the median filter's radius
 _SHADOW_STEP = 0.6  # log-luminance between the two levels (x 0.55)
@@ -387,17 +388,24 @@ def _cast_shadow(log_luma, shade, seen, features, face_width: float) -> np.ndarr
 
 
 def _not_thin_lines(features: np.ndarray, work: _WorkCrop) -> np.ndarray:
-    """`(h, w)` float32: 0 on thin dark lines off the face's features, 1 elsewhere.
+    """`(h, w)` float32: 0 on thin dark lines around the eyes, off the face's features; 1
+    elsewhere.
 
     The colour model must tolerate shading (a factor of several between a lit cheek and a
-    shaded one) and its cleaning closes over thin structures, so glasses frames and strands
-    of hair of a skin-like hue pass it. Their depth below the local luminance envelope (a
-    morphological black-hat) is large; the face's own creases are shallower or broader. The
-    features and their edges are left out (lash lines, lip lines and a brow's soft edge are
-    thin dark lines too); what is rejected is pulled back from as by `_clean`, whose closing
-    is replaced by filling only rejected specks (pores, noise)."""
+    shaded one) and its cleaning closes over thin structures, so glasses frames of a
+    skin-like hue (bronze, gold, tortoiseshell) pass it. Their depth below the local
+    luminance envelope (a morphological black-hat) is large. So is a deep smile fold's, which
+    is skin (its texture, and the detail normals made from it, need it), so the test looks
+    only where glasses sit: around the eyes and brows (`_GLASSES_ZONE`). The features and
+    their edges are left out (lash lines and a brow's soft edge are thin dark lines too);
+    what is rejected is pulled back from as by `_clean`, whose closing is replaced by
+    filling only rejected specks (pores, noise)."""
     lines = _thin_line_likelihood(features[..., 2], work.face_width)
-    lines = np.where(work.features_mask(grow_brows=True) > 0.5, np.float32(1), lines)
+    shape = (work.size[1], work.size[0])
+    around_eyes = [i for region in FEATURES[:4] for i in region]  # eyes and brows
+    zone = _hull_mask(work.points[around_eyes], shape, _GLASSES_ZONE * work.face_width)
+    outside = (zone < 0.5) | (work.features_mask(grow_brows=True) > 0.5)
+    lines = np.where(outside, np.float32(1), lines)
     return _clean(lines.astype(np.float32), work.face_width, fill_below=_MIN_LINE_AREA)
 
 
