@@ -7,7 +7,12 @@ from scipy.spatial.transform import Rotation
 
 from modeling.face_model.topology import NUM_LANDMARKS, load_topology
 from modeling.inputs.face_tracker import FaceLandmarks
-from modeling.reconstruction.first_order import delight, estimate_sh_lighting
+from modeling.reconstruction.first_order import (
+    HIGHLIGHT_CAP,
+    complete_albedo,
+    delight,
+    estimate_sh_lighting,
+)
 from modeling.reconstruction.geometry import fit_camera_and_shape
 from modeling.reconstruction.texture import (
     mirror_complete,
@@ -83,6 +88,29 @@ def test_mirror_completion_fills_the_hidden_half_from_the_seen_half():
     np.testing.assert_allclose(out[:, :16], values[:, :16])
     np.testing.assert_allclose(out[:, 16:], values[:, :16][:, ::-1])
     assert new_conf.min() == 1
+
+
+def test_albedo_completion_borrows_no_highlight_and_keeps_the_seen_texels():
+    """A highlight on the seen half (first-order de-lighting leaves the specular in) is not
+    mirrored onto the hidden half; the seen texels, and bright texels off the skin (teeth,
+    eyes), keep their values."""
+    albedo = np.full((64, 64, 3), 0.55, np.float32)
+    albedo[20:26, 10:16] = 0.95  # a highlight on the seen skin
+    albedo[40:44, 20:24] = 0.9  # bright, but not skin
+    visibility = np.zeros((64, 64), np.float32)
+    visibility[:, :32] = 1  # left half seen, right half hidden
+    skin = np.ones((64, 64), bool)
+    skin[40:44, 20:24] = skin[40:44, 40:44] = False
+    done = complete_albedo(albedo * visibility[..., None], visibility, skin)
+    np.testing.assert_allclose(done[:, :32], albedo[:, :32], atol=1e-6)  # seen: as they were
+    plain = mirror_complete(albedo * visibility[..., None], visibility)[0]
+    assert plain[20:26, 48:54].min() > 0.9  # the plain mirror copies the highlight
+    mirrored = done[20:26, 48:54]
+    assert mirrored.max() < 0.55 * HIGHLIGHT_CAP ** (1 / 2.2) + 0.02  # capped near the skin's
+    np.testing.assert_allclose(done[40:44, 40:44], 0.9, atol=1e-6)  # not skin: not capped
+    # a face without highlights completes as before
+    flat = np.full((64, 64, 3), 0.55, np.float32) * visibility[..., None]
+    np.testing.assert_allclose(complete_albedo(flat, visibility, skin)[:, 32:], 0.55, atol=1e-5)
 
 
 def test_pull_push_keeps_known_texels_and_fills_every_hole():

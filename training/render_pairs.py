@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from modeling.face_model.topology import NUM_LANDMARKS, load_topology
-from modeling.reconstruction.first_order import delight, estimate_sh_lighting
+from modeling.reconstruction.first_order import complete_albedo, delight, estimate_sh_lighting
 from modeling.reconstruction.texture import complete_uv_map, skin_mask, uv_atlas
 from rendering.color import linear_to_srgb, luminance, srgb_to_linear
 from rendering.lights import (
@@ -384,7 +384,8 @@ def _backbone_textures(
 
     The de-lighting runs on the chart's texels, as `first_order_albedo` (the backbone's
     `first_order_maps` with a baked AO) does on what the camera saw, and the de-lit map is
-    completed (mirror, pull-push) like the texture.
+    completed as the backbone completes it (`complete_albedo`: mirror, pull-push, from the
+    seen texels with their highlights capped).
 
     Returns:
         `(texture (R, R, 3) sRGB, delit_albedo (R, R, 3) sRGB, estimated SH light (3, 9))`.
@@ -395,7 +396,7 @@ def _backbone_textures(
     delit_lin, estimated = first_order_albedo(srgb_to_linear(recorded_srgb[chart]), geometry)
     delit = np.zeros_like(texture)
     delit[chart] = linear_to_srgb(delit_lin)
-    delit, _ = complete_uv_map(delit, visibility)
+    delit = complete_albedo(delit, visibility, skin_mask(geometry.resolution))
     return texture, delit, estimated
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from modeling.face_model.topology import Topology
@@ -20,9 +21,16 @@ from modeling.reconstruction.texture import (
     skin_mask,
     unwrap_texture,
 )
-from rendering.color import linear_to_srgb, srgb_to_linear
+from rendering.color import linear_to_srgb, luminance, srgb_to_linear
 from rendering.render import ViewRaster
 from rendering.sh import sh_shading, shading_basis
+
+# Completion sources (`capped_highlights`): a skin texel at most this much brighter than the
+# seen skin around it, over this share of the map's width (1.15 and 1/16 on the test faces of
+# `bench.completion_limits`: 60 deg unseen texels +1.7 dB; 1.05 gave +3.1 dB there but -3.2 dB
+# at 0 deg, where the sides' own brightness is capped).
+HIGHLIGHT_CAP = 1.15
+HIGHLIGHT_RADIUS = 1 / 16
 
 
 def estimate_sh_lighting(
@@ -101,6 +109,7 @@ class FirstOrderMaps:
     texture_seen, albedo_seen (`(R, R, 3)`): the same before completion (0 off the chart).
     skin_seen (`(R, R)` float32 or `None`): what the photo showed of each texel as skin
         (`UnwrappedTexture.skin_seen`; the geometric visibility where no photo mask was given).
+    skin (`(R, R)` bool or `None`): the layout's skin texels (`texture.skin_mask`).
     """
 
     unwrapped: UnwrappedTexture
@@ -111,6 +120,7 @@ class FirstOrderMaps:
     texture_seen: np.ndarray
     albedo_seen: np.ndarray
     skin_seen: np.ndarray | None = None
+    skin: np.ndarray | None = None
 
 
 def first_order_maps(
@@ -154,11 +164,52 @@ def first_order_maps(
     texture_seen = atlas.to_image(unwrapped.colors)
     albedo_seen = atlas.to_image(linear_to_srgb(albedo_lin))
     texture, _ = complete_uv_map(texture_seen, visibility)
-    albedo, _ = complete_uv_map(albedo_seen, visibility)
+    skin = skin_mask(resolution, topology)
+    albedo = complete_albedo(albedo_seen, visibility, skin)
     skin_seen = atlas.to_image(unwrapped.skin_seen[:, None])[..., 0]
     return FirstOrderMaps(
-        unwrapped, lighting, texture, albedo, visibility, texture_seen, albedo_seen, skin_seen
+        unwrapped,
+        lighting,
+        texture,
+        albedo,
+        visibility,
+        texture_seen,
+        albedo_seen,
+        skin_seen,
+        skin,
     )
+
+
+def capped_highlights(albedo: np.ndarray, visibility: np.ndarray, skin: np.ndarray):
+    """`(R, R, 3)` sRGB: `albedo` with each skin texel's luminance capped at `HIGHLIGHT_CAP` x
+    the seen skin's around it (geometric mean, Gaussian over `HIGHLIGHT_RADIUS` of the map,
+    then again without the texels over the cap),
+    its chromaticity kept: the specular highlights that first-order de-lighting leaves in
+    (a diffuse albedo has no bright spots; eyes, teeth and lips are not skin: left as they
+    are)."""
+    linear = srgb_to_linear(np.clip(albedo, 0, 1))
+    level = luminance(linear).astype(np.float32) + 1e-4
+    weight = ((visibility > 0.5) & skin).astype(np.float32)
+    sigma = HIGHLIGHT_RADIUS * albedo.shape[0]
+    for _ in range(2):  # the second time without the highlights found the first
+        around = cv2.GaussianBlur(np.log(level) * weight, (0, 0), sigma)
+        around /= np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-6)
+        cap = HIGHLIGHT_CAP * np.exp(around)
+        weight = weight * (level <= cap)
+    scale = np.where(skin, np.minimum(1.0, cap / level), 1.0)
+    return linear_to_srgb(linear * scale[..., None]).astype(np.float32)
+
+
+def complete_albedo(albedo_seen: np.ndarray, visibility: np.ndarray, skin: np.ndarray):
+    """`(R, R, 3)` sRGB: the albedo completed (`complete_uv_map`: mirror, then pull-push) from
+    its seen texels with their highlights capped (`capped_highlights`), so the side the photo
+    did not show borrows no highlight (they were the largest error of a turned face's
+    completion, `bench.completion_limits`); the seen texels keep theirs, as the photo showed
+    them (the de-lighting network removes them), blended by `visibility` `(R, R)`.
+    `skin` `(R, R)` bool: `texture.skin_mask`."""
+    completed, _ = complete_uv_map(capped_highlights(albedo_seen, visibility, skin), visibility)
+    seen = visibility[..., None]
+    return (seen * albedo_seen + (1 - seen) * completed).astype(np.float32)
 
 
 def fuse_skin_seen(maps: list[FirstOrderMaps]) -> np.ndarray:
@@ -180,7 +231,8 @@ def fuse_first_order_maps(maps: list[FirstOrderMaps]):
     albedo = sum(m.albedo_seen * w for m, w in zip(maps, weights, strict=True)) / total
     visibility = np.clip(sum(weights)[..., 0], 0, 1)
     texture, _ = complete_uv_map(texture, visibility)
-    albedo, _ = complete_uv_map(albedo, visibility)
+    skin = maps[0].skin if maps[0].skin is not None else skin_mask(visibility.shape[0])
+    albedo = complete_albedo(albedo, visibility, skin)
     return texture, albedo, visibility
 
 
