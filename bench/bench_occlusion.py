@@ -16,8 +16,9 @@ unwrapping uses the true geometry (no tracking, no fit), at 128 px, so the numbe
   the face's border) with mask > 0.5;
 - **leakage**: skin texels (`texture.skin_mask`) whose completed photo texture is within 0.1
   (sRGB, every channel) of the occluder's colour, without / with the mask; for the shadow,
-  those whose completed albedo is over 20 % darker than the unshadowed photo's (after the
-  per-channel scale);
+  those whose completed albedo is over 20 % darker than the true albedo (after the
+  per-channel scale the seen texels fit; not the unshadowed photo's first-order albedo, which
+  keeps the render's highlights, which the completion rightly does not copy);
 - **albedo PSNR**: the first-order albedo of the occluded photo against that of the clean photo
   (same geometry, after the best per-channel scale: albedo and light share one), on the skin
   texels, without / with the mask.
@@ -169,9 +170,9 @@ def measure(name: str, yaw: float, segmenter: SkinSegmenter, topology, truth=Non
         maps = first_order_maps(image, geometry, raster, RESOLUTION, topology,
                                 photo_mask=photo_mask)  # fmt: skip
         if name in SHADOWS:  # the albedo darkened where the shadow fell (after the scale)
-            ours, ref = srgb_to_linear(maps.albedo[skin]), srgb_to_linear(clean.albedo[skin])
-            ours = ours * best_channel_gain(ours, ref)
-            took = luminance(ours) < 0.8 * luminance(ref)
+            ours, seen = srgb_to_linear(maps.albedo), skin & (maps.visibility > 0.5)
+            ours = ours[skin] * best_channel_gain(ours[seen], truth[seen])
+            took = luminance(ours) < 0.8 * luminance(truth[skin])
         else:
             took = np.abs(maps.texture[skin] - color).max(-1) < 0.1
         row[f"leakage_{key}"] = float(took.mean()) if name != "none" else float("nan")
@@ -303,7 +304,9 @@ def main() -> None:
             "the hand landmarks, which need a real hand, and is not measured here). The cast "
             "shadow (a cap's brim: the skin's light times 0.3 over the forehead, brows and eyes) "
             "darkens the skin instead; its leakage is the skin texels whose albedo came out "
-            "over 20 % darker than the unshadowed photo's. The colour model takes shadowed skin "
+            "over 20 % darker than the true albedo (after the per-channel scale the seen texels "
+            "fit; the unshadowed photo's own first-order albedo keeps the render's highlights, "
+            "which the completion does not copy). The colour model takes shadowed skin "
             "for skin; the mask is then refined as the pipeline does after its fit "
             "(`refine_with_shading`, here with the light the first unwrapping estimates): "
             "divided by the light, a cast shadow is a second, darker level of the skin's "

@@ -3,7 +3,9 @@ and UV maps.
 
 Stages, in the order `__call__` runs them: input (`modeling.inputs.photo`) -> face tracking
 (`modeling.inputs.face_tracker`) -> camera and shape (`modeling.reconstruction.geometry`) ->
-photometric fit (`modeling.reconstruction.fitting`) -> UV unwrapping with visibility and
+skin mask (`modeling.inputs.skin_segmentation`) -> photometric fit
+(`modeling.reconstruction.fitting`) -> the skin mask refined with the fitted light (cast
+shadows, `refine_with_shading`) -> UV unwrapping with visibility and
 first-order de-lighting (`modeling.reconstruction.first_order`) -> [x4 super-resolution] ->
 shape maps (`modeling.reconstruction.shape_maps`) -> reflectance networks
 (`modeling.networks.reflectance`) -> render over the photo (`rendering.render`).
