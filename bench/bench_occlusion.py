@@ -310,11 +310,12 @@ def main() -> None:
             "for skin; the mask is then refined as the pipeline does after its fit "
             "(`refine_with_shading`, here with the light the first unwrapping estimates): "
             "divided by the light, a cast shadow is a second, darker level of the skin's "
-            "luminance, and is cut out, and the light estimated again without it. At 60° "
-            "it is missed: the seed regions the colour model starts from are mostly in the "
-            "shadow there, so the first pass keeps the shadow and drops lit skin (kept 42 %), "
-            "and the refinement's result would leave under 20 % of the face, so the first "
-            "pass stands. The mask's rejected and kept columns are the refined mask's.\n",
+            "luminance, and is cut out (with its penumbra), the colour model refitted on the lit "
+            "skin and the light estimated again without it. At 60° the seed regions the colour "
+            "model starts from are mostly in the shadow, the first pass keeps the shadow and "
+            "drops lit skin (kept 42 %); the refinement takes the shadow out but keeps only "
+            "part of the lit skin. The mask's rejected and kept columns are the refined "
+            "mask's.\n",
             "| occluder | yaw (°) | rejected (%) | kept (%) | leakage (% of skin texels) | "
             "albedo PSNR (dB) |",
             "|---|---|---|---|---|---|",

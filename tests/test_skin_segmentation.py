@@ -336,3 +336,24 @@ def test_pipeline_cuts_a_cast_shadow_out_of_the_skin_mask_and_the_albedo():
     ours = ours * (ours * ref).sum(0) / (ours**2).sum(0)
     darker = ours.mean(-1) < 0.8 * ref.mean(-1)
     assert darker.mean() < 0.05, darker.mean()
+
+
+def test_pipeline_cuts_a_cap_shadow_out_of_a_real_face_and_keeps_its_lit_skin():
+    """The bench's cap shadow painted on a real photo (real skin, creases, real light): the
+    shadowed skin leaves the mask, the lit skin the first pass took stays."""
+    from bench.bench_occlusion import occluder
+    from pipelines import AvatarPipeline
+
+    photo = np.asarray(Image.open(ROOT / "examples" / "astronaut.jpg").convert("RGB"))
+    pipe = AvatarPipeline.from_pretrained(ROOT / "weights_config")
+    pipe.set_progress_bar_config(disable=True)
+    lm = pipe.detect_faces(photo)[0]
+    where = occluder("cast shadow", lm)
+    image = photo.astype(np.float32) / 255
+    image[where] = linear_to_srgb(srgb_to_linear(image[where]) * 0.3)
+    out = pipe(_to_uint8(image), resolution=128, num_fit_steps=20, head=False)
+    clean = pipe.skin_segmenter.segment(photo, lm)
+    shadowed = where & (clean.face > 0)
+    lit = (clean.face > 0) & ~where & (clean.mask > 0.5)
+    assert (out.skin_mask[shadowed] < 0.5).mean() > 0.95
+    assert (out.skin_mask[lit] > 0.5).mean() > 0.8

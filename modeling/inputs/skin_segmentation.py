@@ -95,10 +95,17 @@ _GLASSES_ZONE = 0.18  # of the face width: the eyes' and brows' hull grown by it
 _SHADOW_RADIUS = 0.04  # of the face width: the median filter's radius
 _SHADOW_STEP = 0.6  # log-luminance between the two levels (x 0.55)
 _SHADOW_MIN_SHARE = 0.08  # of the skin looked at, for each level
+# Under this share of the face left as skin, the shadow found is not trusted (half the first
+# pass's minimum: the fit already ran; the unwrapping needs only some skin to set the light).
+_MIN_REFINED_FRACTION = MIN_SKIN_FRACTION / 2
+_SHADOW_PENUMBRA = 0.02  # of the face width: the shadow grown by it
 _SHADOW_SKIN = 0.1  # first-pass colour likelihood looked at (shadowed skin is often partial)
-# The shadow: darker than the lit level by this share of the step (not a half: a light fitted
-# with the shadow in it is tilted toward it, which narrows the step near the shadow's edge).
-_SHADOW_CUT = 0.25
+# The shadow: darker than the lit level by this share of the step. A quarter catches more of
+# a rendered shadow's edge (a light fitted with the shadow in it is tilted toward it, which
+# narrows the step there), but on real skin (three bench photos with the bench's cap shadow
+# painted on) it also takes the darker lit skin: nose sides, smile folds (lit skin kept 0.91 /
+# 0.79 / 0.53 with a half).
+_SHADOW_CUT = 0.5
 _MIN_RELATIVE_SHADING = 0.25  # of the skin's median: darker is too dark to divide by
 _MIN_SHADOW_PIXELS = 200  # skin pixels (at the work scale) to look at
 _MIN_LINE_AREA = 0.02**2 * 4  # of the face width squared: smaller rejected specks are filled
@@ -314,7 +321,8 @@ def refine_with_shading(
     `_SHADOW_STEP` (on the 12 public bench photos the largest difference is 0.47, on the
     bench's rendered cap shadows 0.61 to 1.0). The shadow is what lies below the lit level by
     `_SHADOW_CUT` of the step, grown into the features it covers by their own luminance,
-    closed, and grown by its penumbra as `_clean` does.
+    closed, and grown by its penumbra as `_clean` does; the colour model is fitted again on
+    the skin the first pass kept outside it (its seed regions may have been in the shadow).
 
     Args:
         segmentation (`SkinSegmentation`): `SkinSegmenter.segment(image, landmarks)`.
@@ -324,7 +332,7 @@ def refine_with_shading(
 
     Returns:
         `segmentation` itself when no cast shadow was found (or it would leave under
-        `MIN_SKIN_FRACTION` of the face), else a copy with the shadow cut from `colour` and
+        `_MIN_REFINED_FRACTION` of the face), else a copy with the shadow cut from `colour` and
         `mask` and given as `cast_shadow`. A light fitted with the shadow in it is biased
         toward it: estimate it again without.
     """
@@ -338,13 +346,44 @@ def refine_with_shading(
     shadow = _cast_shadow(log_luma, shade, seen, features, work.face_width)
     if shadow is None:
         return segmentation
+    # an eye, brow, lip or nostril with the shadow on most of the skin around it goes with it
+    r = max(1, round(_SHADOW_RADIUS * work.face_width))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    for region in work.feature_regions(grow_brows=True):
+        ring = (cv2.dilate(region, kernel) > 0.5) & (region < 0.5) & seen & ~features
+        if ring.any() and shadow[ring].mean() > 0.5:
+            shadow = np.maximum(shadow, region)
+    # its penumbra, and the photo's pixels that the unwrapping samples across its edge: a
+    # half-dark texel at the edge of a large hole would colour all of the hole's completion
+    penumbra = max(1, round(_SHADOW_PENUMBRA * work.face_width))
+    shadow = cv2.dilate(
+        shadow, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * penumbra + 1,) * 2)
+    )
     keep = _clean(1 - shadow, work.face_width, fill_below=_MIN_LINE_AREA)
     cast = 1 - work.paste(keep) * work.face
-    colour = (segmentation.colour * (1 - cast)).astype(np.float32)
+    colour = _colour_from_lit_skin(image, work, segmentation, seen & ~features & (shadow < 0.5))
+    colour = (colour * (1 - cast)).astype(np.float32)
     mask = segmentation.face * segmentation.person * (1 - segmentation.hands) * colour
     refined = replace(segmentation, mask=mask.astype(np.float32), colour=colour,
                       cast_shadow=cast.astype(np.float32))  # fmt: skip
-    return refined if refined.skin_fraction >= MIN_SKIN_FRACTION else segmentation
+    return refined if refined.skin_fraction >= _MIN_REFINED_FRACTION else segmentation
+
+
+def _colour_from_lit_skin(image, work: _WorkCrop, segmentation: SkinSegmentation, lit):
+    """`(H, W)` float32: the colour cue again, its Gaussian fitted on the skin the first pass
+    kept outside the shadow (`lit` `(h, w)` bool, at the work scale); the first pass's own
+    when too little of it is left. The first pass's seed regions may lie in the shadow (a
+    cap's brim covers the forehead and the nose bridge), which centres its model between
+    shadowed and lit skin, and drops lit skin."""
+    lit = lit & (work.crop(segmentation.colour, interpolation=cv2.INTER_LINEAR) > 0.5)
+    if lit.sum() < _MIN_SHADOW_PIXELS:
+        return segmentation.colour
+    features = _colour_features(work.crop(image))
+    mean, inv_cov, luma_sigma = _fit_gaussian(features[lit])
+    likelihood, d2 = _gaussian_likelihood(features, mean, inv_cov, luma_sigma)
+    likelihood = _clean(likelihood, work.face_width) * _not_thin_lines(features, work)
+    likelihood = np.maximum(likelihood, _on_features(features, mean, d2, work))
+    return work.paste(likelihood) * work.face
 
 
 def _cast_shadow(log_luma, shade, seen, features, face_width: float) -> np.ndarray | None:
