@@ -314,18 +314,25 @@ def test_refinement_finds_no_shadow_on_a_clean_face(view, segmenter, topo):
     assert refine_with_shading(first, photo, view.landmarks, np.zeros_like(shading)) is first
 
 
-def test_pipeline_cuts_a_cast_shadow_out_of_the_skin_mask_and_the_albedo():
+def _pipeline_with_a_cap_shadow(example: str):
+    """The pipeline on `examples/<example>` with the bench's cap shadow painted on (the skin's
+    light x 0.3): -> (pipeline, photo, its landmarks, the shadow (H, W) bool, the output)."""
     from bench.bench_occlusion import occluder
     from pipelines import AvatarPipeline
 
-    photo = np.asarray(Image.open(ROOT / "examples" / "synthetic_mean_face.jpg").convert("RGB"))
+    photo = np.asarray(Image.open(ROOT / "examples" / example).convert("RGB"))
     pipe = AvatarPipeline.from_pretrained(ROOT / "weights_config")
     pipe.set_progress_bar_config(disable=True)
     lm = pipe.detect_faces(photo)[0]
     where = occluder("cast shadow", lm)
-    shadowed = photo.astype(np.float32) / 255
-    shadowed[where] = linear_to_srgb(srgb_to_linear(shadowed[where]) * 0.3)
-    out = pipe(_to_uint8(shadowed), resolution=128, num_fit_steps=20, head=False)
+    image = photo.astype(np.float32) / 255
+    image[where] = linear_to_srgb(srgb_to_linear(image[where]) * 0.3)
+    out = pipe(_to_uint8(image), resolution=128, num_fit_steps=20, head=False)
+    return pipe, photo, lm, where, out
+
+
+def test_pipeline_cuts_a_cast_shadow_out_of_the_skin_mask_and_the_albedo():
+    pipe, photo, lm, where, out = _pipeline_with_a_cap_shadow("synthetic_mean_face.jpg")
     assert "skin_refinement" in out.timings
     on_face = where & (pipe.skin_segmenter.segment(photo, lm).face > 0)
     assert (out.skin_mask[on_face] > 0.05).mean() < 0.05
@@ -341,17 +348,7 @@ def test_pipeline_cuts_a_cast_shadow_out_of_the_skin_mask_and_the_albedo():
 def test_pipeline_cuts_a_cap_shadow_out_of_a_real_face_and_keeps_its_lit_skin():
     """The bench's cap shadow painted on a real photo (real skin, creases, real light): the
     shadowed skin leaves the mask, the lit skin the first pass took stays."""
-    from bench.bench_occlusion import occluder
-    from pipelines import AvatarPipeline
-
-    photo = np.asarray(Image.open(ROOT / "examples" / "astronaut.jpg").convert("RGB"))
-    pipe = AvatarPipeline.from_pretrained(ROOT / "weights_config")
-    pipe.set_progress_bar_config(disable=True)
-    lm = pipe.detect_faces(photo)[0]
-    where = occluder("cast shadow", lm)
-    image = photo.astype(np.float32) / 255
-    image[where] = linear_to_srgb(srgb_to_linear(image[where]) * 0.3)
-    out = pipe(_to_uint8(image), resolution=128, num_fit_steps=20, head=False)
+    pipe, photo, lm, where, out = _pipeline_with_a_cap_shadow("astronaut.jpg")
     clean = pipe.skin_segmenter.segment(photo, lm)
     shadowed = where & (clean.face > 0)
     lit = (clean.face > 0) & ~where & (clean.mask > 0.5)
