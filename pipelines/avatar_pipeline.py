@@ -406,7 +406,13 @@ class AvatarPipeline(DiffusionPipeline):
             progress.update()
             views, ao, fit = self._fit(views, topology, run.num_fit_steps, timer)
             with timer("skin_refinement"):  # cast shadows, found with the fitted light
-                views = [_refine_skin(v, topology, ao) for v in views]
+                refined = [_refine_skin(v, topology, ao) for v in views]
+            if fit is not None and any(r.lighting is None for r in refined):
+                # a cast shadow was found: fit again without it (occlusion-aware fitting
+                # alternates the two; once is enough here), from where the fit ended
+                refined = [replace(r, raster=None) for r in refined]
+                refined, ao, fit = self._fit(refined, topology, run.num_fit_steps, timer)
+            views = refined
             face_views, flame = views, None
             if self.flame is not None:  # FLAME's mesh and layout from here on
                 with timer("flame_fit"):
@@ -615,7 +621,8 @@ def _segmented(view: View, segmenter: SkinSegmenter) -> View:
 def _refine_skin(view: View, topology: Topology, ao: np.ndarray) -> View:
     """The view's skin mask without a cast shadow that its fitted light reveals
     (`refine_with_shading`), and its mesh rasterized for the unwrapping. With a shadow cut
-    out, the light (fitted with the shadow in it) is estimated again at the unwrapping."""
+    out, the light (fitted with the shadow in it) is dropped (`lighting=None`): the pipeline
+    fits again, or without a fit the unwrapping estimates it."""
     if view.segmentation is None or view.lighting is None:
         return view
     g = view.geometry

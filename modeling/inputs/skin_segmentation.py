@@ -22,7 +22,7 @@ Three cues, multiplied:
 
 After the photometric fit, `refine_with_shading` cuts out a **cast shadow** (a cap's brim, a
 hand's shadow): skin-coloured, so the colour model keeps it, but darker than the fitted light
-explains; the pipeline then estimates the light again without it.
+explains; the pipeline then fits the face again without it.
 
 The face's own non-skin parts (eyes, brows, lips, nostrils: landmark hulls) are part of the
 face's texture, not occluders: there the colour cue only rejects chromaticity far off the skin's
