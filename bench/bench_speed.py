@@ -36,6 +36,7 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 EXAMPLE = ROOT / "examples" / "astronaut.jpg"
 SPEED_MARKER = "<!-- speed:begin -->"
 STAGES = ("input", "face_tracking", "camera_and_shape", "skin_segmentation", "fit",
+          "skin_refinement",
           "ambient_occlusion", "unwrap_and_delight", "super_resolution", "head", "normal_maps",
           "reflectance", "render")  # fmt: skip
 
