@@ -117,9 +117,9 @@ class View:
         first_order (`FirstOrderMaps` or `None`): the photo unwrapped and first-order de-lit.
         quarter_turns (`int`): counter-clockwise quarter turns that made the photo as given
             upright (`modeling.inputs.orientation`); outputs are turned back.
-        skin_mask (`(H, W)` float32 in [0, 1] or `None`): what of the upright photo is this
-            face's skin (`modeling.inputs.skin_segmentation`); gates the unwrapping.
-        segmentation (`SkinSegmentation` or `None`): the skin mask with its cues.
+        segmentation (`SkinSegmentation` or `None`): what of the upright photo is this
+            face's skin, with its cues (`modeling.inputs.skin_segmentation`); its `mask`,
+            `skin_mask`, gates the unwrapping.
     """
 
     photo: np.ndarray
@@ -129,8 +129,12 @@ class View:
     raster: ViewRaster | None = None
     first_order: FirstOrderMaps | None = None
     quarter_turns: int = 0
-    skin_mask: np.ndarray | None = None
     segmentation: SkinSegmentation | None = None
+
+    @property
+    def skin_mask(self) -> np.ndarray | None:
+        """`(H, W)` float32 in [0, 1] or `None`: `segmentation.mask`."""
+        return None if self.segmentation is None else self.segmentation.mask
 
     @cached_property
     def image(self) -> np.ndarray:
@@ -615,7 +619,7 @@ def _segmented(view: View, segmenter: SkinSegmenter) -> View:
     """The view with its photo's skin mask (`FaceCoveredError` under `MIN_SKIN_FRACTION`)."""
     segmentation = segmenter.segment(view.photo, view.landmarks)
     check_skin_fraction(segmentation, MIN_SKIN_FRACTION)
-    return replace(view, segmentation=segmentation, skin_mask=segmentation.mask)
+    return replace(view, segmentation=segmentation)
 
 
 def _refine_skin(view: View, topology: Topology, ao: np.ndarray) -> View:
@@ -631,8 +635,7 @@ def _refine_skin(view: View, topology: Topology, ao: np.ndarray) -> View:
     refined = refine_with_shading(view.segmentation, view.photo, view.landmarks, shading)
     if refined is view.segmentation:
         return replace(view, raster=raster)
-    return replace(view, segmentation=refined, skin_mask=refined.mask, raster=raster,
-                   lighting=None)  # fmt: skip
+    return replace(view, segmentation=refined, raster=raster, lighting=None)
 
 
 def _unwrap(view: View, resolution: int, topology: Topology, ao: np.ndarray) -> View:
