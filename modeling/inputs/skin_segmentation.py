@@ -339,17 +339,19 @@ def refine_with_shading(
     work = _WorkCrop.around(landmarks, image.shape[:2])
     if work is None or not segmentation.seeds_used:
         return segmentation
-    seen = work.crop(segmentation.colour, interpolation=cv2.INTER_LINEAR) > _SHADOW_SKIN
-    features = work.features_mask(grow_brows=True) > 0.5
+    first = work.crop(segmentation.colour, interpolation=cv2.INTER_LINEAR)
+    seen = first > _SHADOW_SKIN
+    regions = work.feature_regions(grow_brows=True)
+    features = np.max(regions, axis=0) > 0.5
     shade = luminance(work.crop(shading, interpolation=cv2.INTER_LINEAR)).astype(np.float32)
-    log_luma = _colour_features(work.crop(image))[..., 2]
-    shadow = _cast_shadow(log_luma, shade, seen, features, work.face_width)
+    colours = _colour_features(work.crop(image))
+    shadow = _cast_shadow(colours[..., 2], shade, seen, features, work.face_width)
     if shadow is None:
         return segmentation
     # an eye, brow, lip or nostril with the shadow on most of the skin around it goes with it
     r = max(1, round(_SHADOW_RADIUS * work.face_width))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    for region in work.feature_regions(grow_brows=True):
+    for region in regions:
         ring = (cv2.dilate(region, kernel) > 0.5) & (region < 0.5) & seen & ~features
         if ring.any() and shadow[ring].mean() > 0.5:
             shadow = np.maximum(shadow, region)
@@ -361,7 +363,8 @@ def refine_with_shading(
     )
     keep = _clean(1 - shadow, work.face_width, fill_below=_MIN_LINE_AREA)
     cast = 1 - work.paste(keep) * work.face
-    colour = _colour_from_lit_skin(image, work, segmentation, seen & ~features & (shadow < 0.5))
+    lit = seen & ~features & (shadow < 0.5) & (first > 0.5)
+    colour = _colour_from_lit_skin(colours, work, lit, segmentation.colour)
     colour = (colour * (1 - cast)).astype(np.float32)
     mask = segmentation.face * segmentation.person * (1 - segmentation.hands) * colour
     refined = replace(segmentation, mask=mask.astype(np.float32), colour=colour,
@@ -369,16 +372,15 @@ def refine_with_shading(
     return refined if refined.skin_fraction >= _MIN_REFINED_FRACTION else segmentation
 
 
-def _colour_from_lit_skin(image, work: _WorkCrop, segmentation: SkinSegmentation, lit):
-    """`(H, W)` float32: the colour cue again, its Gaussian fitted on the skin the first pass
-    kept outside the shadow (`lit` `(h, w)` bool, at the work scale); the first pass's own
-    when too little of it is left. The first pass's seed regions may lie in the shadow (a
-    cap's brim covers the forehead and the nose bridge), which centres its model between
-    shadowed and lit skin, and drops lit skin."""
-    lit = lit & (work.crop(segmentation.colour, interpolation=cv2.INTER_LINEAR) > 0.5)
+def _colour_from_lit_skin(features, work: _WorkCrop, lit, first_colour) -> np.ndarray:
+    """`(H, W)` float32: the colour cue again, its Gaussian fitted on the `features` (the
+    work crop's `_colour_features`) of the skin the first pass kept outside the shadow (`lit`
+    `(h, w)` bool); `first_colour`, the first pass's own, when too little of it is left. The
+    first pass's seed regions may lie in the shadow (a cap's brim covers the forehead and the
+    nose bridge), which centres its model between shadowed and lit skin, and drops lit
+    skin."""
     if lit.sum() < _MIN_SHADOW_PIXELS:
-        return segmentation.colour
-    features = _colour_features(work.crop(image))
+        return first_colour
     mean, inv_cov, luma_sigma = _fit_gaussian(features[lit])
     likelihood, d2 = _gaussian_likelihood(features, mean, inv_cov, luma_sigma)
     likelihood = _clean(likelihood, work.face_width) * _not_thin_lines(features, work)
