@@ -48,7 +48,11 @@ from bench.report import write_kept_section
 from bench.synthetic import render_view, true_geometry
 from modeling.face_model.topology import load_topology
 from modeling.inputs.skin_segmentation import SkinSegmenter
-from modeling.reconstruction.first_order import complete_albedo, first_order_maps
+from modeling.reconstruction.first_order import (
+    capped_highlights,
+    complete_albedo,
+    first_order_maps,
+)
 from modeling.reconstruction.texture import (
     complete_uv_map,
     pull_push_fill,
@@ -184,6 +188,7 @@ def completion(seen, vis, skin, skin_only=False, mirror_sigma=0.0, alpha=1.0) ->
 
 
 def candidates(seen: np.ndarray, vis: np.ndarray, skin: np.ndarray) -> dict:
+    capped = capped_highlights(seen, vis, skin)
     return {
         "mirror, one per-channel gain per half matched on the both-seen texels": (
             gain_matched_mirror(seen, vis, skin, field=False)
@@ -200,6 +205,10 @@ def candidates(seen: np.ndarray, vis: np.ndarray, skin: np.ndarray) -> dict:
         "skin-only, mirror low-passed sigma 3": completion(seen, vis, skin, True, 3),
         "skin-only, 0.5 mirror + 0.5 fill": completion(seen, vis, skin, True, alpha=0.5),
         "skin-only, 0.5 mirror (sigma 2) + 0.5 fill": completion(seen, vis, skin, True, 2, 0.5),
+        "capped, skin-only, mirror low-passed sigma 2": completion(capped, vis, skin, True, 2),
+        "capped, skin-only, mirror low-passed sigma 3": completion(capped, vis, skin, True, 3),
+        "capped, skin-only (mirror, else fill)": completion(capped, vis, skin, True),
+        "capped, mirror low-passed sigma 2": completion(capped, vis, skin, False, 2),
     }
 
 

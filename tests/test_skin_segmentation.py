@@ -149,7 +149,7 @@ def test_clear_errors_for_bad_input(view, segmenter):
         SkinSegmenter(selfie_model=2)
 
 
-def test_face_region_is_the_grown_face_oval(view):
+def test_face_region_is_the_grown_hull_of_the_landmarks(view):
     region = _face_region(view.landmarks, view.landmarks.image_size)
     x0, y0, x1, y1 = view.landmarks.box
     ys, xs = np.nonzero(region)
@@ -284,7 +284,7 @@ def _first_light_shading(photo, mask, view, topo):
                          first.lighting)  # fmt: skip
 
 
-@pytest.mark.parametrize("yaw", [0.0, 45.0])
+@pytest.mark.parametrize("yaw", [0.0, 45.0, 60.0])
 def test_refinement_cuts_out_a_cast_shadow(view, segmenter, topo, yaw):
     """The colour model keeps skin in a cast shadow; divided by the light it is a second,
     darker level, and is cut out (with the eyes and brows in it), the lit skin kept."""

@@ -41,6 +41,9 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
+from scipy import ndimage
+from skimage.filters import sobel
+from skimage.segmentation import watershed
 
 from modeling.errors import FaceCoveredError
 from modeling.inputs.face_tracker import FaceLandmarks, _native_logs_hidden, mp
@@ -107,6 +110,7 @@ _SHADOW_SKIN = 0.1  # first-pass colour likelihood looked at (shadowed skin is o
 # 0.79 / 0.53 with a half).
 _SHADOW_CUT = 0.5
 _MIN_RELATIVE_SHADING = 0.25  # of the skin's median: darker is too dark to divide by
+_SHADOW_CORE_RADIUS = 0.03  # of the face width: pixels this far inside a level are surely in it
 _MIN_SHADOW_PIXELS = 200  # skin pixels (at the work scale) to look at
 _MIN_LINE_AREA = 0.02**2 * 4  # of the face width squared: smaller rejected specks are filled
 
@@ -314,15 +318,17 @@ def refine_with_shading(
     fitted shading, the skin's luminance is nearly constant at large scale, and a cast shadow
     is a second, darker level with an edge. So: the photo's log-luminance minus the fitted
     shading's, on the skin the first pass saw (likelihood over `_SHADOW_SKIN`) off the
-    features and away from the mesh's border, filled in elsewhere, median-filtered over
-    `_SHADOW_RADIUS` of the face width (creases and pores are thinner: they vanish; a
-    shadow's edge stays); its two levels (Otsu's threshold); a cast shadow when each holds at
-    least `_SHADOW_MIN_SHARE` of that skin and their medians differ by more than
-    `_SHADOW_STEP` (on the 12 public bench photos the largest difference is 0.47, on the
-    bench's rendered cap shadows 0.61 to 1.0). The shadow is what lies below the lit level by
-    `_SHADOW_CUT` of the step, grown into the features it covers by their own luminance,
-    closed, and grown by its penumbra as `_clean` does; the colour model is fitted again on
-    the skin the first pass kept outside it (its seed regions may have been in the shadow).
+    features and away from the mesh's border, filled in elsewhere by the nearest such pixel,
+    median-filtered over `_SHADOW_RADIUS` of the face width (creases and pores are thinner:
+    they vanish; a shadow's edge stays); its two levels (Otsu's threshold); a cast shadow when
+    each holds at least `_SHADOW_MIN_SHARE` of that skin and their medians differ by more
+    than `_SHADOW_STEP` (on the 12 public bench photos the largest difference is 0.50, on the
+    bench's rendered cap shadows 0.61 to 1.0). The shadow is the darker level's side of the
+    photo's edges (a watershed from the cores of the two levels: the fitted light errs most
+    at grazing angles, smoothly, and a shadow ends at a step), grown into the features it
+    covers by their own luminance, closed, and grown by its penumbra as `_clean` does; the
+    colour model is fitted again on the skin the first pass kept outside it (its seed
+    regions may have been in the shadow).
 
     Args:
         segmentation (`SkinSegmentation`): `SkinSegmenter.segment(image, landmarks)`.
@@ -403,7 +409,9 @@ def _cast_shadow(log_luma, shade, seen, features, face_width: float) -> np.ndarr
     delit = log_luma - np.log(np.maximum(shade, 1e-4))
     lo = float(np.median(delit[valid])) - 3.0  # 8-bit codes over [lo, lo + 4] log units
     raw = np.clip((delit - lo) * (255 / 4), 0, 255).astype(np.uint8)
-    fine = cv2.inpaint(raw, (~valid).astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    # filled in elsewhere by the nearest valid pixel (not by a smooth inpainting, which
+    # carries the other side of an edge across an outline: the lit nose past a shaded brow)
+    fine = raw[_nearest(valid)]
     r = max(1, round(_SHADOW_RADIUS * face_width))
     code = cv2.medianBlur(fine, 2 * r + 1)
     values = code[valid]
@@ -416,7 +424,25 @@ def _cast_shadow(log_luma, shade, seen, features, face_width: float) -> np.ndarr
     if step < _SHADOW_STEP:
         return None
     cut = float(np.median(bright)) - _SHADOW_CUT * step * 255 / 4
-    shadow = (code < cut).astype(np.uint8)
+    # surely in or out: the valid pixels as far inside either level as `_SHADOW_CORE_RADIUS`;
+    # the rest goes to the side it joins without crossing an edge (a watershed of the photo's
+    # log-luminance gradient): the fitted light errs most at grazing angles, where it makes a
+    # smooth ramp that a threshold cuts anywhere, and a cast shadow ends at a step, at the
+    # mesh's border and on the features too
+    dark_side = code < threshold
+    core = max(1, round(_SHADOW_CORE_RADIUS * face_width))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * core + 1,) * 2)
+    markers = np.zeros(code.shape, np.int32)
+    for label, side in ((1, dark_side), (2, ~dark_side)):
+        markers[cv2.erode((valid & side).astype(np.uint8), kernel) > 0] = label
+    if (markers == 1).any() and (markers == 2).any():
+        elevation = sobel(cv2.GaussianBlur(log_luma.astype(np.float32), (0, 0), 1.0))
+        # on the mesh; off it (the face region may reach past it) as the nearest pixel on it
+        on_mesh = shade > 0
+        shadow = watershed(elevation, markers, mask=on_mesh) == 1
+        shadow = shadow[_nearest(on_mesh)].astype(np.uint8)
+    else:
+        shadow = (code < cut).astype(np.uint8)
     # grown into what the median filter rounded off (corners, narrow parts) near it, the
     # features by their own luminance (filled in from the skin around, an eye half in the
     # shadow came out lit), and closed (a shadow's outline is smooth)
@@ -425,7 +451,14 @@ def _cast_shadow(log_luma, shade, seen, features, face_width: float) -> np.ndarr
     near = cv2.dilate(shadow, wide) > 0
     shadow = (shadow > 0) | (near & (cv2.medianBlur(own, 3) < cut))
     shadow = cv2.morphologyEx(shadow.astype(np.uint8), cv2.MORPH_CLOSE, wide) > 0
-    return (shadow & (shade > 0)).astype(np.float32)
+    return shadow.astype(np.float32)
+
+
+def _nearest(where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays `(h, w)` x 2 of the nearest pixel of `where` `(h, w)` bool, per pixel."""
+    rows, cols = ndimage.distance_transform_edt(~where, return_distances=False,
+                                                return_indices=True)  # fmt: skip
+    return rows, cols
 
 
 def _not_thin_lines(features: np.ndarray, work: _WorkCrop) -> np.ndarray:
@@ -644,8 +677,10 @@ def _fill_small_holes(likelihood: np.ndarray, max_area: float) -> np.ndarray:
 
 
 def _face_region(landmarks: FaceLandmarks, shape: tuple[int, int]) -> np.ndarray:
-    """`(H, W)` float32: the face-oval hull grown by `_FACE_MARGIN` of the face width."""
-    return _hull_mask(landmarks.points[list(FACE_OVAL)], shape, _FACE_MARGIN * landmarks.width)
+    """`(H, W)` float32: the hull of all the landmarks grown by `_FACE_MARGIN` of the face
+    width. Frontal, that is the face oval's hull; turned, the oval's far side runs behind the
+    nose, and the nose and the cheek beside it lie outside the oval's hull."""
+    return _hull_mask(landmarks.points[:, :2], shape, _FACE_MARGIN * landmarks.width)
 
 
 def _hull_mask(points: np.ndarray, shape: tuple[int, int], grow: float = 0.0) -> np.ndarray:
