@@ -110,6 +110,7 @@ _SHADOW_SKIN = 0.1  # first-pass colour likelihood looked at (shadowed skin is o
 # 0.79 / 0.53 with a half).
 _SHADOW_CUT = 0.5
 _MIN_RELATIVE_SHADING = 0.25  # of the skin's median: darker is too dark to divide by
+_LIT_ISLAND = 0.25  # of the largest lit part of the face: smaller parts in a shadow are in it
 _SHADOW_CORE_RADIUS = 0.03  # of the face width: pixels this far inside a level are surely in it
 _MIN_SHADOW_PIXELS = 200  # skin pixels (at the work scale) to look at
 _MIN_LINE_AREA = 0.02**2 * 4  # of the face width squared: smaller rejected specks are filled
@@ -440,6 +441,7 @@ def _cast_shadow(log_luma, shade, seen, features, face_width: float) -> np.ndarr
         # on the mesh; off it (the face region may reach past it) as the nearest pixel on it
         on_mesh = shade > 0
         shadow = watershed(elevation, markers, mask=on_mesh) == 1
+        shadow |= _lit_islands(on_mesh & ~shadow)
         shadow = shadow[_nearest(on_mesh)].astype(np.uint8)
     else:
         shadow = (code < cut).astype(np.uint8)
@@ -452,6 +454,19 @@ def _cast_shadow(log_luma, shade, seen, features, face_width: float) -> np.ndarr
     shadow = (shadow > 0) | (near & (cv2.medianBlur(own, 3) < cut))
     shadow = cv2.morphologyEx(shadow.astype(np.uint8), cv2.MORPH_CLOSE, wide) > 0
     return shadow.astype(np.float32)
+
+
+def _lit_islands(lit: np.ndarray) -> np.ndarray:
+    """`(h, w)` bool: the parts of `lit` `(h, w)` bool (8-connected) under
+    `_LIT_ISLAND` of its largest part: the fitted light's error at grazing angles can lift
+    a patch of a shadow over the threshold, and a cap's, a hand's or hair's shadow leaves
+    the lit skin in one piece."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(lit.astype(np.uint8), 8)
+    if count <= 2:
+        return np.zeros_like(lit)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    small = np.concatenate([[False], areas < _LIT_ISLAND * areas.max()])
+    return small[labels]
 
 
 def _nearest(where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
