@@ -9,9 +9,11 @@ from modeling.face_model.topology import NUM_LANDMARKS, load_topology
 from modeling.inputs.face_tracker import FaceLandmarks
 from modeling.reconstruction.first_order import (
     HIGHLIGHT_CAP,
+    SOFTEN_DETAIL,
     complete_albedo,
     delight,
     estimate_sh_lighting,
+    soften_completed_skin,
 )
 from modeling.reconstruction.geometry import fit_camera_and_shape
 from modeling.reconstruction.texture import (
@@ -111,6 +113,25 @@ def test_albedo_completion_borrows_no_highlight_and_keeps_the_seen_texels():
     # a face without highlights completes as before
     flat = np.full((64, 64, 3), 0.55, np.float32) * visibility[..., None]
     np.testing.assert_allclose(complete_albedo(flat, visibility, skin)[:, 32:], 0.55, atol=1e-5)
+
+
+def test_completed_skin_keeps_its_mean_and_part_of_its_detail_and_the_features_as_they_are():
+    """The mirror copies the other side's detail with its de-lighting error: the completed
+    skin keeps its local mean and `SOFTEN_DETAIL` of the rest; features keep theirs and lend
+    the skin around them none of their colour."""
+    y, x = np.mgrid[0:128, 0:128]
+    fine = 0.1 * np.where((x + y) % 2 == 0, 1.0, -1.0)[..., None]  # pores, texel by texel
+    completed = (0.5 + fine).astype(np.float32) * np.ones(3, np.float32)
+    skin = np.ones((128, 128), bool)
+    skin[60:68, 60:68] = False
+    completed[60:68, 60:68] = (0.8, 0.2, 0.2)  # a lip
+    soft = soften_completed_skin(completed, skin)
+    np.testing.assert_array_equal(soft[60:68, 60:68], completed[60:68, 60:68])
+    plain = (slice(10, 40), slice(10, 40))  # far from the lip
+    expected = np.broadcast_to(0.5 + SOFTEN_DETAIL * fine[plain], soft[plain].shape)
+    np.testing.assert_allclose(soft[plain], expected, atol=0.01)
+    beside = soft[56:59, 60:68]  # skin next to the lip: still grey, not reddened
+    assert np.abs(beside[..., 0] - beside[..., 1]).max() < 1e-3
 
 
 def test_pull_push_keeps_known_texels_and_fills_every_hole():

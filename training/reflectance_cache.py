@@ -19,8 +19,9 @@ __all__ = ["CACHE_DIR", "MAP_KEYS", "load_pairs", "to_float"]
 
 CACHE_DIR = Path(__file__).parent / "runs" / "cache"
 # bump when `make_training_pair` changes (2: de-lit before completion; 3: skin specular 0.05-0.16;
-# 4: skin colour calibrated to measured skin, `training.skin_calibration`)
-CACHE_VERSION = 4
+# 4: skin colour calibrated to measured skin, `training.skin_calibration`; 5: the completion's
+# highlights capped and its skin softened, `first_order.complete_albedo`)
+CACHE_VERSION = 5
 MAP_KEYS = (
     "texture",
     "delit_albedo",

@@ -385,7 +385,7 @@ def _backbone_textures(
     The de-lighting runs on the chart's texels, as `first_order_albedo` (the backbone's
     `first_order_maps` with a baked AO) does on what the camera saw, and the de-lit map is
     completed as the backbone completes it (`complete_albedo`: mirror, pull-push, from the
-    seen texels with their highlights capped).
+    seen texels with their highlights capped, the completed skin softened).
 
     Returns:
         `(texture (R, R, 3) sRGB, delit_albedo (R, R, 3) sRGB, estimated SH light (3, 9))`.

@@ -31,6 +31,13 @@ from rendering.sh import sh_shading, shading_basis
 # at 0 deg, where the sides' own brightness is capped).
 HIGHLIGHT_CAP = 1.15
 HIGHLIGHT_RADIUS = 1 / 16
+# The completed skin (`soften_completed_skin`): its local mean over this share of the map's
+# width plus this share of its finer detail. What the mirror copies is the other side's skin
+# with its de-lighting error, which is not this side's; its mean colour is the better guess
+# (`bench.completion_limits`: 60 deg unseen texels +1.5 dB, every yaw better; all of the
+# detail removed +0.9 dB more, and a bald half-face).
+SOFTEN_RADIUS = 3 / 128
+SOFTEN_DETAIL = 0.5
 
 
 def estimate_sh_lighting(
@@ -197,10 +204,19 @@ def capped_highlights(albedo: np.ndarray, visibility: np.ndarray, skin: np.ndarr
     return linear_to_srgb(linear * scale[..., None]).astype(np.float32)
 
 
+def soften_completed_skin(completed: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """`(R, R, 3)`: `completed` with each skin texel its skin neighbourhood's mean (Gaussian
+    over `SOFTEN_RADIUS` of the map, skin texels only: the lips' and brows' colours stay out)
+    plus `SOFTEN_DETAIL` of its own difference to it; the eyes, brows and lips as they are."""
+    low = _local_mean(completed, skin.astype(np.float32), SOFTEN_RADIUS)
+    soft = low + SOFTEN_DETAIL * (completed - low)
+    return np.where(skin[..., None], soft, completed).astype(np.float32)
+
+
 def _local_mean(values: np.ndarray, weight: np.ndarray, radius: float) -> np.ndarray:
-    """`(R, R)` float32: the `weight`-ed mean of `values` `(R, R)` under a Gaussian of
-    `radius` x R, computed at 128 px at most (smooth at that scale; a Gaussian of 64 px at
-    1024 px cost 0.3 s)."""
+    """`(R, R)` or `(R, R, C)` float32: the `weight`-ed (`(R, R)`) mean of `values` under a
+    Gaussian of `radius` x R, computed at 128 px at most (smooth at that scale; a Gaussian of
+    64 px at 1024 px cost 0.3 s)."""
     size = values.shape[0]
     small = min(size, 128)
 
@@ -211,8 +227,10 @@ def _local_mean(values: np.ndarray, weight: np.ndarray, radius: float) -> np.nda
         return cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA)
 
     sigma = radius * small
-    mean = cv2.GaussianBlur(down(values * weight), (0, 0), sigma)
-    mean /= np.maximum(cv2.GaussianBlur(down(weight), (0, 0), sigma), 1e-6)
+    spread = weight[..., None] if values.ndim == 3 else weight
+    mean = cv2.GaussianBlur(down(values * spread), (0, 0), sigma)
+    total = cv2.GaussianBlur(down(weight), (0, 0), sigma)
+    mean /= np.maximum(total[..., None] if values.ndim == 3 else total, 1e-6)
     if small < size:
         mean = cv2.resize(mean, (size, size), interpolation=cv2.INTER_LINEAR)
     return mean.astype(np.float32)
@@ -222,10 +240,11 @@ def complete_albedo(albedo_seen: np.ndarray, visibility: np.ndarray, skin: np.nd
     """`(R, R, 3)` sRGB: the albedo completed (`complete_uv_map`: mirror, then pull-push) from
     its seen texels with their highlights capped (`capped_highlights`), so the side the photo
     did not show borrows no highlight (they were the largest error of a turned face's
-    completion, `bench.completion_limits`); the seen texels keep theirs, as the photo showed
-    them (the de-lighting network removes them), blended by `visibility` `(R, R)`.
-    `skin` `(R, R)` bool: `texture.skin_mask`."""
+    completion, `bench.completion_limits`), and its skin softened (`soften_completed_skin`);
+    the seen texels keep theirs, as the photo showed them (the de-lighting network removes
+    them), blended by `visibility` `(R, R)`. `skin` `(R, R)` bool: `texture.skin_mask`."""
     completed, _ = complete_uv_map(capped_highlights(albedo_seen, visibility, skin), visibility)
+    completed = soften_completed_skin(completed, skin)
     seen = visibility[..., None]
     return (seen * albedo_seen + (1 - seen) * completed).astype(np.float32)
 
