@@ -244,8 +244,10 @@ def complete_albedo(albedo_seen: np.ndarray, visibility: np.ndarray, skin: np.nd
     the seen texels keep theirs, as the photo showed them (the de-lighting network removes
     them), blended by `visibility` `(R, R)`. `skin` `(R, R)` bool: `texture.skin_mask`."""
     completed, _ = complete_uv_map(capped_highlights(albedo_seen, visibility, skin), visibility)
-    completed = soften_completed_skin(completed, skin)
     seen = visibility[..., None]
+    # softened as much as it is borrowed (the visibility fades at grazing angles and at the
+    # mask's edges: a seen texel's own detail stays)
+    completed = completed + (1 - seen) * (soften_completed_skin(completed, skin) - completed)
     return (seen * albedo_seen + (1 - seen) * completed).astype(np.float32)
 
 
