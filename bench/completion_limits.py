@@ -431,8 +431,9 @@ def conclusions(results: dict) -> list[str]:
         + ", ".join(f"{y}° {m(CAPPED, y) - m(SHIPPED, y):+.1f}" for y in YAWS if y != 60)
         + " dB against the mirror and fill it replaced, no detail blurred.",
         f"- **Shipped since stop 26**: the completed skin softened as well "
-        f"(`soften_completed_skin`: the skin's local mean over 3/128 of the map plus half "
-        f"the finer detail; eyes, brows and lips untouched): {m(SOFTENED, 60):.1f} dB at 60° "
+        "(`soften_completed_skin`, by 1 - visibility: the skin's local mean over 3/128 of "
+        "the map plus half the finer detail; eyes, brows and lips untouched): "
+        f"{m(SOFTENED, 60):.1f} dB at 60° "
         f"({m(SOFTENED, 60) - m(CAPPED, 60):+.1f} against stop 25), "
         + ", ".join(f"{y}° {m(SOFTENED, y) - m(CAPPED, y):+.1f}" for y in YAWS if y != 60)
         + " dB. Against the 0° result: on the unseen texels of each yaw (different texels: "
