@@ -431,8 +431,8 @@ def conclusions(results: dict) -> list[str]:
         + ", ".join(f"{y}° {m(CAPPED, y) - m(SHIPPED, y):+.1f}" for y in YAWS if y != 60)
         + " dB against the mirror and fill it replaced, no detail blurred.",
         f"- **Shipped since stop 26**: the completed skin softened as well "
-        "(`soften_completed_skin`, where the visibility is under 0.1: the skin's local mean over 3/128 of "
-        "the map plus half the finer detail; eyes, brows and lips untouched): "
+        "(`soften_completed_skin`, where the visibility is under 0.1: the skin's local mean "
+        "over 3/128 of the map plus half the finer detail; eyes, brows and lips untouched): "
         f"{m(SOFTENED, 60):.1f} dB at 60° "
         f"({m(SOFTENED, 60) - m(CAPPED, 60):+.1f} against stop 25), "
         + ", ".join(f"{y}° {m(SOFTENED, y) - m(CAPPED, y):+.1f}" for y in YAWS if y != 60)
