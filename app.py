@@ -450,33 +450,35 @@ def reconstruct(
     num_fit_steps = max(0, min(int(num_fit_steps), MAX_FIT_STEPS))
     progress(0, desc="Waiting for the previous reconstruction")
     photo_folder = Path(photo).parent if isinstance(photo, str) else None
-    with _in_use(photo_folder), _run_lock:
-        try:
-            out = pipe(
-                photo,
-                resolution=resolution,
-                face_index=face_index,
-                num_fit_steps=num_fit_steps,
-                white_balance=white_balance or None,
-            )
-        except AvatarInputError as e:  # no face, face too small, not an image...: the user's doing
-            raise gr.Error(_user_message(e, photo), print_exception=False) from e
-        except ValueError as e:  # bad white balance; may be a bug: keep the traceback
-            raise gr.Error(str(e)) from e
-    progress(0.9, desc="Relighting and writing files")
-    sweep()  # before writing: what expired goes, and the oldest files while over MAX_DISK_MB
-    folder = _new_folder(request.session_hash if request is not None else None)
-    with _in_use(folder):  # then it expires CLEANUP_EVERY_S after the return
-        paths, maps_zip, previews = write_results(out, folder)
-    relit = [(_served(path, folder), caption) for path, caption in previews]
-    gallery = [(_served(paths[f"map:{key}"], folder), _caption(key)) for key in out.maps]
-    if "skin_mask" in paths:  # what of the photo was taken as the face's skin
-        gallery.append((_served(paths["skin_mask"], folder), "skin mask (photo)"))
-    glb = _served(paths["glb"], folder)
-    files = [glb, _served(paths["zip"], folder), _served(maps_zip, folder)]
-    summary = _summary(out, face_index, num_fit_steps, time.perf_counter() - start)
-    render = _served(paths["render"], folder)
-    return glb, gallery, render, relit, files, summary, _warnings_markdown(out.warnings)
+    # in use until the request returns (its results written): the keep time counts from there
+    with _in_use(photo_folder):
+        with _run_lock:
+            try:
+                out = pipe(
+                    photo,
+                    resolution=resolution,
+                    face_index=face_index,
+                    num_fit_steps=num_fit_steps,
+                    white_balance=white_balance or None,
+                )
+            except AvatarInputError as e:  # no face, too small, not an image...: the user's doing
+                raise gr.Error(_user_message(e, photo), print_exception=False) from e
+            except ValueError as e:  # bad white balance; may be a bug: keep the traceback
+                raise gr.Error(str(e)) from e
+        progress(0.9, desc="Relighting and writing files")
+        sweep()  # before writing: what expired goes, and the oldest files while over MAX_DISK_MB
+        folder = _new_folder(request.session_hash if request is not None else None)
+        with _in_use(folder):  # then it expires CLEANUP_EVERY_S after the return
+            paths, maps_zip, previews = write_results(out, folder)
+        relit = [(_served(path, folder), caption) for path, caption in previews]
+        gallery = [(_served(paths[f"map:{key}"], folder), _caption(key)) for key in out.maps]
+        if "skin_mask" in paths:  # what of the photo was taken as the face's skin
+            gallery.append((_served(paths["skin_mask"], folder), "skin mask (photo)"))
+        glb = _served(paths["glb"], folder)
+        files = [glb, _served(paths["zip"], folder), _served(maps_zip, folder)]
+        summary = _summary(out, face_index, num_fit_steps, time.perf_counter() - start)
+        render = _served(paths["render"], folder)
+        return glb, gallery, render, relit, files, summary, _warnings_markdown(out.warnings)
 
 
 def _reconstruct_example(image, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
