@@ -43,6 +43,7 @@ from PIL import Image
 from bench.photos import fetch_annotated_photos, public_photos
 from bench.report import KEPT_SECTIONS, write_kept_section
 from bench.synthetic import render_view, synthetic_albedo, true_geometry
+from modeling.export import to_uint8
 from modeling.face_model.topology import load_topology
 from modeling.inputs.face_tracker import FaceLandmarks, FaceTracker
 from modeling.inputs.skin_segmentation import (
@@ -148,7 +149,7 @@ def measure(name: str, yaw: float, segmenter: SkinSegmenter, topology, truth=Non
         image[where] = linear_to_srgb(srgb_to_linear(image[where]) * SHADOWS[name])
     else:
         image[where] = color
-    photo = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    photo = to_uint8(image)
     image = photo.astype(np.float32) / 255
     segmentation = segmenter.segment(photo, lm)
     face = _face_region(lm, lm.image_size) > 0
@@ -160,13 +161,12 @@ def measure(name: str, yaw: float, segmenter: SkinSegmenter, topology, truth=Non
     geometry = true_geometry(view, topology)
     raster = rasterize_view(geometry.camera, geometry.vertices_camera, topology.dense_faces)
     clean = first_order_maps(view.image, geometry, raster, RESOLUTION, topology)
+    skin = skin_mask(RESOLUTION, topology)
     if name in SHADOWS:  # what is dark without the shadow, unwrapped the same way
-        unshadowed = (np.clip(view.image, 0, 1) * 255).round().astype(np.uint8)
-        own_mask = segmenter.segment(unshadowed, lm).mask
+        own_mask = segmenter.segment(to_uint8(view.image), lm).mask
         clean_dark = _darkened(first_order_maps(view.image, geometry, raster, RESOLUTION,
                                                 topology, photo_mask=own_mask),
-                               truth, skin_mask(RESOLUTION, topology))  # fmt: skip
-    skin = skin_mask(RESOLUTION, topology)
+                               truth, skin)  # fmt: skip
     mask = refined_mask(segmentation, photo, lm, geometry, raster, topology)
     row = {
         "occluder": name,
