@@ -13,12 +13,16 @@ from modeling.reconstruction.first_order import (
     complete_albedo,
     delight,
     estimate_sh_lighting,
+    skin_structure,
     soften_completed_skin,
+    structure_correction,
 )
 from modeling.reconstruction.geometry import fit_camera_and_shape
 from modeling.reconstruction.texture import (
+    complete_uv_map,
     mirror_complete,
     pull_push_fill,
+    skin_mask,
     unwrap_texture,
     uv_atlas,
 )
@@ -132,6 +136,45 @@ def test_completed_skin_keeps_its_mean_and_part_of_its_detail_and_the_features_a
     np.testing.assert_allclose(soft[plain], expected, atol=0.01)
     beside = soft[56:59, 60:68]  # skin next to the lip: still grey, not reddened
     assert np.abs(beside[..., 0] - beside[..., 1]).max() < 1e-3
+
+
+def test_the_skin_prior_completes_a_recoloured_prior_face_and_leaves_the_seen_texels():
+    """A face that is the skin prior re-coloured (a skin tone times exp(structure)), seen only
+    above the nose (no mirror partner below), is completed below with the prior's structure
+    (lips, cheeks, chin) to within the log/linear difference, where the plain fill gives the
+    seen part's smooth extension; seen texels get no correction."""
+    structure = skin_structure()
+    size = structure.shape[0]
+    chart = np.asarray(uv_atlas(size).chart, bool)
+    face = (np.array([0.7, 0.5, 0.42], np.float32) * np.exp(structure)) * chart[..., None]
+    visibility = np.zeros((size, size), np.float32)
+    visibility[: size // 2] = chart[: size // 2]
+    plain, _ = complete_uv_map(face * visibility[..., None], visibility)
+    correction = structure_correction(visibility)
+    np.testing.assert_array_equal(correction[visibility == 1], 0)
+    completed = plain * np.exp(correction)
+    below = chart.copy()
+    below[: size // 2] = False
+    error, before = np.abs(completed - face)[below], np.abs(plain - face)[below]
+    assert error.mean() < 0.2 * before.mean() and error.max() < 0.01, (error.max(), before.max())
+    assert before.max() > 0.1  # the lips: the plain fill has no idea of them
+
+
+def test_the_skin_prior_asset_is_this_generators_structure():
+    """`skin_structure.npz` matches a fresh build from a few of the generator's faces (rebuild
+    it with `scripts/build_skin_structure.py` when the generator or the UV layout changes)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_skin_structure.py"
+    spec = importlib.util.spec_from_file_location("build_skin_structure", script)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    fresh, shipped = build.skin_structure(faces=8), skin_structure()
+    skin = skin_mask(shipped.shape[0])
+    np.testing.assert_array_equal(shipped, shipped[:, ::-1])  # symmetric, as the layout
+    assert np.corrcoef(fresh[skin].ravel(), shipped[skin].ravel())[0, 1] > 0.8
+    assert np.abs(fresh - shipped)[skin].mean() < 0.7 * np.abs(shipped[skin]).mean()
 
 
 def test_pull_push_keeps_known_texels_and_fills_every_hole():

@@ -20,8 +20,9 @@ __all__ = ["CACHE_DIR", "MAP_KEYS", "load_pairs", "to_float"]
 CACHE_DIR = Path(__file__).parent / "runs" / "cache"
 # bump when `make_training_pair` changes (2: de-lit before completion; 3: skin specular 0.05-0.16;
 # 4: skin colour calibrated to measured skin, `training.skin_calibration`; 5: the completion's
-# highlights capped and its skin softened, `first_order.complete_albedo`)
-CACHE_VERSION = 5
+# highlights capped and its skin softened, `first_order.complete_albedo`; 6: the skin prior
+# added where it fills, `first_order.structure_correction`)
+CACHE_VERSION = 6
 MAP_KEYS = (
     "texture",
     "delit_albedo",

@@ -9,6 +9,8 @@ All of this happens in linear colour; colour maps are stored sRGB-encoded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,6 +20,8 @@ from modeling.reconstruction.geometry import FaceGeometry
 from modeling.reconstruction.texture import (
     UnwrappedTexture,
     complete_uv_map,
+    mirror_complete,
+    pull_push_fill,
     skin_mask,
     unwrap_texture,
 )
@@ -39,6 +43,9 @@ HIGHLIGHT_RADIUS = 1 / 16
 SOFTEN_RADIUS = 3 / 128
 SOFTEN_DETAIL = 0.5
 SOFTEN_BELOW = 0.1  # visibility under which a texel is softened (fully at 0)
+# The skin prior of the completion (`structure_correction`), built by
+# `scripts/build_skin_structure.py` from the reflectance generator's training faces.
+SKIN_STRUCTURE = Path(__file__).resolve().parents[1] / "face_model/assets/skin_structure.npz"
 
 
 def estimate_sh_lighting(
@@ -246,14 +253,50 @@ def _local_mean(values: np.ndarray, weight: np.ndarray, radius: float) -> np.nda
     return mean.astype(np.float32)
 
 
+@lru_cache(maxsize=1)
+def skin_structure() -> np.ndarray:
+    """`(r, r, 3)` float32, read-only: the skin prior's log-albedo structure (each place of a
+    face against its own mean skin, per sRGB channel; `scripts/build_skin_structure.py`)."""
+    with np.load(SKIN_STRUCTURE) as data:
+        structure = data["log_albedo"].astype(np.float32)
+    structure.setflags(write=False)
+    return structure
+
+
+def structure_correction(visibility: np.ndarray, structure: np.ndarray | None = None):
+    """`(R, R, 3)` float32: what to add to the log of the (sRGB) albedo that `complete_uv_map`
+    completed from `visibility` `(R, R)` so that the texels it filled carry the skin prior's
+    `structure` (default `skin_structure()`): `structure - complete(structure)`, the prior
+    completed from the same texels as the photo's albedo was (mirror, then pull-push), at the
+    prior's resolution. The completion is linear in the values, so in the log domain
+    `complete(albedo - structure) + structure = complete(albedo) + correction`: the filled
+    texels take the seen skin's colour (the prior re-coloured) with the prior's structure (e.g.
+    a forehead lighter than the cheeks the fill copies). `complete_albedo` completes the albedo
+    itself, not its log: the same to first order in the skin's variation (tens of percent).
+    0 where the texel was seen or its mirror partner was (the prior is symmetric)."""
+    structure = skin_structure() if structure is None else structure
+    size, small = visibility.shape[0], structure.shape[0]
+    if size != small:
+        visibility = cv2.resize(visibility, (small, small), interpolation=cv2.INTER_AREA)
+    mirrored, confidence = mirror_complete(structure, visibility)
+    correction = structure - pull_push_fill(mirrored, confidence)
+    if size != small:
+        correction = cv2.resize(correction, (size, size), interpolation=cv2.INTER_LINEAR)
+    return correction.astype(np.float32, copy=False)
+
+
 def complete_albedo(albedo_seen: np.ndarray, visibility: np.ndarray, skin: np.ndarray):
     """`(R, R, 3)` sRGB: the albedo completed (`complete_uv_map`: mirror, then pull-push) from
     its seen texels with their highlights capped (`capped_highlights`), so the side the photo
     did not show borrows no highlight (they were the largest error of a turned face's
-    completion, `bench.completion_limits`), and its skin softened (`soften_completed_skin`);
-    the seen texels keep theirs, as the photo showed them (the de-lighting network removes
-    them), blended by `visibility` `(R, R)`. `skin` `(R, R)` bool: `texture.skin_mask`."""
+    completion, `bench.completion_limits`), the skin prior's structure added where it filled
+    (`structure_correction`), and its skin softened (`soften_completed_skin`); the seen texels
+    keep theirs, as the photo showed them (the de-lighting network removes them), blended by
+    `visibility` `(R, R)`. `skin` `(R, R)` bool: `texture.skin_mask`."""
     completed, _ = complete_uv_map(capped_highlights(albedo_seen, visibility, skin), visibility)
+    correction = structure_correction(visibility)  # ~0 where seen; in place from here (4K)
+    completed *= np.exp(correction, out=correction)
+    np.clip(completed, 0, 1, out=completed)
     seen = visibility[..., None]
     # softened where the photo showed next to nothing (`SOFTEN_BELOW`): the visibility fades
     # at grazing angles and at the mask's edges, over much of a real face's seen skin (on
