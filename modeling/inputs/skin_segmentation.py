@@ -81,6 +81,7 @@ _GREY = 0.05  # |log(R/G)|, |log(B/G)| under which every seed region is grey: a 
 MIN_SKIN_FRACTION = 0.2
 _SEED_RADIUS = 0.05  # of the face width
 _FACE_MARGIN = 0.03  # face-oval hull growth, of the face width
+_GROW_DIRECTIONS = 64  # `_hull_mask`: the growing disk as a 64-gon (0.1 % of its radius off)
 _WORK_WIDTH = 160  # face width (pixels) at which the colour model runs
 _MIN_CHROMA_SIGMA = 0.04  # log units
 # Shaded skin is more saturated (light that scattered longer in it), lit skin less: its
@@ -700,12 +701,18 @@ def _face_region(landmarks: FaceLandmarks, shape: tuple[int, int]) -> np.ndarray
 
 def _hull_mask(points: np.ndarray, shape: tuple[int, int], grow: float = 0.0) -> np.ndarray:
     """`(H, W)` float32: 1 inside the convex hull of `points` `(N, 2)` (pixels), grown by
-    `grow` pixels."""
+    `grow` pixels: the hull of the points moved `grow` along `_GROW_DIRECTIONS` directions
+    (a convex region grown by a disk is convex: no dilation, whose cost grows with the photo's
+    area times the disk's, 78 s for a 3,000 px wide face in a 37-megapixel photo)."""
+    points = np.asarray(points, np.float64)[:, :2]
+    if grow > 0:
+        angles = np.arange(_GROW_DIRECTIONS) * (2 * np.pi / _GROW_DIRECTIONS)
+        # the polygon's edges just outside the circle (its inscribed radius is `grow`)
+        disk = (
+            grow / np.cos(np.pi / _GROW_DIRECTIONS) * np.stack([np.cos(angles), np.sin(angles)], 1)
+        )
+        points = (points[:, None] + disk[None]).reshape(-1, 2)
     mask = np.zeros(shape, np.uint8)
-    hull = cv2.convexHull(np.round(np.asarray(points)[:, :2] * 16).astype(np.int32))
+    hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
     cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
-    r = int(round(grow))
-    if r > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        mask = cv2.dilate(mask, kernel)
     return mask.astype(np.float32)
