@@ -705,12 +705,12 @@ def _hull_mask(points: np.ndarray, shape: tuple[int, int], grow: float = 0.0) ->
     (a convex region grown by a disk is convex: no dilation, whose cost grows with the photo's
     area times the disk's, 78 s for a 3,000 px wide face in a 37-megapixel photo)."""
     points = np.asarray(points, np.float64)[:, :2]
+    grow = round(grow)  # whole pixels, as the elliptic kernel it replaced
     if grow > 0:
         angles = np.arange(_GROW_DIRECTIONS) * (2 * np.pi / _GROW_DIRECTIONS)
         # the polygon's edges just outside the circle (its inscribed radius is `grow`)
-        disk = (
-            grow / np.cos(np.pi / _GROW_DIRECTIONS) * np.stack([np.cos(angles), np.sin(angles)], 1)
-        )
+        radius = grow / np.cos(np.pi / _GROW_DIRECTIONS)
+        disk = radius * np.stack([np.cos(angles), np.sin(angles)], 1)
         points = (points[:, None] + disk[None]).reshape(-1, 2)
     mask = np.zeros(shape, np.uint8)
     hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
