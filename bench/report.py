@@ -353,6 +353,7 @@ KEPT_SECTIONS = (
     ("<!-- fairness:begin -->", "<!-- fairness:end -->"),  # bench.bench_fairness
     ("<!-- network-resolution:begin -->", "<!-- network-resolution:end -->"),  # issue 17
     ("<!-- completion-limits:begin -->", "<!-- completion-limits:end -->"),  # completion_limits
+    ("<!-- normals-limits:begin -->", "<!-- normals-limits:end -->"),  # bench.normals_limits
 )
 
 

@@ -321,3 +321,23 @@ def test_results_writer_keeps_the_batch_section_written_by_its_bench(tmp_path):
         text.count("## Batch throughput") == 1 and "| 3 | 4 |" in text and "| 1 | 2 |" not in text
     )
     assert "| a.jpg |" in text and text.rstrip().endswith(markers[1])
+
+
+def test_the_linear_oracle_recovers_a_height_that_is_a_filter_of_the_luminance():
+    """`bench.normals_limits.wiener_height`: where the height is a directional derivative of
+    the log-luminance (shading under a side light, inverted), the oracle finds it; where the
+    two are independent, it finds next to nothing (the bound is meaningful both ways)."""
+    import cv2
+
+    from bench.normals_limits import wiener_height
+
+    rng = np.random.default_rng(3)
+    luma = cv2.GaussianBlur(rng.normal(size=(128, 128)), (0, 0), 2)
+    height = np.roll(luma, 2, axis=1) - np.roll(luma, -2, axis=1)
+    mask = np.zeros((128, 128), bool)
+    mask[8:-8, 8:-8] = True
+    found = wiener_height(luma, height, mask)
+    assert np.corrcoef(found[mask], height[mask])[0, 1] > 0.9
+    other = cv2.GaussianBlur(rng.normal(size=(128, 128)), (0, 0), 2)
+    noise = wiener_height(luma, other, mask)
+    assert abs(np.corrcoef(noise[mask], other[mask])[0, 1]) < 0.5
