@@ -354,6 +354,7 @@ KEPT_SECTIONS = (
     ("<!-- network-resolution:begin -->", "<!-- network-resolution:end -->"),  # issue 17
     ("<!-- completion-limits:begin -->", "<!-- completion-limits:end -->"),  # completion_limits
     ("<!-- normals-limits:begin -->", "<!-- normals-limits:end -->"),  # bench.normals_limits
+    ("<!-- photo-size:begin -->", "<!-- photo-size:end -->"),  # bench.bench_photo_size
 )
 
 
