@@ -10,6 +10,7 @@ from modeling.inputs.face_tracker import FaceLandmarks
 from modeling.reconstruction.first_order import (
     HIGHLIGHT_CAP,
     SOFTEN_DETAIL,
+    capped_highlights,
     complete_albedo,
     delight,
     estimate_sh_lighting,
@@ -229,3 +230,24 @@ def test_visibility_follows_head_rotation():
     # The subject's left half of the face (u > 0.5) turns away from the camera.
     right_half, left_half = vis[:, :64][chart[:, :64]], vis[:, 64:][chart[:, 64:]]
     assert right_half.mean() > 0.8 and left_half.mean() < right_half.mean() - 0.2
+
+
+def test_the_skin_prior_and_the_softening_leave_texels_the_photo_showed():
+    """`complete_albedo` adds the prior's structure and softens only where the visibility is
+    under `SOFTEN_BELOW`: texels the photo showed even partly (a grazing angle, a mask's edge)
+    are the photo's blend with the plain capped completion, as before the prior."""
+    size = skin_structure().shape[0]
+    rng = np.random.default_rng(4)
+    albedo = (0.5 + 0.05 * rng.standard_normal((size, size, 3))).astype(np.float32)
+    visibility = np.zeros((size, size), np.float32)
+    visibility[: size // 2] = 1.0
+    visibility[size // 2 :, : size // 2] = 0.5  # partly seen; the rest unseen
+    skin = skin_mask(size)
+    seen = albedo * visibility[..., None]
+    done = complete_albedo(seen, visibility, skin)
+    plain, _ = complete_uv_map(capped_highlights(seen, visibility, skin), visibility)
+    partly = visibility == 0.5
+    expected = 0.5 * seen + 0.5 * plain
+    np.testing.assert_allclose(done[partly], expected[partly], atol=1e-6)
+    unseen = (visibility == 0) & skin & np.asarray(uv_atlas(size).chart, bool)
+    assert np.abs(done[unseen] - plain[unseen]).max() > 0.01  # there the prior and softening act
