@@ -341,3 +341,26 @@ def test_the_linear_oracle_recovers_a_height_that_is_a_filter_of_the_luminance()
     other = cv2.GaussianBlur(rng.normal(size=(128, 128)), (0, 0), 2)
     noise = wiener_height(luma, other, mask)
     assert abs(np.corrcoef(noise[mask], other[mask])[0, 1]) < 0.5
+
+
+def test_fairness_intervals_cover_a_known_bias_and_show_the_noise_floor():
+    from bench.bench_fairness import bootstrap_intervals, summarise
+
+    rng = np.random.default_rng(1)
+    # a method with no bias: every type's errors drawn from one distribution (s.d. 6 degrees)
+    fair = rng.normal(0, 6, size=(6, 40))
+    s = summarise(fair)
+    lo, hi = s["intervals"]["mean"]
+    assert lo < s["mean"] < hi and hi - lo < 1.5
+    # with few faces, noise alone makes the largest-less-smallest type error look like a bias
+    assert summarise(fair[:, :5])["bias"] > 2.0
+    # one type 6 degrees worse: the interval of the bias holds it, and excludes zero
+    biased = fair.copy()
+    biased[5] = np.abs(biased[5]) + 6
+    b_lo, b_hi = bootstrap_intervals(biased)["bias"]
+    true_bias = 6 + np.abs(fair[5]).mean() - np.abs(fair[:5]).mean(1).min()
+    assert b_lo < true_bias < b_hi and b_lo > 3
+    # identical errors in every type: no bias, and no interval around it
+    same = np.tile(rng.normal(0, 6, size=40), (6, 1))
+    assert bootstrap_intervals(same)["mean"][1] - bootstrap_intervals(same)["mean"][0] > 0
+    assert summarise(same)["bias"] == 0.0

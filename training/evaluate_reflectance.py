@@ -54,14 +54,23 @@ def _np(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+def run_delighting(net: DelightingNet, pair: dict, white_balance: str = "camera") -> torch.Tensor:
+    """The de-lighting network's diffuse albedo `(1, 3, R, R)` (sRGB, clamped to [0, 1]) for one
+    pair (full map, no tiling); `white_balance`: its mode ("camera", the pipeline's default, or
+    "skin_prior")."""
+    tex, delit, vis = _t(pair["texture"]), _t(pair["delit_albedo"]), _t(pair["visibility"])
+    stats = DelightingNet.global_stats(tex, delit, vis)
+    shape, ao = _t(pair["shape_normals"]), _t(pair["ao"])
+    return net(tex, delit, shape, ao, vis, stats, white_balance).clamp(0, 1)
+
+
+@torch.no_grad()
 def run_networks(nets: dict, pair: dict, white_balance: str = "camera") -> dict:
     """The chained predictions `(R, R, C)` for one pair (full map, no tiling); `white_balance`:
     the de-lighting network's mode ("camera", the pipeline's default, or "skin_prior")."""
     tex, shape = _t(pair["texture"]), _t(pair["shape_normals"])
     delit, vis = _t(pair["delit_albedo"]), _t(pair["visibility"])
-    stats = DelightingNet.global_stats(tex, delit, vis)
-    albedo = nets["delighting"](tex, delit, shape, _t(pair["ao"]), vis, stats, white_balance)
-    albedo = albedo.clamp(0, 1)
+    albedo = run_delighting(nets["delighting"], pair, white_balance)
     uv = uv_coordinates(*tex.shape[-2:])
     context = nets["specular"].context_maps(tex, delit, shape, vis)
     spec = nets["specular"](albedo, shape, tex, uv, context).clamp(0, 1)
