@@ -373,3 +373,29 @@ def test_networks_on_reduced_maps_keep_the_photo_detail_and_agree_with_full_size
 def test_pipeline_refuses_a_bad_network_resolution(bad):
     with pytest.raises(ValueError, match="network_resolution must be None or an integer"):
         AvatarPipeline(network_resolution=bad)
+
+
+def test_gain_refit_recovers_a_level_the_statistics_determine():
+    """`training.refit_gain` fits the de-lighting head so the face-mean colour matches the
+    truth: on faces whose true level is a known function of their statistics it recovers it,
+    and `face_means` is the mean linear colour of the clamped sRGB albedo."""
+    from training.refit_gain import face_means, level_error, refit
+
+    rng = np.random.default_rng(0)
+    n, k = 96, 40
+    stats = torch.from_numpy(rng.uniform(0, 1, (n, NUM_STATS)))
+    albedo0 = torch.from_numpy(rng.uniform(0.05, 0.5, (n, k, 3)))
+    weight = torch.ones(n, k, 1, dtype=torch.float64)
+    weight[:, 30:] = 0  # padded texels do not count
+    faces = {"stats": stats, "albedo0": albedo0, "residual": torch.zeros_like(albedo0),
+             "weight": weight}  # fmt: skip
+    zero = torch.zeros(n, 3, dtype=torch.float64)
+    np.testing.assert_allclose(face_means(faces, zero), albedo0[:, :30].mean(1), rtol=1e-9)
+    # the truth: the albedo x a level set by the statistics (an exposure the head can read)
+    level = 0.6 * (stats[:, :1] - 0.5) + torch.tensor([0.1, 0.0, -0.1], dtype=torch.float64)
+    faces["truth"] = face_means(faces, level)
+    head = DelightingNet(channels=(8, 16)).global_head  # zero-initialised: gain 0
+    before = level_error(faces, head.double(), "skin_prior")["rms"]
+    after = level_error(faces, refit(head.float(), faces, steps=300).double(), "skin_prior")
+    assert before > 0.15 and after["rms"] < before / 4
+    assert abs(after["mean"]) < 0.02
