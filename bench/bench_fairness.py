@@ -45,7 +45,7 @@ import torch
 from bench.report import KEPT_SECTIONS, write_kept_section
 from modeling.networks.delighting import DelightingNet
 from rendering.color import linear_to_srgb, srgb_to_linear
-from training.evaluate_reflectance import run_delighting
+from training.evaluate_reflectance import _np, run_delighting
 from training.render_pairs import SPLITS, make_training_pair
 from training.skin_calibration import REFERENCE, face_mean_lab, ita_of_lab, seeds_of_type
 
@@ -87,10 +87,8 @@ def measure(net: DelightingNet, faces: int, resolution: int) -> dict:
             truth_lab = face_mean_lab(pair["diffuse_albedo"], skin)
             truth = float(ita_of_lab(truth_lab))
             albedos = {
-                "network": run_delighting(net, pair)[0].permute(1, 2, 0).numpy(),
-                "network_skin_prior": run_delighting(net, pair, "skin_prior")[0]
-                .permute(1, 2, 0)
-                .numpy(),
+                "network": _np(run_delighting(net, pair)),
+                "network_skin_prior": _np(run_delighting(net, pair, "skin_prior")),
                 "first_order": pair["delit_albedo"],
                 # what no method can remove: the camera's random exposure factor
                 "exposure_oracle": linear_to_srgb(

@@ -42,13 +42,11 @@ import torch
 from modeling.networks.delighting import DelightingNet
 from pipelines.avatar_pipeline import AvatarPipeline
 from pipelines.weights import write_hub_layout, write_manifest
-from rendering.color import LUMA, linear_to_srgb, srgb_to_linear
-from training.evaluate_reflectance import _t
+from rendering.color import linear_to_srgb, luminance, srgb_to_linear
+from training.evaluate_reflectance import WEIGHTS, _t
 from training.render_pairs import SPLITS, make_training_pair
 from training.skin_calibration import seeds_of_type
 
-ROOT = Path(__file__).resolve().parent.parent
-WEIGHTS = ROOT / "weights_config"
 CACHE = Path(__file__).resolve().parent / "runs" / "gain_refit"
 FIT_START = 100_000  # train-split seeds the U-Net never saw (it was trained on the first 800)
 VAL_FACES = 30
@@ -66,13 +64,13 @@ def face_record(net: DelightingNet, seed: int, resolution: int = RESOLUTION) -> 
     skin = pair["skin"][..., 0] > 0.5
     tex, delit, vis = _t(pair["texture"]), _t(pair["delit_albedo"]), _t(pair["visibility"])
     stats = DelightingNet.global_stats(tex, delit, vis)
-    maps = torch.cat([tex, delit, _t(pair["shape_normals"]), _t(pair["ao"]), vis], 1)
-    log_shading, specular, residual = net.unet(maps * 2 - 1, stats * 2 - 1).split(3, dim=1)
-    albedo0 = (srgb_to_linear(delit) - 0.1 * specular) * torch.exp(-log_shading)
+    base, log_shading, residual = net.zero_gain_terms(
+        tex, delit, _t(pair["shape_normals"]), _t(pair["ao"]), vis, stats
+    )
     on_skin = lambda x: x[0].permute(1, 2, 0).numpy()[skin][::TEXEL_STRIDE]  # noqa: E731
     truth = srgb_to_linear(pair["diffuse_albedo"].astype(np.float64))[skin].mean(0)
-    return {"stats": stats[0].numpy(), "albedo0": on_skin(albedo0),
-            "residual": on_skin(0.1 * residual), "truth": truth,
+    return {"stats": stats[0].numpy(), "albedo0": on_skin(base * torch.exp(-log_shading)),
+            "residual": on_skin(residual), "truth": truth,
             "fitzpatrick": pair["params"]["fitzpatrick"]}  # fmt: skip
 
 
@@ -116,21 +114,19 @@ def face_means(faces: dict, gain: torch.Tensor, white_balance: str = "skin_prior
     """`(N, 3)` face-mean linear colour of the network's albedo (clamped to [0, 1] in sRGB, as
     the pipeline clamps it) under the per-face log-gains `gain` `(N, 3)`."""
     if white_balance == "camera":
-        gain = (gain @ torch.tensor(LUMA, dtype=gain.dtype))[:, None].expand(-1, 3)
+        gain = DelightingNet.camera_gain(gain)
     srgb = linear_to_srgb(faces["albedo0"] * torch.exp(gain)[:, None]) + faces["residual"]
     lin = srgb_to_linear(srgb.clamp(0, 1)) * faces["weight"]
     return lin.sum(1) / faces["weight"].sum(1)
 
 
 def level_error(faces: dict, head: torch.nn.Module, white_balance: str) -> dict:
-    """Log face-mean errors of `head` on `faces`: `rms` over channels and faces, and the
-    luminance's `sd` and `mean` (> 0: lighter than the truth)."""
+    """Log face-mean errors of `head` (float64) on `faces`: `rms` over channels and faces, and
+    the luminance's `sd` and `mean` (> 0: lighter than the truth)."""
     with torch.no_grad():
         means = face_means(faces, head(faces["stats"] * 2 - 1), white_balance)
     err = torch.log(means) - torch.log(faces["truth"])
-    luma = torch.log(means @ torch.tensor(LUMA).double()) - torch.log(
-        faces["truth"] @ torch.tensor(LUMA).double()
-    )
+    luma = torch.log(luminance(means, axis=1)) - torch.log(luminance(faces["truth"], axis=1))
     return {"rms": float(err.pow(2).mean().sqrt()), "sd": float(luma.std()),
             "mean": float(luma.mean())}  # fmt: skip
 

@@ -127,8 +127,33 @@ class DelightingNet(ModelMixin, ConfigMixin):
         """
         gain = self.global_head(stats * 2 - 1)
         if check_white_balance(white_balance) == "camera":
-            gain = luminance(gain, axis=1).expand_as(gain)
+            gain = self.camera_gain(gain)
         return gain
+
+    @staticmethod
+    def camera_gain(gain: torch.Tensor) -> torch.Tensor:
+        """`(B, 3)`: per-channel log-gains `(B, 3)` made one gain for the three channels, their
+        luminance-weighted mean (the "camera" white balance: exposure only)."""
+        return luminance(gain, axis=1).expand_as(gain)
+
+    def zero_gain_terms(
+        self,
+        texture: torch.Tensor,
+        delit_albedo: torch.Tensor,
+        shape_normals: torch.Tensor,
+        ao: torch.Tensor,
+        visibility: torch.Tensor,
+        stats: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The U-Net's part of `forward` (same arguments): `(base, log_shading, residual)`, each
+        `(B, 3, H, W)`, with which the albedo under a log-gain `g` is
+        `linear_to_srgb(base * exp(g - log_shading)) + residual` (`base`: the de-lit albedo less
+        the specular term, linear RGB; `residual`: sRGB)."""
+        maps = torch.cat([texture, delit_albedo, shape_normals, ao, visibility], 1)
+        # the statistics are the U-Net's last NUM_STATS input channels, constant over the image
+        constant = (stats * 2 - 1).expand(len(texture), -1)
+        log_shading, specular, residual = self.unet(maps * 2 - 1, constant).split(3, dim=1)
+        return srgb_to_linear(delit_albedo) - 0.1 * specular, log_shading, 0.1 * residual
 
     def forward(
         self,
@@ -155,11 +180,7 @@ class DelightingNet(ModelMixin, ConfigMixin):
             [0, 1] for display).
         """
         gain = self.global_gain(stats, white_balance)[:, :, None, None]
-        maps = torch.cat([texture, delit_albedo, shape_normals, ao, visibility], 1)
-        # the statistics are the U-Net's last NUM_STATS input channels, constant over the image
-        constant = (stats * 2 - 1).expand(len(texture), -1)
-        log_shading, specular, residual = self.unet(maps * 2 - 1, constant).split(3, dim=1)
-        albedo_linear = (srgb_to_linear(delit_albedo) - 0.1 * specular) * torch.exp(
-            gain - log_shading
+        base, log_shading, residual = self.zero_gain_terms(
+            texture, delit_albedo, shape_normals, ao, visibility, stats
         )
-        return linear_to_srgb(albedo_linear) + 0.1 * residual
+        return linear_to_srgb(base * torch.exp(gain - log_shading)) + residual
