@@ -1,8 +1,9 @@
 """Skin shading: Lambert and SH diffuse, normalised Blinn-Phong specular, a subsurface-scattering
-blur in UV space, and baked ambient occlusion.
+blur in UV space, and baked ambient occlusion (of the mesh, and of a detail height field).
 
 Pure functions on torch tensors (any float dtype, the caller's device; differentiable where it
-makes sense) except `bake_ambient_occlusion`, a numpy pre-process. All colours are linear RGB.
+makes sense) except `bake_ambient_occlusion` and `relief_occlusion`, numpy pre-processes. All
+colours are linear RGB.
 
 Light units (see `rendering.lights`): a light of colour `c` gives a Lambertian surface facing it
 the shading `c`, i.e. irradiance `pi * c`. With the Lambertian BRDF `albedo / pi` the diffuse
@@ -34,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import cv2
 import numba
 import numpy as np
 import torch
@@ -361,6 +363,54 @@ def bake_ambient_occlusion(
     total = weights.sum(0)
     ao = np.where(total > 0, (weights * lit).sum(0) / np.maximum(total, 1e-12), 1.0)
     return np.clip(ao, 0, 1).astype(np.float32)
+
+
+def relief_occlusion(
+    height_mm: np.ndarray,
+    texel_mm: float,
+    radius_mm: float = 2.0,
+    num_directions: int = 8,
+    num_steps: int = 10,
+) -> np.ndarray:
+    """Ambient occlusion of a detail height field (pores, furrows, wrinkles) over a flat base:
+    horizon-based, cosine-weighted.
+
+    In each of `num_directions` azimuths the horizon's elevation `h` is the steepest rise of the
+    height within `radius_mm` (sampled at `num_steps` geometrically spaced distances, bilinear);
+    the cosine-weighted share of the sky above a horizon at `h` is `cos^2 h`, so the result is
+    `1 - mean(sin^2 h)` over the azimuths. The base is taken flat (the mesh's own curvature and
+    occlusion are `bake_ambient_occlusion`'s).
+
+    Args:
+        height_mm (`np.ndarray` of shape `(R, R')`): height in mm (up = out of the skin).
+        texel_mm (`float`): texel size in mm.
+        radius_mm (`float`): how far the horizon is searched.
+        num_directions, num_steps (`int`): azimuths and distances sampled.
+
+    Returns:
+        `np.ndarray` of shape `(R, R')` float32 in [0, 1]: 1 = open.
+
+    >>> bool((relief_occlusion(np.zeros((8, 8)), 0.25) == 1).all())
+    True
+    """
+    if not (texel_mm > 0 and radius_mm > 0):
+        raise ValueError(f"need texel_mm > 0 and radius_mm > 0, got {texel_mm}, {radius_mm}")
+    h = np.ascontiguousarray(height_mm, np.float32)
+    reach = max(radius_mm / texel_mm, 1.0)
+    steps = np.unique(np.geomspace(1.0, reach, num_steps).round().clip(1, None))
+    occluded = np.zeros_like(h)
+    for azimuth in np.arange(num_directions) * 2 * np.pi / num_directions:
+        step = np.array([np.cos(azimuth), np.sin(azimuth)], np.float32)
+        slope = np.zeros_like(h)
+        for k in steps:
+            shift = np.float32([[1, 0, step[0] * k], [0, 1, step[1] * k]])
+            flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # ahead(x) = h(x + k * step)
+            ahead = cv2.warpAffine(
+                h, shift, h.shape[::-1], flags=flags, borderMode=cv2.BORDER_REFLECT
+            )
+            np.maximum(slope, (ahead - h) / np.float32(k * texel_mm), out=slope)
+        occluded += slope**2 / (1 + slope**2)  # sin^2 of the horizon's elevation
+    return (1 - occluded / num_directions).astype(np.float32)
 
 
 def shade_skin(

@@ -17,7 +17,15 @@ from training.reflectance_data import (
     sample_face_maps,
     sample_parameters,
 )
-from training.render_pairs import SPLITS, make_training_pair, seeds, split_of
+from training.render_pairs import (
+    SPLITS,
+    _render_maps,
+    make_training_pair,
+    random_lighting,
+    seeds,
+    split_of,
+    uv_geometry,
+)
 from training.skin_calibration import (
     COLORCHECKER,
     REFERENCE,
@@ -211,6 +219,19 @@ def test_uniform_light_renders_the_albedo():
     seen = (pair["visibility"][..., 0] > 0.9) & (pair["skin"][..., 0] > 0)
     err = np.abs(pair["delit_albedo"][seen] - pair["diffuse_albedo"][seen]).mean()
     assert err < 0.06
+
+
+def test_micro_occlusion_darkens_the_diffuse_light_only_where_the_relief_occludes():
+    """`micro_occlusion` multiplies the diffuse light by the relief's own occlusion: the render
+    is never brighter, darker in places on the skin and nearly unchanged on most of it."""
+    geometry = uv_geometry(256)
+    maps, light = sample_face_maps(3, 256), random_lighting(3, "uniform")
+    _, plain = _render_maps(geometry, maps, light)
+    _, occluded = _render_maps(geometry, maps, light, micro_occlusion=True)
+    assert (occluded <= plain + 1e-6).all()
+    skin = np.asarray(geometry.skin) > 0.5
+    ratio = (occluded.mean(-1) + 1e-6) / (plain.mean(-1) + 1e-6)
+    assert ratio[skin].min() < 0.995 < np.median(ratio[skin])
 
 
 def test_splits_are_disjoint():

@@ -31,6 +31,7 @@ from rendering.shading import (
     bake_ambient_occlusion,
     blinn_phong_specular,
     lambert,
+    relief_occlusion,
     shade_skin,
     subsurface_scattering_uv,
 )
@@ -364,3 +365,26 @@ def test_ao_of_the_face_mesh():
     eyes = ao[[469, 470, 133, 362]].mean()  # eye centres (closing the holes), inner corners
     nose_wings = ao[[129, 358, 64, 294]].mean()  # the creases beside the nostrils
     assert forehead > 0.95 and eyes < forehead - 0.1 and nose_wings < forehead - 0.05
+
+
+def test_relief_occlusion_of_a_groove_and_a_pit():
+    """At the bottom of a V-groove with walls of slope t the horizon in azimuth phi rises at
+    |cos phi| * t: the occlusion is the mean of (c t)^2 / (1 + (c t)^2) over the azimuths."""
+    x = np.arange(-40, 41, dtype=np.float64) * 0.1  # mm, 0.1 mm texels
+    t = 0.5
+    groove = np.tile(np.abs(x) * t, (81, 1))
+    ao = relief_occlusion(groove, 0.1, radius_mm=1.0, num_directions=8)
+    c = np.cos(np.arange(8) * np.pi / 4)
+    expected = 1 - np.mean((c * t) ** 2 / (1 + (c * t) ** 2))
+    assert ao[40, 40] == pytest.approx(expected, abs=3e-3)  # cv2 samples at 1/32 texel
+    assert ao.dtype == np.float32 and ao.shape == groove.shape
+
+    # a Gaussian pit: darkest at its centre, open far away, deeper is darker
+    r2 = x[None, :] ** 2 + x[:, None] ** 2
+    shallow = relief_occlusion(-0.05 * np.exp(-r2 / (2 * 0.15**2)), 0.1)
+    deep = relief_occlusion(-0.2 * np.exp(-r2 / (2 * 0.15**2)), 0.1)
+    assert shallow[40, 40] == shallow.min() and shallow[0, 0] == 1
+    assert deep[40, 40] < shallow[40, 40] < 1
+    assert bool((relief_occlusion(np.zeros((8, 8)), 0.25) == 1).all())
+    with pytest.raises(ValueError, match="texel_mm"):
+        relief_occlusion(groove, 0.0)

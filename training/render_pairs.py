@@ -55,7 +55,12 @@ from rendering.mesh import (
     vertex_normals,
     vertex_tangents,
 )
-from rendering.shading import bake_ambient_occlusion, shade_skin, subsurface_scattering_uv
+from rendering.shading import (
+    bake_ambient_occlusion,
+    relief_occlusion,
+    shade_skin,
+    subsurface_scattering_uv,
+)
 from training.face_layout import texel_size_mm
 from training.reflectance_data import sample_face_maps
 
@@ -204,6 +209,7 @@ def render_uv(
     sh_coeffs: np.ndarray | torch.Tensor,
     lights: Sequence[DirectionalLight],
     scattering: bool = True,
+    relief_ao: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Outgoing radiance of the mean face in UV space (linear RGB), differentiable in the maps.
 
@@ -217,6 +223,9 @@ def render_uv(
         lights (sequence of `DirectionalLight`): for the specular only (their energy is in the
             SH already; `rendering.lights.dominant_lights`).
         scattering (`bool`): spread the diffuse shading with `subsurface_scattering_uv`.
+        relief_ao (`torch.Tensor` of shape `(R, R)`, optional): the detail relief's own
+            occlusion (`rendering.shading.relief_occlusion`), multiplied into the mesh's baked
+            AO: it darkens the light reaching pits and furrows before it scatters.
 
     Returns:
         `torch.Tensor` of shape `(R, R, 3)`, 0 outside the chart.
@@ -225,6 +234,8 @@ def render_uv(
     ns = _to_camera(geometry, specular_normals)
     view = torch.from_numpy(np.array(geometry.view_dirs)).to(nd)
     ao = torch.from_numpy(np.array(geometry.ao)).to(nd)
+    if relief_ao is not None:
+        ao = ao * relief_ao.to(nd)
     shading, _ = shade_skin(None, 0.0, nd, ns, view, sh_coeffs=sh_coeffs, ao=ao)
     _, specular = shade_skin(None, specular_albedo, nd, ns, view, lights=lights)
     chart = torch.from_numpy(np.array(geometry.chart)).to(nd)
@@ -333,13 +344,19 @@ class _Exposure:
     gains: np.ndarray
 
 
-def _render_maps(geometry: UVGeometry, maps: dict, light: dict) -> tuple[np.ndarray, np.ndarray]:
-    """A face's maps (`sample_face_maps`) lit by `light` (`random_lighting`) in UV space.
+def _render_maps(
+    geometry: UVGeometry, maps: dict, light: dict, micro_occlusion: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """A face's maps (`sample_face_maps`) lit by `light` (`random_lighting`) in UV space;
+    with `micro_occlusion`, the detail height's own occlusion darkens the diffuse light.
 
     Returns:
         `(albedo_linear, radiance)`, both float32 `(R, R, 3)` linear RGB.
     """
     albedo_lin = srgb_to_linear(maps["diffuse_albedo"])
+    relief_ao = None
+    if micro_occlusion:
+        relief_ao = torch.from_numpy(relief_occlusion(maps["height"], geometry.texel_size_mm))
     with torch.no_grad():
         radiance = render_uv(
             geometry,
@@ -349,6 +366,7 @@ def _render_maps(geometry: UVGeometry, maps: dict, light: dict) -> tuple[np.ndar
             torch.from_numpy(decode_normals(maps["specular_normals"])),
             torch.as_tensor(light["sh"], dtype=torch.float32),
             light["lights"],
+            relief_ao=relief_ao,
         ).numpy()
     return albedo_lin, radiance
 
@@ -432,7 +450,11 @@ def _channel(x) -> np.ndarray:
 
 
 def make_training_pair(
-    seed: int, resolution: int = 256, lighting: str = "random", ood: bool = False
+    seed: int,
+    resolution: int = 256,
+    lighting: str = "random",
+    ood: bool = False,
+    micro_occlusion: bool = False,
 ) -> dict:
     """One (texture with baked light -> reflectance maps) pair, rendered in UV space.
 
@@ -441,6 +463,9 @@ def make_training_pair(
         resolution (`int`): R, 64..4096.
         lighting (`str`): as `random_lighting`.
         ood (`bool`): out-of-distribution face parameters (`sample_face_maps`).
+        micro_occlusion (`bool`): darken the diffuse light by the detail relief's own
+            occlusion (`rendering.shading.relief_occlusion`); off for the networks' training
+            pairs (`bench.normals_limits` measures what it changes).
 
     Returns:
         `dict` of float32 maps `(R, R, C)` (row 0 = v ~ 1) and metadata:
@@ -462,7 +487,7 @@ def make_training_pair(
     maps = sample_face_maps(seed, geometry.resolution, ood=ood)
     light = random_lighting(seed, lighting)
     rng = np.random.default_rng([int(seed), 11])
-    albedo_linear, radiance = _render_maps(geometry, maps, light)
+    albedo_linear, radiance = _render_maps(geometry, maps, light, micro_occlusion)
     camera = _draw_exposure(radiance, albedo_linear, geometry, rng)
     recorded = np.clip(radiance * camera.gains, 0, 1)
     texture, delit, estimated_sh = _backbone_textures(recorded, geometry)
