@@ -1,6 +1,5 @@
 """Time the reflectance networks (sliding window, as `AvatarPipeline` runs them) at 1024² and
-4096² on the CPU, and the peak resident memory at 4096². The super-resolution network is timed
-x4 to each size (from 256² and 1024²), once per map it super-resolves in the pipeline.
+4096² on the CPU, and the peak resident memory at 4096².
 
     python -m bench.bench_reflectance [--threads 2] [--sizes 1024 4096]  # from the repo root
 
@@ -24,15 +23,8 @@ import torch.nn.functional as F
 from modeling.networks.blocks import uv_coordinates
 from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
-from modeling.networks.reflectance import (
-    SR_TILE_OVERLAP,
-    SR_TILE_SIZE,
-    TILE_BATCH,
-    TILE_OVERLAP,
-    TILE_SIZE,
-)
+from modeling.networks.reflectance import TILE_BATCH, TILE_OVERLAP, TILE_SIZE
 from modeling.networks.specular import SpecularAlbedoNet
-from modeling.networks.superres import SuperResolutionNet
 from modeling.networks.tiling import sliding_window
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights_config"
@@ -78,7 +70,6 @@ def main(argv=None) -> None:
         "delighting": DelightingNet.from_pretrained(WEIGHTS / "delighting").eval(),
         "specular": SpecularAlbedoNet.from_pretrained(WEIGHTS / "specular").eval(),
         "normals": DetailNormalsNet.from_pretrained(WEIGHTS / "normals").eval(),
-        "superres": SuperResolutionNet.from_pretrained(WEIGHTS / "superres").eval(),
     }
     print(f"torch {torch.__version__}, {args.threads} threads, tiles {TILE_SIZE} px "
           f"(overlap {TILE_OVERLAP}, {TILE_BATCH} per batch)")  # fmt: skip
@@ -99,23 +90,7 @@ def main(argv=None) -> None:
     uv = uv_coordinates(64, 64)
     sliding_window(specular, [warm] * 3 + [uv], 1)
     sliding_window(nets["normals"], [warm] * 3 + [uv], 6)
-    sr = nets["superres"]
-
-    def super_resolve(x):
-        return sliding_window(sr, [x], 3, SR_TILE_SIZE, SR_TILE_OVERLAP, TILE_BATCH,
-                              scale=sr.config.scale, margin=sr.receptive_field)  # fmt: skip
-
-    super_resolve(warm)
     for size in args.sizes:
-        low = smooth_maps(size // sr.config.scale, 3, 5)
-        with PeakRSS() as mem:
-            start = time.perf_counter()
-            out = super_resolve(low)
-            seconds = time.perf_counter() - start
-        del out, low
-        print(f"{size}²  {'superres':<11} {seconds:7.2f} s   peak RSS {mem.peak / 2**30:5.2f} GB"
-              f"   (x{sr.config.scale} from {size // sr.config.scale}², one map; the pipeline "
-              "super-resolves two)")  # fmt: skip
         tex, delit, shape = (smooth_maps(size, 3, s) for s in (1, 2, 3))
         ao, uv = smooth_maps(size, 1, 4), uv_coordinates(size, size)
         runs = {

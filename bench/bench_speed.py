@@ -37,7 +37,7 @@ EXAMPLE = ROOT / "examples" / "astronaut.jpg"
 SPEED_MARKER = "<!-- speed:begin -->"
 STAGES = ("input", "face_tracking", "camera_and_shape", "skin_segmentation", "fit",
           "skin_refinement",
-          "ambient_occlusion", "unwrap_and_delight", "super_resolution", "head", "normal_maps",
+          "ambient_occlusion", "unwrap_and_delight", "head", "normal_maps",
           "reflectance", "render")  # fmt: skip
 
 

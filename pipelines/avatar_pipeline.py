@@ -6,15 +6,15 @@ Stages, in the order `__call__` runs them: input (`modeling.inputs.photo`) -> fa
 skin mask (`modeling.inputs.skin_segmentation`) -> photometric fit
 (`modeling.reconstruction.fitting`) -> the skin mask refined with the fitted light (cast
 shadows, `refine_with_shading`) -> UV unwrapping with visibility and
-first-order de-lighting (`modeling.reconstruction.first_order`) -> [x4 super-resolution] ->
-shape maps (`modeling.reconstruction.shape_maps`) -> reflectance networks
+first-order de-lighting (`modeling.reconstruction.first_order`) -> shape maps
+(`modeling.reconstruction.shape_maps`) -> reflectance networks
 (`modeling.networks.reflectance`) -> render over the photo (`rendering.render`).
 
-Super-resolution (AvatarMe): with the `superres` component loaded and the config's
-`super_resolution="auto"`, maps of 2048 px and more are unwrapped and first-order de-lit at a
-quarter of the resolution and super-resolved x4, so they get skin detail the photo does not have
-and the unwrapping costs less; "on" does so at every resolution (a multiple of 4, at least 256),
-"off" never.
+Large maps: with the config's `unwrap_resolution="auto"`, maps of 2048 px and more are
+unwrapped and first-order de-lit no finer than the photo holds detail (at a half or a quarter of
+the resolution for most photos; `modeling.reconstruction.texture.choose_unwrap_size`) and
+upsampled; "full" unwraps at the maps' resolution. (The x4 super-resolution network that did
+this step until 2026-12 added nothing measurable over bicubic upsampling and was dropped.)
 
 Device placement: the reflectance networks are registered components, so `pipe.to("cuda")` (or
 a dtype) moves them as in diffusers; the tiles are copied to `pipe.device` one batch at a time
@@ -59,10 +59,7 @@ from modeling.networks.delighting import check_white_balance
 from modeling.networks.reflectance import (
     NETWORK_RESOLUTION,
     check_network_resolution,
-    check_super_resolution_mode,
     reflectance_maps,
-    super_resolve,
-    use_super_resolution,
 )
 from modeling.reconstruction.first_order import (
     FirstOrderMaps,
@@ -87,7 +84,15 @@ from modeling.reconstruction.head_texture import (
 )
 from modeling.reconstruction.quality import ViewQuality, measure_view, warnings_for
 from modeling.reconstruction.shape_maps import shape_maps
-from modeling.reconstruction.texture import check_resolution, skin_mask, uv_atlas
+from modeling.reconstruction.texture import (
+    check_resolution,
+    check_unwrap_mode,
+    choose_unwrap_size,
+    photo_pixels_per_uv,
+    skin_mask,
+    upsample_maps,
+    uv_atlas,
+)
 from pipelines.pipeline_output import AvatarPipelineOutput, FaceMesh, ViewOutput
 from pipelines.weights import (
     HUB_UPLOAD_ARGS,
@@ -149,7 +154,7 @@ class CallSettings:
     images: list
     resolution: int
     num_fit_steps: int
-    super_resolve: bool
+    unwrap: str
     white_balance: str
     head: bool
 
@@ -170,14 +175,13 @@ class StageTimer:
 class AvatarPipeline(DiffusionPipeline):
     """Photo -> render-ready 3D face.
 
-    Components (optional; `weights_config/` ships all four), from `modeling.networks`:
-    `superres` (`superres.SuperResolutionNet`), `delighting` (`delighting.DelightingNet`),
-    `specular` (`specular.SpecularAlbedoNet`), `normals` (`normals.DetailNormalsNet`). Without
-    them the maps are the first-order ones only.
+    Components (optional; `weights_config/` ships all three), from `modeling.networks`:
+    `delighting` (`delighting.DelightingNet`), `specular` (`specular.SpecularAlbedoNet`),
+    `normals` (`normals.DetailNormalsNet`). Without them the maps are the first-order ones only.
 
-    Config `super_resolution` (`str`): "auto" (default: with `superres` loaded, maps of 2048 px
-    and more are unwrapped at a quarter of the resolution and super-resolved x4), "on" (at every
-    resolution; needs `superres`), "off". Config `white_balance` (`str`): "camera" (default: the
+    Config `unwrap_resolution` (`str`): "auto" (default: maps of 2048 px and more are unwrapped
+    no finer than the photo's detail, at least at a quarter of the resolution, and upsampled)
+    or "full". Config `white_balance` (`str`): "camera" (default: the
     de-lighting network corrects the exposure and keeps the photo's white balance) or
     "skin_prior" (it also re-balances the colour toward the skin colours it was trained on; see
     `modeling.networks.delighting.DelightingNet.global_gain`). Config `network_precision`
@@ -208,21 +212,20 @@ class AvatarPipeline(DiffusionPipeline):
     ...     "weights_config", head_model="flame", flame_model_path="flame.npz")  # doctest: +SKIP
     """
 
-    _optional_components = ["superres", "delighting", "specular", "normals"]
+    _optional_components = ["delighting", "specular", "normals"]
 
     def __init__(
         self,
         delighting=None,
         specular=None,
         normals=None,
-        superres=None,
         resolution: int = 1024,
         fov_degrees: float = 40.0,
         max_num_faces: int = 5,
         min_face_size: int = 64,
         num_fit_steps: int = 80,
         fit_resolution: int = 256,
-        super_resolution: str = "auto",
+        unwrap_resolution: str = "auto",
         white_balance: str = "camera",
         head: bool = True,
         network_precision: str = "auto",
@@ -234,13 +237,11 @@ class AvatarPipeline(DiffusionPipeline):
         # not in the config: FLAME's file stays the user's (never saved with the pipeline)
         self.flame = load_head_choice(head_model, flame_model_path)
         check_resolution(resolution)
-        check_super_resolution_mode(super_resolution)
+        check_unwrap_mode(unwrap_resolution)
         check_white_balance(white_balance)
         check_network_precision(network_precision)
         check_network_resolution(network_resolution)
-        self.register_modules(
-            delighting=delighting, specular=specular, normals=normals, superres=superres
-        )
+        self.register_modules(delighting=delighting, specular=specular, normals=normals)
         self.register_to_config(
             resolution=resolution,
             fov_degrees=fov_degrees,
@@ -248,7 +249,7 @@ class AvatarPipeline(DiffusionPipeline):
             min_face_size=min_face_size,
             num_fit_steps=num_fit_steps,
             fit_resolution=fit_resolution,
-            super_resolution=super_resolution,
+            unwrap_resolution=unwrap_resolution,
             white_balance=white_balance,
             head=head,
             network_precision=network_precision,
@@ -304,6 +305,11 @@ class AvatarPipeline(DiffusionPipeline):
         return upgrade_model_index(loaded)
 
     @property
+    def unwrap_resolution(self) -> str:
+        """The config's `unwrap_resolution` ("auto" for folders saved before it existed)."""
+        return self.config.get("unwrap_resolution", "auto")
+
+    @property
     def network_precision(self) -> str:
         """The config's `network_precision` ("auto" for folders saved before it existed)."""
         return self.config.get("network_precision", "auto")
@@ -334,7 +340,7 @@ class AvatarPipeline(DiffusionPipeline):
         turns, faces = detect_upright(self.tracker, load_image(image))
         return [turn_landmarks(face, -turns) for face in faces]
 
-    def check_inputs(self, image, resolution, num_fit_steps, super_resolution, white_balance,
+    def check_inputs(self, image, resolution, num_fit_steps, unwrap_resolution, white_balance,
                      output_type, head=None) -> CallSettings:  # fmt: skip
         """Validate the call's arguments (before any work) and fill in the config's defaults."""
         if output_type not in ("np", "pil"):
@@ -343,7 +349,6 @@ class AvatarPipeline(DiffusionPipeline):
         if not images:
             raise ValueError("no photo given")
         resolution = check_resolution(resolution or self.config.resolution)
-        sr_mode = super_resolution or self.config.super_resolution
         if self.flame is not None and head is False:
             raise ValueError("head=False gives the face patch alone; this pipeline builds "
                              "FLAME's head (head_model='flame')")  # fmt: skip
@@ -351,7 +356,7 @@ class AvatarPipeline(DiffusionPipeline):
             images=images,
             resolution=resolution,
             num_fit_steps=self.config.num_fit_steps if num_fit_steps is None else num_fit_steps,
-            super_resolve=use_super_resolution(sr_mode, self.superres, resolution),
+            unwrap=check_unwrap_mode(unwrap_resolution or self.unwrap_resolution),
             white_balance=check_white_balance(white_balance or self.config.white_balance),
             head=bool(self.config.get("head", True) if head is None else head),
         )
@@ -363,7 +368,7 @@ class AvatarPipeline(DiffusionPipeline):
         resolution: int | None = None,
         face_index: int = 0,
         num_fit_steps: int | None = None,
-        super_resolution: str | None = None,
+        unwrap_resolution: str | None = None,
         white_balance: str | None = None,
         head: bool | None = None,
         output_type: str = "np",
@@ -380,7 +385,7 @@ class AvatarPipeline(DiffusionPipeline):
             face_index (`int`): which face in each photo, counting from the largest (0).
             num_fit_steps (`int`, *optional*): photometric fitting steps (0: geometry from the
                 landmarks only; default: the config's).
-            super_resolution (`str`, *optional*): "auto", "on" or "off" (default: the config's;
+            unwrap_resolution (`str`, *optional*): "auto" or "full" (default: the config's;
                 see the class docstring).
             white_balance (`str`, *optional*): "camera" or "skin_prior" (default: the config's;
                 see the class docstring).
@@ -390,7 +395,7 @@ class AvatarPipeline(DiffusionPipeline):
             output_type (`str`): `"np"` (float32 arrays) or `"pil"` (maps and renders as images).
             return_dict (`bool`): return an `AvatarPipelineOutput` (else a tuple of its fields).
         """
-        run = self.check_inputs(image, resolution, num_fit_steps, super_resolution,
+        run = self.check_inputs(image, resolution, num_fit_steps, unwrap_resolution,
                                 white_balance, output_type, head)  # fmt: skip
         resolution, topology, timer = run.resolution, load_topology(), StageTimer()
         with self.progress_bar(total=5) as progress:  # closed on errors too
@@ -423,22 +428,16 @@ class AvatarPipeline(DiffusionPipeline):
                     views, topology, ao, flame = _flame_views(views, self.flame)
             progress.update()
             with timer("unwrap_and_delight"):
-                unwrap_size = resolution // 4 if run.super_resolve else resolution
+                detail = max(photo_pixels_per_uv(v.geometry, topology) for v in views)
+                unwrap_size = choose_unwrap_size(run.unwrap, resolution, detail)
                 views = [_unwrap(v, unwrap_size, topology, ao) for v in views]
                 texture, albedo, visibility = fuse_first_order_maps([v.first_order for v in views])
                 skin_seen = _uv_skin_mask(views, resolution)
-            progress.update()
-            if run.super_resolve:
-                with timer("super_resolution"):
-                    texture, albedo, visibility = super_resolve(
-                        self.superres,
-                        texture,
-                        albedo,
-                        visibility,
-                        self.device,
-                        self.dtype,
-                        self.network_precision,
+                if unwrap_size < resolution:
+                    texture, albedo, visibility = upsample_maps(
+                        texture, albedo, visibility, resolution
                     )
+            progress.update()
             with timer("head"):
                 head_model = load_head_model() if run.head and flame is None else None
                 head, layout, skin, ao_skin = _head(views[0], head_model, topology, ao)

@@ -68,7 +68,7 @@ def reconstruct_item(pipe, item: Item, folder: BatchFolder, options: dict) -> tu
     Never raises for the item's own problems: a photo that vanished or changed since the batch
     was planned, bad input (`modeling.errors`), a file that cannot be written, anything the
     pipeline raises, each becomes a `failed` record with the error (and the folder removed).
-    `options` are the pipeline call's global ones (`super_resolution`, `white_balance`, `head`).
+    `options` are the pipeline call's global ones (`unwrap_resolution`, `white_balance`, `head`).
     """
     start = time.perf_counter()
     tmp = folder.tmp / item.name
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="photometric fitting steps for rows that do not say (0: none)",
     )
-    p.add_argument("--super-resolution", choices=("auto", "on", "off"), default=None)
+    p.add_argument("--unwrap-resolution", choices=("auto", "full"), default=None)
     p.add_argument("--white-balance", choices=("camera", "skin_prior"), default=None)
     p.add_argument(
         "--face-only",
@@ -370,7 +370,7 @@ def run_items(
         return 2
     pipe.set_progress_bar_config(disable=True)  # one bar: the batch's, on the main process
     options = {
-        "super_resolution": args.super_resolution,
+        "unwrap_resolution": args.unwrap_resolution,
         "white_balance": args.white_balance,
         "head": not args.face_only,
     }

@@ -182,11 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the photos (a folder) show one person: one avatar from all of them",
     )
     p.add_argument(
-        "--super-resolution",
-        choices=("auto", "on", "off"),
+        "--unwrap-resolution",
+        choices=("auto", "full"),
         default=None,
-        help="x4 super-resolution of the unwrapped maps: auto (the default: at 2048 px and "
-        "more), on (any multiple of 4 from 256 px), off",
+        help="auto (the default: maps of 2048 px and more are unwrapped no finer than the "
+        "photo's detail, then upsampled) or full (always at the maps' resolution)",
     )
     p.add_argument(
         "--white-balance",
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 photos,
                 resolution=args.resolution,
                 num_fit_steps=args.fit_steps,
-                super_resolution=args.super_resolution,
+                unwrap_resolution=args.unwrap_resolution,
                 white_balance=args.white_balance,
                 head=not args.face_only,
             )
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                     resolution=args.resolution,
                     face_index=face,
                     num_fit_steps=args.fit_steps,
-                    super_resolution=args.super_resolution,
+                    unwrap_resolution=args.unwrap_resolution,
                     white_balance=args.white_balance,
                     head=not args.face_only,
                 )

@@ -54,6 +54,14 @@ REPO_MODULES = {module.rsplit(".", 1)[1]: module for module in LEGACY_MODULES.va
 # local path, so a mistyped folder is reported here instead of being requested from the Hub.
 HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
+# Folders saved before 2026-12-03 carry the x4 super-resolution network (`superres`, dropped:
+# it added nothing measurable over bicubic upsampling) and its `super_resolution` setting, now
+# `unwrap_resolution` ("off" unwrapped at the maps' size: "full"; "auto" and "on": "auto").
+RETIRED_COMPONENTS = ("superres",)
+RENAMED_SETTINGS = {
+    "super_resolution": lambda mode: ("unwrap_resolution", "full" if mode == "off" else "auto"),
+}
+
 # `save_pretrained(..., push_to_hub=True)` arguments that go to the upload (as in diffusers).
 HUB_UPLOAD_ARGS = ("repo_id", "token", "private", "commit_message", "create_pr")
 
@@ -65,10 +73,15 @@ def upgrade_model_index(index: dict) -> dict:
     layout's `"_class_name": ["pipeline", "AvatarPipeline"]` -> `"AvatarPipeline"`, its
     component modules (`["delighting", "DelightingNet"]`: `REPO_MODULES`) and legacy ones
     (`["modeling.delighting", "DelightingNet"]`: `LEGACY_MODULES`) -> the installed module
-    (`["modeling.networks.delighting", "DelightingNet"]`); other entries unchanged."""
+    (`["modeling.networks.delighting", "DelightingNet"]`); retired entries of older folders
+    dropped or renamed (`RETIRED_COMPONENTS`, `RENAMED_SETTINGS`); other entries unchanged."""
     installed = {**LEGACY_MODULES, **REPO_MODULES}
     upgraded = {}
     for name, value in index.items():
+        if name in RETIRED_COMPONENTS:
+            continue
+        if name in RENAMED_SETTINGS:
+            name, value = RENAMED_SETTINGS[name](value)
         if name == "_class_name" and isinstance(value, list) and len(value) == 2:
             value = value[1]
         elif isinstance(value, list) and value and isinstance(value[0], str):

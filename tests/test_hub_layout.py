@@ -21,7 +21,7 @@ from pipelines import AvatarPipeline
 from pipelines.weights import MANIFEST, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPONENTS = ("delighting", "specular", "normals", "superres")
+COMPONENTS = ("delighting", "specular", "normals")
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 

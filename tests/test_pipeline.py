@@ -360,21 +360,37 @@ def test_cli_same_person_folder_gives_one_avatar(tmp_path):
     assert (out / "person" / "face.glb").is_file()
 
 
-@pytest.mark.slow  # a 256 px reconstruction, super-resolved
-def test_cli_super_resolution_flag(tmp_path, capsys):
+def test_cli_unwrap_resolution_flag():
+    from modeling.reconstruction.texture import UNWRAP_MODES
+    from pipelines.batch import build_parser as batch_parser
     from pipelines.cli import build_parser
 
-    assert build_parser().parse_args(["x.jpg"]).super_resolution is None  # the config decides
+    assert build_parser().parse_args(["x.jpg"]).unwrap_resolution is None  # the config decides
+    for mode in UNWRAP_MODES:  # the CLIs list the modes without importing the pipeline
+        assert build_parser().parse_args(["x.jpg", "--unwrap-resolution", mode])
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["x.jpg", "--super-resolution", "maybe"])
-    Image.fromarray(data.astronaut()).save(tmp_path / "astro.png")
-    args = [str(tmp_path / "astro.png"), "-o", str(tmp_path / "out"), "--fit-steps", "0"]
-    # "on" needs a multiple of 4 of at least 256 px: a clear error, not a crash
-    assert cli_main([*args, "--resolution", "128", "--super-resolution", "on"]) == 1
-    assert "super" in capsys.readouterr().err.lower()
-    assert cli_main([*args, "--resolution", "256", "--super-resolution", "on"]) == 0
-    albedo = Image.open(tmp_path / "out" / "astro" / "maps" / "diffuse_albedo.png")
-    assert albedo.size == (256, 256)
+        build_parser().parse_args(["x.jpg", "--unwrap-resolution", "on"])
+    with pytest.raises(SystemExit):
+        batch_parser().parse_args(["--input", "a", "--output", "b", "--unwrap-resolution", "x"])
+
+
+@pytest.mark.slow  # two 2048 px reconstructions
+def test_large_maps_unwrap_at_the_photos_detail(pipe):
+    """At 2048 px the astronaut (a face about 95 px wide) is unwrapped at 512 px and upsampled:
+    the maps are those of the full-size unwrap up to the resampling."""
+
+    photo = data.astronaut()
+    full = pipe(photo, resolution=2048, num_fit_steps=0, unwrap_resolution="full")
+    auto = pipe(photo, resolution=2048, num_fit_steps=0)  # the config's "auto"
+    for out in (full, auto):
+        assert out.maps["texture"].shape == (2048, 2048, 3)
+        assert out.maps["visibility"].shape == (2048, 2048, 1)
+    assert auto.timings["unwrap_and_delight"] < full.timings["unwrap_and_delight"]
+    seen = full.maps["visibility"][..., 0] > 0.5
+    error = np.abs(auto.maps["texture"] - full.maps["texture"])[seen].mean()
+    assert error < 0.02
+    with pytest.raises(ValueError, match="unwrap_resolution"):
+        pipe(photo, resolution=2048, unwrap_resolution="on")
 
 
 def _mean_ab(srgb: np.ndarray, where: np.ndarray) -> np.ndarray:

@@ -20,11 +20,14 @@ from modeling.reconstruction.first_order import (
 )
 from modeling.reconstruction.geometry import fit_camera_and_shape
 from modeling.reconstruction.texture import (
+    choose_unwrap_size,
     complete_uv_map,
     mirror_complete,
+    photo_pixels_per_uv,
     pull_push_fill,
     skin_mask,
     unwrap_texture,
+    upsample_maps,
     uv_atlas,
 )
 from rendering.camera import PinholeCamera
@@ -251,3 +254,29 @@ def test_the_skin_prior_and_the_softening_leave_texels_the_photo_showed():
     np.testing.assert_allclose(done[partly], expected[partly], atol=1e-6)
     unseen = (visibility == 0) & skin & np.asarray(uv_atlas(size).chart, bool)
     assert np.abs(done[unseen] - plain[unseen]).max() > 0.01  # there the prior and softening act
+
+
+def test_unwrap_size_follows_the_photos_detail():
+    """A face twice as near spans twice the pixels per unit of UV; "auto" unwraps large maps no
+    finer than that (at least a quarter of the size), smaller maps and "full" at full size."""
+    near = fit_camera_and_shape(_synthetic_landmarks(0, 0, distance=0.3)[0], load_topology())
+    far = fit_camera_and_shape(_synthetic_landmarks(0, 0, distance=0.6)[0], load_topology())
+    assert photo_pixels_per_uv(near) / photo_pixels_per_uv(far) == pytest.approx(2, rel=0.05)
+    assert choose_unwrap_size("auto", 4096, 180.0) == 1024  # a small face: the floor
+    assert choose_unwrap_size("auto", 4096, 1500.0) == 2048
+    assert choose_unwrap_size("auto", 4096, 2049.0) == 4096
+    assert choose_unwrap_size("auto", 2048, 512.0) == 512
+    assert choose_unwrap_size("auto", 1024, 10.0) == 1024  # below 2048 px: always full size
+    assert choose_unwrap_size("full", 4096, 10.0) == 4096
+    with pytest.raises(ValueError, match="unwrap_resolution"):
+        choose_unwrap_size("on", 4096, 10.0)
+
+    rng = np.random.default_rng(0)
+    texture, albedo = rng.random((2, 64, 64, 3), dtype=np.float32)
+    visibility = rng.random((64, 64), dtype=np.float32)
+    up = upsample_maps(texture, albedo, visibility, 256)
+    assert [m.shape for m in up] == [(256, 256, 3), (256, 256, 3), (256, 256)]
+    assert all(m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1 for m in up)
+    # the area mean of the upsampled map is the map
+    down = up[0].reshape(64, 4, 64, 4, 3).mean((1, 3))
+    assert np.abs(down - texture)[8:-8, 8:-8].mean() < 0.1

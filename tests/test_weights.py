@@ -11,7 +11,6 @@ from modeling.networks import LEGACY_MODULES
 from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
 from modeling.networks.specular import SpecularAlbedoNet
-from modeling.networks.superres import SuperResolutionNet
 from pipelines import AvatarPipeline
 from pipelines.weights import upgrade_model_index
 
@@ -20,7 +19,6 @@ COMPONENTS = {
     "delighting": DelightingNet,
     "specular": SpecularAlbedoNet,
     "normals": DetailNormalsNet,
-    "superres": SuperResolutionNet,
 }
 
 
@@ -40,12 +38,12 @@ def test_upgrade_maps_legacy_paths_and_keeps_the_rest():
         "resolution": 1024,
         "delighting": ["modeling.delighting", "DelightingNet"],
         "normals": ["modeling.networks.normals", "DetailNormalsNet"],
-        "superres": [None, None],
+        "specular": [None, None],
     }
     new = upgrade_model_index(old)
     assert new["delighting"] == ["modeling.networks.delighting", "DelightingNet"]
     assert new["normals"] == old["normals"]
-    assert new["superres"] == [None, None]
+    assert new["specular"] == [None, None]
     assert new["resolution"] == 1024 and new["_class_name"] == "AvatarPipeline"
     assert old["delighting"] == ["modeling.delighting", "DelightingNet"]  # input untouched
     assert set(LEGACY_MODULES.values()) == {cls.__module__ for cls in COMPONENTS.values()}
@@ -75,3 +73,19 @@ def test_legacy_folder_loads_the_same_networks(legacy_folder, tmp_path):
     legacy.save_pretrained(tmp_path / "resaved")
     index = json.loads((tmp_path / "resaved" / "model_index.json").read_text())
     assert index["delighting"] == ["delighting", "DelightingNet"]  # the Hub layout's module
+
+
+@pytest.mark.parametrize(("mode", "unwrap"), [("off", "full"), ("auto", "auto"), ("on", "auto")])
+def test_a_folder_with_the_dropped_super_resolution_network_loads(tmp_path, mode, unwrap):
+    """Folders saved before the x4 super-resolution network was dropped name it (`superres`)
+    and its `super_resolution` mode: both are read as today's `unwrap_resolution`, the
+    network's files are not needed."""
+    folder = tmp_path / "before"
+    shutil.copytree(ROOT / "weights_config", folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["unwrap_resolution"]
+    index.update(superres=["superres", "SuperResolutionNet"], super_resolution=mode)
+    (folder / "model_index.json").write_text(json.dumps(index))
+    pipe = AvatarPipeline.from_pretrained(folder)
+    assert pipe.unwrap_resolution == unwrap and "superres" not in pipe.components
+    assert isinstance(pipe.delighting, DelightingNet)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from modeling.errors import WeightsError
 from modeling.networks.normals import DetailNormalsNet
-from modeling.networks.reflectance import reflectance_maps, super_resolve
+from modeling.networks.reflectance import reflectance_maps
 from pipelines import AvatarPipeline
 from pipelines.weights import MANIFEST, check_component_weights, write_manifest
 
@@ -58,7 +58,7 @@ def test_shipped_manifest_verifies_every_component():
     manifest = json.loads((folder / MANIFEST).read_text())
     index = json.loads((folder / "model_index.json").read_text())
     assert manifest["algorithm"] == "sha256"
-    assert set(manifest["components"]) == {"delighting", "specular", "normals", "superres"}
+    assert set(manifest["components"]) == {"delighting", "specular", "normals"}
     for name, files in manifest["components"].items():
         assert set(files) == {"config.json", WEIGHTS, f"{index[name][0]}.py"}  # code included
     assert set(manifest["files"]) == {"pipeline.py"}
@@ -97,12 +97,10 @@ def _maps(r: int = 64, seed: int = 0) -> dict:
 
 
 def _run(pipe: AvatarPipeline, name: str, maps: dict) -> dict:
-    if name == "superres":
-        return super_resolve(pipe.superres, maps["texture"], maps["albedo"], maps["visibility"])
     return reflectance_maps(**maps, **{name: getattr(pipe, name)})
 
 
-@pytest.mark.parametrize("name", ["delighting", "specular", "normals", "superres"])
+@pytest.mark.parametrize("name", ["delighting", "specular", "normals"])
 def test_a_network_that_outputs_nan_is_named_at_run_time(folder, name):
     _rewrite_tensor(folder / name / WEIGHTS, lambda t: t.fill_(float("nan")))
     write_manifest(folder)  # the manifest now agrees: only the output check can tell
@@ -160,9 +158,9 @@ def test_a_broken_model_index_is_named(folder):
 
 def test_a_broken_manifest_or_an_unlisted_component_is_refused(folder):
     manifest = json.loads((folder / MANIFEST).read_text())
-    del manifest["components"]["superres"]
+    del manifest["components"]["specular"]
     (folder / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(WeightsError, match=r"component 'superres': .* not listed in .*manifest"):
+    with pytest.raises(WeightsError, match=r"component 'specular': .* not listed in .*manifest"):
         AvatarPipeline.from_pretrained(folder)
     (folder / MANIFEST).write_text("{")
     with pytest.raises(WeightsError, match=r"weights_manifest\.json is not a valid"):

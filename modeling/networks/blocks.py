@@ -80,7 +80,7 @@ def network_compute_dtype(
 
 @contextlib.contextmanager
 def compute_dtype(dtype: torch.dtype | None) -> Iterator[None]:
-    """Within it, `TinyUNet` and `SuperResolutionNet` run their convs in `dtype` at inference
+    """Within it, `TinyUNet` runs its convs in `dtype` at inference
     (`None`: as their weights are); outputs come back in the input's dtype."""
     token = _COMPUTE_DTYPE.set(dtype)
     try:

@@ -1,6 +1,6 @@
-"""AvatarMe's reflectance chain on whole UV maps: [x4 super-resolution of the texture and the
-first-order albedo] -> de-lighting (diffuse albedo) -> specular albedo and detail normals, each
-network run by sliding window (`modeling.networks.tiling`) on the caller's device and dtype.
+"""AvatarMe's reflectance chain on whole UV maps: de-lighting (diffuse albedo) -> specular
+albedo and detail normals, each network run by sliding window (`modeling.networks.tiling`) on
+the caller's device and dtype.
 
 The maps come in and go out as `(R, R, C)` float32 numpy arrays on the CPU; only tiles visit the
 device, so 4K maps run in bounded memory.
@@ -17,7 +17,6 @@ from modeling.networks.blocks import compute_dtype, network_compute_dtype, uv_co
 from modeling.networks.delighting import DelightingNet
 from modeling.networks.normals import DetailNormalsNet
 from modeling.networks.specular import SpecularAlbedoNet
-from modeling.networks.superres import SuperResolutionNet
 from modeling.networks.tiling import even_tile, sliding_window
 from rendering.mesh import decode_normals, encode_normals
 
@@ -28,22 +27,9 @@ from rendering.mesh import decode_normals, encode_normals
 # most 1.5e-4 apart), but the area they run on does: tiles of 512 px overlapping by 64 px
 # covered a 1024 px map 2.25x over (2048 px: 1.56x; now 1.13x).
 TILE_SIZE, TILE_OVERLAP, TILE_BATCH = 1024, 64, 1
-# Super-resolution: input tiles of at most 520 px (`even_tile`: a 512 px input, for 2048 px
-# maps, in one tile; a 1024 px input in 2 x 2 tiles of 516 px; ~0.3 GB of activations each)
-# with the network's receptive field as margin, so the tiles reproduce the whole-map output
-# exactly (tiles of 256 px ran 1.16x the area at 2048 px and 1.65x at 4096 px); at and above
-# SR_MIN_RESOLUTION `super_resolution="auto"` super-resolves.
-SR_TILE_SIZE, SR_TILE_OVERLAP, SR_MIN_RESOLUTION = 520, 8, 2048
-SUPER_RESOLUTION_MODES = ("auto", "on", "off")
 # The largest maps the reflectance networks run on (a pipeline's config `network_resolution`);
 # larger ones get the networks' outputs by guided upsampling (`_guided_network_maps`).
 NETWORK_RESOLUTION = 512
-
-
-def check_super_resolution_mode(mode: str) -> str:
-    if mode not in SUPER_RESOLUTION_MODES:
-        raise ValueError(f"super_resolution must be one of {SUPER_RESOLUTION_MODES}, got {mode!r}")
-    return mode
 
 
 def check_network_resolution(resolution: int | None) -> int | None:
@@ -53,22 +39,6 @@ def check_network_resolution(resolution: int | None) -> int | None:
     ):  # fmt: skip
         raise ValueError(f"network_resolution must be None or an integer >= 64, got {resolution!r}")
     return resolution
-
-
-def use_super_resolution(mode: str, net: SuperResolutionNet | None, resolution: int) -> bool:
-    """Whether maps of `resolution` px are unwrapped at a quarter of it and super-resolved x4
-    (`mode` "auto": with `net` loaded, from `SR_MIN_RESOLUTION` px; "on": always; "off")."""
-    mode = check_super_resolution_mode(mode)
-    if mode == "off" or (mode == "auto" and (net is None or resolution < SR_MIN_RESOLUTION)):
-        return False
-    if net is None:
-        raise ValueError('super_resolution="on" needs the `superres` component')
-    if resolution % 4 or resolution < 256:
-        raise ValueError(
-            f"super-resolution x4 needs a resolution that is a multiple of 4 and at least "
-            f"256, got {resolution}"
-        )
-    return True
 
 
 def _layout(maps: np.ndarray, max_tile: int, overlap: int) -> tuple[int, int]:
@@ -113,36 +83,6 @@ def _numpy(out: torch.Tensor) -> np.ndarray:
     """`(1, C, R, R)` -> `(R, R, C)` float32 in [0, 1] (`out` is clamped in place; stored
     channels last, as `sliding_window` returns it, it is not copied)."""
     return np.ascontiguousarray(out[0].clamp_(0, 1).permute(1, 2, 0).numpy())
-
-
-@torch.no_grad()
-def super_resolve(
-    net: SuperResolutionNet,
-    texture: np.ndarray,
-    albedo: np.ndarray,
-    visibility: np.ndarray,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    precision: str = "auto",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Texture and first-order albedo `(r, r, 3)` sRGB -> x`scale` by `net` (tiles on `device`
-    in `dtype`, convs in `precision`: `modeling.networks.blocks.NETWORK_PRECISIONS`);
-    visibility `(r, r)` -> x`scale` bilinear. A non-finite output from finite input raises
-    `WeightsError` naming the `superres` component."""
-
-    tile, overlap = _layout(texture, SR_TILE_SIZE, SR_TILE_OVERLAP)
-
-    def run(x):
-        out = sliding_window(_channels_last(net), [_tensor(x)], 3, tile, overlap, TILE_BATCH,
-                             device=device, dtype=dtype, scale=net.config.scale,
-                             margin=net.receptive_field)  # fmt: skip
-        return _numpy(_finite(out, "superres", [_tensor(x)]))
-
-    size = visibility.shape[0] * net.config.scale
-    visibility = cv2.resize(visibility.astype(np.float32), (size, size),
-                            interpolation=cv2.INTER_LINEAR)  # fmt: skip
-    with compute_dtype(network_compute_dtype(precision, device, dtype)):
-        return run(texture), run(albedo), np.clip(visibility, 0, 1)
 
 
 @torch.no_grad()

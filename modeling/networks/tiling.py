@@ -1,12 +1,6 @@
 """Sliding-window inference: overlapping tiles blended with a raised-cosine window, so a
 network trained on patches runs on 1K-4K maps without seams and in bounded memory.
 
-A network whose output is `scale` times larger than its input (super-resolution) runs the same
-way: tiles are laid out on the input, the output tiles and blending windows are `scale` times
-larger. With `margin`, each tile is run with `margin` input pixels of context on its inner
-sides that are cropped off before blending, so a network whose receptive field is at most
-`margin` px gives exactly its whole-map output (the blending then only averages equal values).
-
 >>> net = lambda x: x * 2
 >>> image = torch.rand(1, 3, 600, 600)
 >>> out = sliding_window(net, [image], out_channels=3, tile=256, overlap=32)
@@ -81,14 +75,12 @@ def sliding_window(
     batch_size: int = 4,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    scale: int = 1,
-    margin: int = 0,
 ) -> torch.Tensor:
     """Run `fn(*tiles)` over overlapping tiles of `inputs` and blend the results.
 
     Args:
         fn (`Callable`): maps `(N, C_i, t, t)` tiles (one per input) to
-            `(N, out_channels, t * scale, t * scale)`.
+            `(N, out_channels, t, t)`.
         inputs (sequence of `torch.Tensor` of shape `(1, C_i, H, W)`): same H, W; may live on
             the CPU (views of numpy arrays are fine); only tiles are copied to `device`.
         out_channels (`int`).
@@ -96,12 +88,9 @@ def sliding_window(
         batch_size (`int`): tiles per call of `fn`; memory is bounded by this many tiles'
             activations plus the `(1, out_channels + 1, H, W)` float32 accumulators on the CPU.
         device, dtype: where and in what precision `fn` runs (default: the inputs').
-        scale (`int`): output pixels per input pixel (1, or e.g. 4 for x4 super-resolution).
-        margin (`int`): input pixels of extra context around each tile, cropped off its output
-            (not on the image border; the tile grows to `tile + 2 * margin` where it fits).
 
     Returns:
-        `torch.Tensor` of shape `(1, out_channels, H * scale, W * scale)`, float32, on the CPU,
+        `torch.Tensor` of shape `(1, out_channels, H, W)`, float32, on the CPU,
         stored channels last (its `[0].permute(1, 2, 0)` is a contiguous `(H, W, C)` map: a 4K
         map leaves the function without another copy).
     """
@@ -109,46 +98,33 @@ def sliding_window(
         raise ValueError("no inputs")
     if not 0 <= overlap < tile:
         raise ValueError(f"need 0 <= overlap < tile, got overlap={overlap}, tile={tile}")
-    if scale < 1 or margin < 0:
-        raise ValueError(f"need scale >= 1 and margin >= 0, got scale={scale}, margin={margin}")
     h, w = inputs[0].shape[-2:]
     for x in inputs:
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[-2:] != (h, w):
             raise ValueError(f"inputs must be (1, C, {h}, {w}), got {tuple(x.shape)}")
     device = torch.device(device) if device is not None else inputs[0].device
     dtype = dtype or inputs[0].dtype
-    s = int(scale)
-    out = torch.zeros(h * s, w * s, out_channels)
-    weight = torch.zeros(h * s, w * s, 1)
+    out = torch.zeros(h, w, out_channels)
+    weight = torch.zeros(h, w, 1)
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     th, tw = min(tile, h), min(tile, w)
-    # the window each tile runs on: the tile plus `margin` px of context, shifted inside the image
-    # so that every window of a batch has the same size
-    wh, ww = min(th + 2 * margin, h), min(tw + 2 * margin, w)
-
-    def window(start, full, size):
-        return min(max(start - margin, 0), full - size)
-
-    boxes = [(y, x, window(y, h, wh), window(x, w, ww)) for y in ys for x in xs]
+    boxes = [(y, x) for y in ys for x in xs]
     for i in range(0, len(boxes), batch_size):
         batch = boxes[i : i + batch_size]
         tiles = [
-            torch.cat([x[..., wy : wy + wh, wx : wx + ww] for _, _, wy, wx in batch]).to(
+            torch.cat([x[..., y0 : y0 + th, x0 : x0 + tw] for y0, x0 in batch]).to(
                 device=device, dtype=dtype
             )
             for x in inputs
         ]
         result = fn(*tiles).float().cpu()
-        if result.shape[-2:] != (wh * s, ww * s):
+        if result.shape[-2:] != (th, tw):
             raise ValueError(
-                f"fn returned {tuple(result.shape)} for {wh}x{ww} tiles; expected "
-                f"{wh * s}x{ww * s} (scale={s})"
+                f"fn returned {tuple(result.shape)} for {th}x{tw} tiles; expected {th}x{tw}"
             )
-        for j, (y0, x0, wy, wx) in enumerate(batch):
+        for j, (y0, x0) in enumerate(batch):
             edges = (y0 > 0, y0 + th < h, x0 > 0, x0 + tw < w)
-            win = blend_window(th * s, tw * s, overlap * s, edges)[..., None]
-            oy, ox = (y0 - wy) * s, (x0 - wx) * s
-            core = result[j, :, oy : oy + th * s, ox : ox + tw * s].permute(1, 2, 0)
-            out[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] += core * win
-            weight[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] += win
+            win = blend_window(th, tw, overlap, edges)[..., None]
+            out[y0 : y0 + th, x0 : x0 + tw] += result[j].permute(1, 2, 0) * win
+            weight[y0 : y0 + th, x0 : x0 + tw] += win
     return out.div_(weight).permute(2, 0, 1)[None]
