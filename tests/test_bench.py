@@ -364,3 +364,26 @@ def test_fairness_intervals_cover_a_known_bias_and_show_the_noise_floor():
     same = np.tile(rng.normal(0, 6, size=40), (6, 1))
     assert bootstrap_intervals(same)["mean"][1] - bootstrap_intervals(same)["mean"][0] > 0
     assert summarise(same)["bias"] == 0.0
+
+
+def test_light_colours_refitted_to_their_sh_and_the_highlight_level_of_a_pair():
+    """`lights_fitted_to_sh` recovers the colours of lights whose SH (plus an ambient term) it
+    is given; under the true lights the highlights give a face's specular level."""
+    from bench.specular_limits import highlight_levels, lights_fitted_to_sh
+    from rendering.lights import DirectionalLight, sh_from_directional
+    from rendering.sh import uniform_white
+    from training.render_pairs import make_training_pair, seeds, uv_geometry
+
+    up, side = np.array([0.0, 0.6, 0.8]), np.array([0.8, 0.0, 0.6])
+    lights = [DirectionalLight(up, np.array([2.0, 1.5, 1.0])),
+              DirectionalLight(side, np.array([0.3, 0.4, 0.5]))]  # fmt: skip
+    sh = sh_from_directional(lights) + 0.2 * uniform_white()
+    fitted = lights_fitted_to_sh([DirectionalLight(up, np.ones(3)),
+                                  DirectionalLight(side, np.ones(3))], sh)  # fmt: skip
+    for light, truth in zip(fitted, lights, strict=True):
+        np.testing.assert_allclose(light.color, truth.color, atol=1e-6)
+
+    pair = make_training_pair(seeds("test", 2)[1], resolution=128)
+    truth = float(pair["specular_albedo"][pair["mask"][..., 0] > 0.5].mean())
+    level = highlight_levels(pair, uv_geometry(128))["true_lights"]
+    assert level == pytest.approx(truth, rel=0.3)
