@@ -9,6 +9,8 @@ import pytest
 
 from modeling.face_model.head import (
     LID_CLEARANCE,
+    border_bend,
+    fair_border,
     head_mesh,
     load_head_model,
     ring_vertices,
@@ -286,3 +288,21 @@ def test_ring_completion_keeps_the_face_and_pads_ring_charts_with_their_own_colo
     _, nearest = cKDTree(np.stack([rows, cols], 1)).query(np.stack(np.divmod(off_chart, size), 1))
     close = np.abs(flat[off_chart] - flat[ring[nearest]]).max(1) < 1e-6
     assert close.mean() > 0.9  # ties and the 3x3 distance approximation pick a neighbour
+
+
+def test_the_band_between_face_and_head_is_faired_without_a_crease():
+    """The fitted face and the template head meet at an angle; `fair_border` re-solves the
+    ring's rows next to the face (bi-harmonic, C1 at the face's border), leaving the face and
+    the rest of the ring where they were. On a face 10 % wider than the mean, the edges near
+    the border bend 16.2 degrees on average before, 5.5 after (95th percentile 108 -> 18);
+    the former relaxation (40 Laplacian steps on 3 rows) left 7.1 and 31."""
+    topology, head = load_topology(), load_head_model()
+    face = topology.lift(topology.frontal_shape[:468]) * np.array([1.1, 1.0, 1.0])
+    raw = np.concatenate([face, ring_vertices(face, head)])
+    faired = fair_border(raw, head)
+    np.testing.assert_array_equal(faired[: head.num_dense], face)
+    moved = head.border_fairing.moved
+    np.testing.assert_array_equal(faired[~moved], raw[~moved])
+    assert moved[head.num_dense :].sum() > 300 and not moved[: head.num_dense].any()
+    before, after = border_bend(raw, head), border_bend(faired, head)
+    assert after.mean() < 0.4 * before.mean() and np.percentile(after, 95) < 20

@@ -7,7 +7,8 @@ truth for the face region; everything else follows it:
 - *ring* (scalp, ears, neck): the head's template positions moved by a thin-plate spline of the
   468 landmarks' displacements from the mean face (`ring_from_landmarks`), so a wider, deeper or
   longer face carries a wider, deeper or longer head, and a zipper strip joins it to the face's
-  border;
+  border; the ring's rows next to the face are then re-solved bi-harmonically (`fair_border`),
+  so the two meet without a crease;
 - *eyes*: a sphere per eye, 12 mm radius scaled with the face, centred behind the eye opening
   as far forward as it goes without any lid-border vertex coming within 0.5 mm of it; a socket
   strip tucks the opening's border into the ball, so no gap shows at any angle;
@@ -22,9 +23,11 @@ the sockets use the texels of the eye fans they replace.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,7 +42,10 @@ LID_CLEARANCE = 0.0005  # metres between a lid vertex and the eyeball
 SOCKET_DEPTH = 0.85  # socket ring radius, in eyeball radii (inside the ball: never seen)
 MOUTH_RINGS = ((0.15, 0.008), (0.5, 0.022))  # (shrink towards the centre, depth in metres)
 MOUTH_DEPTH = 0.03
-FAIR_RINGS = 3  # rows of ring vertices next to the face's border that `fair_border` relaxes
+# `fair_border` re-solves the ring vertices within FAIR_RINGS rows of the face's border, except
+# those within OPEN_END_ROWS rows of the neck's open end (free there, the fairing pulls it in)
+FAIR_RINGS, OPEN_END_ROWS = 4, 2
+UNFOLD_STEPS = 20  # at most this many local relaxations of folded slivers after the fairing
 _EYE_CENTRES = {"right": 469, "left": 470}  # base vertices of the fans (topology)
 _MOUTH_CENTRE = 468
 _UPPER_INNER_LIP, _LOWER_INNER_LIP, _MOUTH_CORNERS = 13, 14, (78, 308)
@@ -96,6 +102,17 @@ class HeadMesh:
     teeth: MeshPart | None = None
     teeth_actions: np.ndarray | None = None
     teeth_colour: tuple[float, float, float] = TEETH_COLOUR
+
+
+class BorderFairing(NamedTuple):
+    """`fair_border`'s linear system (`HeadModel.border_fairing`), over the U unique skin
+    vertices, M of them moved."""
+
+    moved: np.ndarray  # (U,) bool
+    coupling: Any  # (M, U - M) sparse: the bi-Laplacian's rows of the moved, the others' columns
+    solve: Callable[[np.ndarray], np.ndarray]  # its block among the moved, factorised
+    adjacency: Any  # (U, U) sparse 0/1: the mesh's edges
+    degree: np.ndarray  # (U,)
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity (a cache key, like `Topology`)
@@ -165,24 +182,47 @@ class HeadModel:
         return np.concatenate([self.split_uvs] + [uv for _, uv in self.sockets.values()])
 
     @cached_property
-    def border_smoothing(self) -> tuple:
-        """What `fair_border` needs: the unique skin mesh's adjacency `(U, U)` (sparse), each
-        vertex's degree `(U,)`, and the ring vertices within `FAIR_RINGS` edges of the face's
-        border (the ones it moves)."""
+    def border_fairing(self) -> BorderFairing:
+        """What `fair_border` needs, from the unique skin mesh's connectivity (`BorderFairing`):
+        it moves the ring vertices within `FAIR_RINGS` edges of the face's border, none within
+        `OPEN_END_ROWS` of the mesh's open boundary on the ring (the neck's end)."""
         import scipy.sparse as sp
+        from scipy.sparse.linalg import splu
 
         faces = self.skin_source[self.split_faces]
         count = self.num_dense + len(self.ring_template)
         rows, cols = faces.ravel(), np.roll(faces, -1, axis=1).ravel()
-        adjacency = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(count, count))
+        ones = np.ones(len(rows))
+        adjacency = sp.coo_matrix((ones, (rows, cols)), shape=(count, count))
         adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
+        # an edge of one triangle only lies on the boundary
+        edges = sp.coo_matrix((ones, (np.minimum(rows, cols), np.maximum(rows, cols))),
+                              shape=(count, count)).tocsr().tocoo()  # fmt: skip
+        open_end = np.zeros(count, bool)
+        single = edges.data == 1
+        open_end[edges.row[single]] = open_end[edges.col[single]] = True
+        open_end[: self.num_dense] = False  # the face's own holes (eyes, mouth) stay fixed anyway
+
+        def grow(seed: np.ndarray, steps: int) -> np.ndarray:
+            for _ in range(steps):
+                seed = seed | (adjacency @ seed > 0)
+            return seed
+
         near = np.zeros(count, bool)
         near[self.face_border] = True
-        for _ in range(FAIR_RINGS):
-            near |= adjacency @ near > 0
-        movable = np.flatnonzero(near & (np.arange(count) >= self.num_dense))
+        ring = np.arange(count) >= self.num_dense
+        moved = grow(near, FAIR_RINGS) & ring & ~grow(open_end, OPEN_END_ROWS)
         degree = np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1)
-        return adjacency, degree, movable
+        laplacian = sp.diags(1 / degree) @ adjacency - sp.identity(count)
+        bilaplacian = (laplacian @ laplacian).tocsr()[np.flatnonzero(moved)]
+        ids = np.flatnonzero(moved)
+        return BorderFairing(
+            moved=moved,
+            coupling=bilaplacian[:, ~moved].tocsr(),
+            solve=splu(bilaplacian[:, ids].tocsc()).solve,
+            adjacency=adjacency,
+            degree=degree,
+        )
 
     @cached_property
     def ring_charts(self) -> np.ndarray:
@@ -244,6 +284,44 @@ def face_vertices(skin_vertices: np.ndarray, head: HeadModel | None = None) -> n
     return out
 
 
+def unique_skin_vertices(skin_vertices: np.ndarray, head: HeadModel | None = None) -> np.ndarray:
+    """A head's skin vertices `(V_skin, 3)` -> its unique vertices `(U, 3)` (face, then ring:
+    the UV-split copies merged, the sockets dropped; the face's fan centres, in no skin
+    triangle, left at 0)."""
+    head = head or load_head_model()
+    skin = np.asarray(skin_vertices, np.float64)
+    out = np.zeros((head.num_dense + len(head.ring_template), 3))
+    first = head._split_index
+    used = np.fromiter(first, int)
+    out[used] = skin[[first[v] for v in used]]
+    return out
+
+
+def border_bend(unique: np.ndarray, head: HeadModel | None = None, rows: int = 4) -> np.ndarray:
+    """How sharply the skin bends where the head meets the face: for each edge of the unique
+    skin mesh `(U, 3)` whose two ends lie within `rows` edges of the face's border, the angle
+    (degrees) between the normals of its two triangles."""
+    head = head or load_head_model()
+    faces = head.skin_source[head.split_faces]
+    normal = np.cross(unique[faces[:, 1]] - unique[faces[:, 0]],
+                      unique[faces[:, 2]] - unique[faces[:, 0]])  # fmt: skip
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-15)
+    near = np.zeros(len(unique), bool)
+    near[head.face_border] = True
+    for _ in range(rows):
+        near |= head.border_fairing.adjacency @ near > 0
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    owner = np.tile(np.arange(len(faces)), 3)
+    key = np.sort(edges, axis=1)
+    order = np.lexsort((key[:, 1], key[:, 0]))
+    key, owner = key[order], owner[order]
+    shared = np.flatnonzero((key[1:] == key[:-1]).all(1))  # interior edges: two triangles
+    ends = key[shared]
+    keep = near[ends[:, 0]] & near[ends[:, 1]]
+    a, b = owner[shared][keep], owner[shared + 1][keep]
+    return np.degrees(np.arccos(np.clip((normal[a] * normal[b]).sum(1), -1, 1)))
+
+
 def face_scale(face_vertices: np.ndarray, topology: Topology) -> float:
     """Size of a face relative to the mean face (RMS landmark distance from their centroid)."""
     own = face_vertices[:NUM_LANDMARKS]
@@ -257,16 +335,42 @@ def ring_vertices(face_vertices: np.ndarray, head: HeadModel) -> np.ndarray:
     return head.ring_template + head.ring_from_landmarks @ shift
 
 
-def fair_border(unique: np.ndarray, head: HeadModel, iterations: int = 40) -> np.ndarray:
-    """Unique skin vertices `(U, 3)` with the ring's rows next to the face's border relaxed
-    towards their neighbours' mean (the face itself fixed): the fitted face and the head meet
-    at an angle along the jaw, which shows as a crease and folds the joining strip."""
-    adjacency, degree, movable = head.border_smoothing
-    out = unique.copy()
-    for _ in range(iterations):
-        mean = (adjacency @ out) / degree[:, None]
-        out[movable] = 0.5 * out[movable] + 0.5 * mean[movable]
-    return out
+def fair_border(unique: np.ndarray, head: HeadModel) -> np.ndarray:
+    """Unique skin vertices `(U, 3)` with the ring's rows next to the face's border re-solved
+    as the smoothest surface between the face and the rest of the ring (`border_fairing`).
+
+    The fitted face and the template head meet at an angle (a crease across the forehead and
+    along the jaw, and a folded joining strip). The moved vertices solve the bi-harmonic
+    equation `L^2 x = 0` (`L`: the umbrella Laplacian of the mesh's connectivity) with every
+    other vertex fixed: the face's two outer rows give the band the face's position and slope
+    at the border (C1), the ring's rows beyond it the scalp's, neck's and ears' (Botsch and
+    Kobbelt's bi-harmonic fill). A sliver the band folds where the border turns sharply is
+    relaxed locally (`_unfold`). The face itself never moves.
+    """
+    fairing = head.border_fairing
+    out = np.array(unique, np.float64)
+    out[fairing.moved] = fairing.solve(-(fairing.coupling @ out[~fairing.moved]))
+    return _unfold(out, head)
+
+
+def _unfold(unique: np.ndarray, head: HeadModel, max_steps: int = UNFOLD_STEPS) -> np.ndarray:
+    """`unique` `(U, 3)` with the moved vertices (`border_fairing`) on and around folded skin
+    triangles (a triangle's normal against all three of its vertex normals) set to their
+    neighbours' mean, until none is folded (at most `max_steps` times): where the face's
+    border turns sharply (in front of the ears) the bi-harmonic band can fold a sliver."""
+    fairing, faces = head.border_fairing, head.skin_source[head.split_faces]
+    for _ in range(max_steps):
+        normals = vertex_normals(unique, faces)
+        own = np.cross(unique[faces[:, 1]] - unique[faces[:, 0]],
+                       unique[faces[:, 2]] - unique[faces[:, 0]])  # fmt: skip
+        folded = (np.einsum("fc,fkc->fk", own, normals[faces]) < 0).all(1)
+        bad = np.zeros(len(unique), bool)
+        bad[faces[folded].ravel()] = True
+        bad = (bad | (fairing.adjacency @ bad > 0)) & fairing.moved
+        if not bad.any():
+            break
+        unique[bad] = ((fairing.adjacency @ unique) / fairing.degree[:, None])[bad]
+    return unique
 
 
 def place_eye(loop_points: np.ndarray, radius: float) -> np.ndarray:
