@@ -179,10 +179,11 @@ class AvatarPipeline(DiffusionPipeline):
     `delighting` (`delighting.DelightingNet`), `specular` (`specular.SpecularAlbedoNet`),
     `normals` (`normals.DetailNormalsNet`). Without them the maps are the first-order ones only.
 
-    Config `unwrap_resolution` (`str`): "auto" (default: maps of 2048 px and more are unwrapped
-    no finer than the photo's detail, at least at a quarter of the resolution, and upsampled)
-    or "full". Config `white_balance` (`str`): "camera" (default: the
-    de-lighting network corrects the exposure and keeps the photo's white balance) or
+    Config `unwrap_resolution` (`str` or `int`): "auto" (default: maps of 2048 px and more are
+    unwrapped no finer than the photo's detail, at least at a quarter of the resolution, and
+    upsampled), "full", or a size in px (at most the maps'; the maps are upsampled from it).
+    Config `white_balance` (`str`): "camera" (default: the de-lighting network corrects the
+    exposure and keeps the photo's white balance) or
     "skin_prior" (it also re-balances the colour toward the skin colours it was trained on; see
     `modeling.networks.delighting.DelightingNet.global_gain`). Config `network_precision`
     (`str`): "auto" (default: the networks' convs run in bfloat16 where the device does it in
@@ -225,7 +226,7 @@ class AvatarPipeline(DiffusionPipeline):
         min_face_size: int = 64,
         num_fit_steps: int = 80,
         fit_resolution: int = 256,
-        unwrap_resolution: str = "auto",
+        unwrap_resolution: str | int = "auto",
         white_balance: str = "camera",
         head: bool = True,
         network_precision: str = "auto",
@@ -305,7 +306,7 @@ class AvatarPipeline(DiffusionPipeline):
         return upgrade_model_index(loaded)
 
     @property
-    def unwrap_resolution(self) -> str:
+    def unwrap_resolution(self) -> str | int:
         """The config's `unwrap_resolution` ("auto" for folders saved before it existed)."""
         return self.config.get("unwrap_resolution", "auto")
 
@@ -356,7 +357,9 @@ class AvatarPipeline(DiffusionPipeline):
             images=images,
             resolution=resolution,
             num_fit_steps=self.config.num_fit_steps if num_fit_steps is None else num_fit_steps,
-            unwrap=check_unwrap_mode(unwrap_resolution or self.unwrap_resolution),
+            unwrap=check_unwrap_mode(
+                self.unwrap_resolution if unwrap_resolution is None else unwrap_resolution
+            ),
             white_balance=check_white_balance(white_balance or self.config.white_balance),
             head=bool(self.config.get("head", True) if head is None else head),
         )
@@ -368,7 +371,7 @@ class AvatarPipeline(DiffusionPipeline):
         resolution: int | None = None,
         face_index: int = 0,
         num_fit_steps: int | None = None,
-        unwrap_resolution: str | None = None,
+        unwrap_resolution: str | int | None = None,
         white_balance: str | None = None,
         head: bool | None = None,
         output_type: str = "np",
@@ -385,8 +388,8 @@ class AvatarPipeline(DiffusionPipeline):
             face_index (`int`): which face in each photo, counting from the largest (0).
             num_fit_steps (`int`, *optional*): photometric fitting steps (0: geometry from the
                 landmarks only; default: the config's).
-            unwrap_resolution (`str`, *optional*): "auto" or "full" (default: the config's;
-                see the class docstring).
+            unwrap_resolution (`str` or `int`, *optional*): "auto", "full" or a size in px
+                (default: the config's; see the class docstring).
             white_balance (`str`, *optional*): "camera" or "skin_prior" (default: the config's;
                 see the class docstring).
             head (`bool`, *optional*): build the full head (scalp, ears, neck, eyeballs, mouth;

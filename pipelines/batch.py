@@ -47,7 +47,7 @@ from pipelines.batch_state import (
     summary,
     triage,
 )
-from pipelines.cli import DEFAULT_WEIGHTS, check_writable
+from pipelines.cli import DEFAULT_WEIGHTS, check_writable, unwrap_choice
 
 # Every entry of an avatar's zip is dated 2000-01-01 00:00 UTC, so that a rerun writes the same
 # bytes (zip entries carry their files' times; the rest of the export holds no time).
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="photometric fitting steps for rows that do not say (0: none)",
     )
-    p.add_argument("--unwrap-resolution", choices=("auto", "full"), default=None)
+    p.add_argument("--unwrap-resolution", type=unwrap_choice, default=None)
     p.add_argument("--white-balance", choices=("camera", "skin_prior"), default=None)
     p.add_argument(
         "--face-only",

@@ -162,6 +162,16 @@ def _photos(source: Path) -> list[Path]:
     return [source]
 
 
+def unwrap_choice(text: str) -> str | int:
+    """`--unwrap-resolution`'s value: "auto", "full" or a size in px (>= 64), as the pipeline's
+    `unwrap_resolution` takes it (`modeling.reconstruction.texture.check_unwrap_mode`)."""
+    if text in ("auto", "full"):
+        return text
+    if text.isdigit() and int(text) >= 64:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"auto, full or a size in px (>= 64), not {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="openavatar", description=__doc__.splitlines()[0])
     p.add_argument("source", type=Path, help="a photo, or a folder of photos")
@@ -183,10 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--unwrap-resolution",
-        choices=("auto", "full"),
+        type=unwrap_choice,
         default=None,
         help="auto (the default: maps of 2048 px and more are unwrapped no finer than the "
-        "photo's detail, then upsampled) or full (always at the maps' resolution)",
+        "photo's detail, then upsampled), full (always at the maps' resolution) or a size in "
+        "px (at most the maps'; faster for huge photos)",
     )
     p.add_argument(
         "--white-balance",

@@ -368,8 +368,13 @@ def test_cli_unwrap_resolution_flag():
     assert build_parser().parse_args(["x.jpg"]).unwrap_resolution is None  # the config decides
     for mode in UNWRAP_MODES:  # the CLIs list the modes without importing the pipeline
         assert build_parser().parse_args(["x.jpg", "--unwrap-resolution", mode])
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["x.jpg", "--unwrap-resolution", "on"])
+    assert (
+        build_parser().parse_args(["x.jpg", "--unwrap-resolution", "1024"]).unwrap_resolution
+        == 1024
+    )
+    for bad in ("on", "63", "-5", "1e3"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["x.jpg", "--unwrap-resolution", bad])
     with pytest.raises(SystemExit):
         batch_parser().parse_args(["--input", "a", "--output", "b", "--unwrap-resolution", "x"])
 

@@ -268,8 +268,11 @@ def test_unwrap_size_follows_the_photos_detail():
     assert choose_unwrap_size("auto", 2048, 512.0) == 512
     assert choose_unwrap_size("auto", 1024, 10.0) == 1024  # below 2048 px: always full size
     assert choose_unwrap_size("full", 4096, 10.0) == 4096
-    with pytest.raises(ValueError, match="unwrap_resolution"):
-        choose_unwrap_size("on", 4096, 10.0)
+    assert choose_unwrap_size(1024, 4096, 3000.0) == 1024  # a size in px: as asked
+    assert choose_unwrap_size(np.int64(2048), 1024, 10.0) == 1024  # at most the maps'
+    for bad in ("on", 32, True, 1.5):
+        with pytest.raises(ValueError, match="unwrap_resolution"):
+            choose_unwrap_size(bad, 4096, 10.0)
 
     rng = np.random.default_rng(0)
     texture, albedo = rng.random((2, 64, 64, 3), dtype=np.float32)

@@ -297,21 +297,30 @@ def photo_pixels_per_uv(
     return float(np.quantile(np.sqrt(image_area[ok] / uv_area[ok]), quantile))
 
 
-def check_unwrap_mode(mode: str) -> str:
-    if mode not in UNWRAP_MODES:
-        raise ValueError(f"unwrap_resolution must be one of {UNWRAP_MODES}, got {mode!r}")
-    return mode
+def check_unwrap_mode(mode: str | int) -> str | int:
+    """`mode` if it is one of `UNWRAP_MODES` or a size in px (an integer >= MIN_RESOLUTION)."""
+    size = isinstance(mode, int | np.integer) and not isinstance(mode, bool)
+    if (size and mode < MIN_RESOLUTION) or (not size and mode not in UNWRAP_MODES):
+        raise ValueError(
+            f"unwrap_resolution must be one of {UNWRAP_MODES} or an integer >= "
+            f"{MIN_RESOLUTION} (px), got {mode!r}"
+        )
+    return int(mode) if size else mode
 
 
-def choose_unwrap_size(mode: str, resolution: int, pixels_per_uv: float) -> int:
+def choose_unwrap_size(mode: str | int, resolution: int, pixels_per_uv: float) -> int:
     """The size to unwrap the photo at for maps of `resolution` px.
 
-    `mode` "full": `resolution`. "auto": below `AUTO_UNWRAP_FROM` px, `resolution`; from it, the
-    smallest of `resolution`, `resolution // 2`, `resolution // 4` that still holds the photo's
-    detail (`pixels_per_uv`, `photo_pixels_per_uv`); the maps are then upsampled
-    (`upsample_maps`). Unwrapping is the costly part of large maps (4096 px: about 12 s).
+    `mode` "full": `resolution`. A size in px: that size, at most `resolution` (the maps are
+    then upsampled). "auto": below `AUTO_UNWRAP_FROM` px, `resolution`; from it, the smallest
+    of `resolution`, `resolution // 2`, `resolution // 4` that still holds the photo's detail
+    (`pixels_per_uv`, `photo_pixels_per_uv`); the maps are then upsampled (`upsample_maps`).
+    Unwrapping is the costly part of large maps (4096 px: 12-24 s on 2 cores).
     """
-    if check_unwrap_mode(mode) == "full" or resolution < AUTO_UNWRAP_FROM:
+    mode = check_unwrap_mode(mode)
+    if not isinstance(mode, str):
+        return min(mode, resolution)
+    if mode == "full" or resolution < AUTO_UNWRAP_FROM:
         return resolution
     size = resolution
     while size // 2 >= max(pixels_per_uv, resolution // 4):
