@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from modeling.face_model.topology import NUM_LANDMARKS, Topology, load_topology
-from rendering.mesh import vertex_normals
+from rendering.mesh import face_normals, vertex_normals
 
 ASSET = Path(__file__).resolve().parent / "assets" / "head.npz"
 EYE_RADIUS = 0.012  # metres, adult eyeball (Bekerman et al. 2014: 23.7 mm axial length)
@@ -203,23 +203,19 @@ class HeadModel:
         open_end[edges.row[single]] = open_end[edges.col[single]] = True
         open_end[: self.num_dense] = False  # the face's own holes (eyes, mouth) stay fixed anyway
 
-        def grow(seed: np.ndarray, steps: int) -> np.ndarray:
-            for _ in range(steps):
-                seed = seed | (adjacency @ seed > 0)
-            return seed
-
         near = np.zeros(count, bool)
         near[self.face_border] = True
         ring = np.arange(count) >= self.num_dense
-        moved = grow(near, FAIR_RINGS) & ring & ~grow(open_end, OPEN_END_ROWS)
+        moved = (
+            _grow(adjacency, near, FAIR_RINGS) & ring & ~_grow(adjacency, open_end, OPEN_END_ROWS)
+        )
         degree = np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1)
         laplacian = sp.diags(1 / degree) @ adjacency - sp.identity(count)
-        bilaplacian = (laplacian @ laplacian).tocsr()[np.flatnonzero(moved)]
-        ids = np.flatnonzero(moved)
+        bilaplacian = (laplacian @ laplacian).tocsr()[moved]
         return BorderFairing(
             moved=moved,
             coupling=bilaplacian[:, ~moved].tocsr(),
-            solve=splu(bilaplacian[:, ids].tocsc()).solve,
+            solve=splu(bilaplacian[:, moved].tocsc()).solve,
             adjacency=adjacency,
             degree=degree,
         )
@@ -273,13 +269,8 @@ def face_vertices(skin_vertices: np.ndarray, head: HeadModel | None = None) -> n
     copies and sockets dropped; the three fan centres, not part of the head's skin, lifted from
     the landmarks as `Topology.lift` places them)."""
     head = head or load_head_model()
-    skin = np.asarray(skin_vertices, np.float64)
-    num_dense = head.num_dense
-    first = head._split_index
-    out = np.zeros((num_dense, 3))
-    used = np.array([v for v in first if v < num_dense])
-    out[used] = skin[[first[v] for v in used]]
-    missing = np.setdiff1d(np.arange(num_dense), used)
+    out = unique_skin_vertices(skin_vertices, head)[: head.num_dense]
+    missing = np.setdiff1d(np.arange(head.num_dense), list(head._split_index))
     out[missing] = head.topology.lift(out[:NUM_LANDMARKS])[missing]
     return out
 
@@ -303,13 +294,10 @@ def border_bend(unique: np.ndarray, head: HeadModel | None = None, rows: int = 4
     (degrees) between the normals of its two triangles."""
     head = head or load_head_model()
     faces = head.skin_source[head.split_faces]
-    normal = np.cross(unique[faces[:, 1]] - unique[faces[:, 0]],
-                      unique[faces[:, 2]] - unique[faces[:, 0]])  # fmt: skip
-    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-15)
+    normal = face_normals(unique, faces)
     near = np.zeros(len(unique), bool)
     near[head.face_border] = True
-    for _ in range(rows):
-        near |= head.border_fairing.adjacency @ near > 0
+    near = _grow(head.border_fairing.adjacency, near, rows)
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     owner = np.tile(np.arange(len(faces)), 3)
     key = np.sort(edges, axis=1)
@@ -333,6 +321,13 @@ def ring_vertices(face_vertices: np.ndarray, head: HeadModel) -> np.ndarray:
     """`(R, 3)`: scalp, ears and neck for a dense face `(7305, 3)` in object space."""
     shift = face_vertices[:NUM_LANDMARKS] - head.topology.frontal_shape[:NUM_LANDMARKS]
     return head.ring_template + head.ring_from_landmarks @ shift
+
+
+def _grow(adjacency, seed: np.ndarray, steps: int) -> np.ndarray:
+    """`seed` `(U,)` bool and every vertex within `steps` edges of it (`adjacency` `(U, U)`)."""
+    for _ in range(steps):
+        seed = seed | (adjacency @ seed > 0)
+    return seed
 
 
 def fair_border(unique: np.ndarray, head: HeadModel) -> np.ndarray:
@@ -361,8 +356,7 @@ def _unfold(unique: np.ndarray, head: HeadModel, max_steps: int = UNFOLD_STEPS) 
     fairing, faces = head.border_fairing, head.skin_source[head.split_faces]
     for _ in range(max_steps):
         normals = vertex_normals(unique, faces)
-        own = np.cross(unique[faces[:, 1]] - unique[faces[:, 0]],
-                       unique[faces[:, 2]] - unique[faces[:, 0]])  # fmt: skip
+        own = face_normals(unique, faces, normalize=False)
         folded = (np.einsum("fc,fkc->fk", own, normals[faces]) < 0).all(1)
         bad = np.zeros(len(unique), bool)
         bad[faces[folded].ravel()] = True
