@@ -37,7 +37,6 @@ import argparse
 import time
 
 import numpy as np
-import torch
 from scipy.optimize import nnls
 
 from rendering.color import srgb_to_linear
@@ -47,10 +46,9 @@ from rendering.lights import (
     equirect_directions,
     sh_from_directional,
 )
-from rendering.mesh import decode_normals
 from rendering.sh import sh_basis
 from training import evaluate_reflectance as ev
-from training.render_pairs import make_training_pair, render_uv, seeds, uv_geometry
+from training.render_pairs import _render_maps, make_training_pair, seeds, uv_geometry
 
 ROWS = (
     ("constant", "constant (training mean) — the baseline"),
@@ -87,17 +85,11 @@ def lights_fitted_to_sh(lights, coeffs: np.ndarray) -> list[DirectionalLight]:
     ]
 
 
-def _render(geometry, pair: dict, sh, lights, albedo, specular) -> np.ndarray:
-    with torch.no_grad():
-        return render_uv(
-            geometry,
-            torch.from_numpy(np.asarray(albedo, np.float32)),
-            torch.from_numpy(np.asarray(specular, np.float32)),
-            torch.from_numpy(decode_normals(pair["diffuse_normals"])),
-            torch.from_numpy(decode_normals(pair["specular_normals"])),
-            torch.as_tensor(np.asarray(sh), dtype=torch.float32),
-            lights,
-        ).numpy()
+def _render(geometry, pair: dict, sh, lights, albedo_srgb, specular) -> np.ndarray:
+    """The pair's face (its normals) with `albedo_srgb` and `specular` under `sh` and
+    `lights`, as the pairs are rendered (`render_pairs._render_maps`): linear radiance."""
+    maps = {**pair, "diffuse_albedo": albedo_srgb, "specular_albedo": specular}
+    return _render_maps(geometry, maps, {"sh": sh, "lights": lights})[1]
 
 
 def highlight_levels(pair: dict, geometry) -> dict[str, float]:
@@ -106,7 +98,7 @@ def highlight_levels(pair: dict, geometry) -> dict[str, float]:
     lighting = pair["lighting"]
     seen = (pair["visibility"][..., 0] > SEEN) & (pair["mask"][..., 0] > 0.5)
     seen &= pair["texture"].max(-1) < SATURATED
-    albedo = srgb_to_linear(pair["diffuse_albedo"])
+    albedo = pair["diffuse_albedo"]
     none, unit = np.zeros_like(pair["specular_albedo"]), np.ones_like(pair["specular_albedo"])
     diffuse = _render(geometry, pair, lighting["sh"], [], albedo, none)
     highlights = (srgb_to_linear(pair["texture"]) - diffuse)[seen]
