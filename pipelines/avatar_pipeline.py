@@ -431,8 +431,11 @@ class AvatarPipeline(DiffusionPipeline):
                     views, topology, ao, flame = _flame_views(views, self.flame)
             progress.update()
             with timer("unwrap_and_delight"):
-                detail = max(photo_pixels_per_uv(v.geometry, topology) for v in views)
-                unwrap_size = choose_unwrap_size(run.unwrap, resolution, detail)
+                unwrap_size = choose_unwrap_size(  # the photo's detail: only asked at 2048+ px
+                    run.unwrap,
+                    resolution,
+                    lambda: max(photo_pixels_per_uv(v.geometry, topology) for v in views),
+                )
                 views = [_unwrap(v, unwrap_size, topology, ao) for v in views]
                 texture, albedo, visibility = fuse_first_order_maps([v.first_order for v in views])
                 skin_seen = _uv_skin_mask(views, resolution)

@@ -269,6 +269,13 @@ def test_unwrap_size_follows_the_photos_detail():
     assert choose_unwrap_size("auto", 1024, 10.0) == 1024  # below 2048 px: always full size
     assert choose_unwrap_size("full", 4096, 10.0) == 4096
     assert choose_unwrap_size(1024, 4096, 3000.0) == 1024  # a size in px: as asked
+
+    def unused() -> float:
+        raise AssertionError("the photo's detail is measured only where it decides")
+
+    assert choose_unwrap_size("auto", 1024, unused) == 1024
+    assert choose_unwrap_size("full", 4096, unused) == 4096
+    assert choose_unwrap_size("auto", 4096, lambda: 1500.0) == 2048
     assert choose_unwrap_size(np.int64(2048), 1024, 10.0) == 1024  # at most the maps'
     for bad in ("on", 32, True, 1.5):
         with pytest.raises(ValueError, match="unwrap_resolution"):

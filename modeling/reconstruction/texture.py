@@ -13,6 +13,7 @@ detail (`photo_pixels_per_uv`, `choose_unwrap_size`) and upsampled (`upsample_ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -308,20 +309,25 @@ def check_unwrap_mode(mode: str | int) -> str | int:
     return int(mode) if size else mode
 
 
-def choose_unwrap_size(mode: str | int, resolution: int, pixels_per_uv: float) -> int:
+def choose_unwrap_size(
+    mode: str | int, resolution: int, pixels_per_uv: float | Callable[[], float]
+) -> int:
     """The size to unwrap the photo at for maps of `resolution` px.
 
     `mode` "full": `resolution`. A size in px: that size, at most `resolution` (the maps are
     then upsampled). "auto": below `AUTO_UNWRAP_FROM` px, `resolution`; from it, the smallest
     of `resolution`, `resolution // 2`, `resolution // 4` that still holds the photo's detail
-    (`pixels_per_uv`, `photo_pixels_per_uv`); the maps are then upsampled (`upsample_maps`).
-    Unwrapping is the costly part of large maps (4096 px: 12-24 s on 2 cores).
+    (`pixels_per_uv`, `photo_pixels_per_uv`; a function is called only then); the maps are
+    then upsampled (`upsample_maps`). Unwrapping is the costly part of large maps (4096 px:
+    12-24 s on 2 cores).
     """
     mode = check_unwrap_mode(mode)
     if not isinstance(mode, str):
         return min(mode, resolution)
     if mode == "full" or resolution < AUTO_UNWRAP_FROM:
         return resolution
+    if callable(pixels_per_uv):
+        pixels_per_uv = pixels_per_uv()
     size = resolution
     while size // 2 >= max(pixels_per_uv, resolution // 4):
         size //= 2
